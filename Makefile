@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` (set up + run the default pipeline) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU default; a GPU user passes the CUDA build, e.g. `make setup TORCH_SPEC="torch==2.13.0" PIP_EXTRA_INDEX_URL=<their CUDA index>`
+TORCH_SPEC ?= torch==2.13.0
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: setup run test lint stack-up stack-down bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: a looser requirement on a machine without torch pulls CUDA wheels
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH hyperforget import-data
+	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH hyperforget summary
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+
+stack-up: setup
+	$(BIN)/python infra/local/stack.py up
+	@echo "source .stack/env to point hyperforget, mlflow, prefect and boto3 at the local stack"
+
+stack-down:
+	$(BIN)/python infra/local/stack.py down
+
+bench: setup
+	$(BIN)/python bench/zoo_vmap.py
+
+clean:
+	rm -rf artifacts mlruns.db mlartifacts .stack

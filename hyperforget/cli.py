@@ -1,0 +1,98 @@
+"""The `hyperforget` command: parse options, call a stage, print where results went.
+
+User errors (HyperForgetError) are printed without a traceback and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from hyperforget import stages
+from hyperforget.config import Params, load_params
+from hyperforget.errors import ConfigError, HyperForgetError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Machine unlearning by sampling weights.")
+console = Console()
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a param: KEY=VALUE (YAML value)")]
+
+
+def _params(path: Path, sets: list[str] | None) -> Params:
+    overrides = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set forget.classes=[3]")
+        overrides[key] = yaml.safe_load(value)
+    return load_params(path, overrides)
+
+
+def _wrote(*items: str) -> None:
+    for item in items:
+        console.print(f"[green]wrote[/green] {item}")
+
+
+def per_class_table(title: str, per_class: list[float]) -> Table:
+    table = Table(title=title)
+    table.add_column("class", justify="right")
+    table.add_column("test acc", justify="right")
+    for c, acc in enumerate(per_class):
+        table.add_row(str(c), f"{acc:.1%}")
+    return table
+
+
+@app.command("import-data")
+def import_data(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Materialise the raw data set files under data.raw_dir (the folder data.dvc tracks)."""
+    out = stages.import_data(_params(params, set_))
+    _wrote(f"{out['raw_dir']} ({len(out['files'])} files)")
+
+
+@app.command()
+def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Split the raw data into train/val/test tensors and write the dataset card."""
+    out = stages.prepare(_params(params, set_))
+    console.print(f"{out['card']['name']}: sizes {out['card']['sizes']}")
+    _wrote(out["dataset"], str(stages.paths()["card"]))
+
+
+@app.command()
+def train(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Train the original model on all training data."""
+    out = stages.train(_params(params, set_))
+    m = out["metrics"]
+    console.print(per_class_table(f"original model: test acc {m['test_acc']:.1%}", m["per_class_test_acc"]))
+    _wrote(out["model"], str(stages.paths()["train_metrics"]))
+
+
+@app.command()
+def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Metrics of the original model on the configured forget request."""
+    out = stages.evaluate(_params(params, set_))
+    r = out["report"]
+    console.print(f"forget acc {r['forget_acc']:.1%}  retain acc {r['retain_acc']:.1%}  test acc {r['test_acc']:.1%}"
+                  f"  MIA {r['mia']:.2f}")
+    _wrote(out["metrics"])
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("HYPERFORGET_LOG", "INFO"), format="%(message)s")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        app()
+    except HyperForgetError as e:
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Typed params: `params.yaml` is validated once, here, and every stage reads its sections from it.
+
+Unknown keys and out-of-range values are errors with one message that names the key, the value and
+what is allowed. Sections a later stage adds are mounted here so there is still one validation point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hyperforget.errors import ConfigError
+from hyperforget.hypernet.config import HypernetConfig
+
+DATASETS = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    name: Literal["digits", "mnist", "fashion_mnist", "cifar10"] = "digits"
+    raw_dir: str = "data/raw"
+    source: str | None = Field(None, description="directory of original IDX/CIFAR files to import from")
+    download: bool = False
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="used when the data set has no test split")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="held-out unseen data carved from train")
+    seed: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.name]
+
+
+class ModelConfig(Section):
+    arch: Literal["mlp", "cnn"] = "mlp"
+    width: int = Field(10, ge=1, le=4096)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-2, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(0, ge=0, description="early stop after this many epochs without val gain; 0 = off")
+    seed: int = 0
+
+
+class ForgetConfig(Section):
+    classes: list[int] | None = None
+    fraction: float | None = Field(None, gt=0, le=0.9)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ForgetConfig:
+        if (self.classes is None) == (self.fraction is None):
+            raise ValueError("give exactly one of forget.classes (a list of classes) or forget.fraction")
+        if self.classes is not None:
+            if not self.classes:
+                raise ValueError("forget.classes is empty: name at least one class to forget")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"forget.classes has duplicates: {self.classes}")
+            if min(self.classes) < 0:
+                raise ValueError(f"forget.classes has a negative class: {self.classes}")
+        return self
+
+    def slug(self) -> str:
+        if self.classes is not None:
+            return "classes-" + "-".join(str(c) for c in sorted(self.classes))
+        return f"random-{round(self.fraction * 100)}pct-seed{self.seed}"
+
+
+class EvaluationConfig(Section):
+    methods: list[str] = ["retrain", "finetune", "neggrad", "neggrad_plus", "gradtau", "forsaken", "ssd"]
+    retrain_seeds: int = Field(3, ge=1, le=64)
+    mia_splits: int = Field(10, ge=2)
+    seed: int = 0
+
+
+class GatesConfig(Section):
+    max_forget_acc: float = Field(0.05, ge=0, le=1)
+    max_retain_drop: float = Field(0.05, ge=0, le=1, description="retained test acc ≥ retrain mean − this")
+    max_mia: float = Field(0.5, ge=0, le=1, description="fraction of D_f the MIA calls 'member'")
+
+
+class TrackingConfig(Section):
+    uri: str = Field("sqlite:///mlruns.db", description="overridden by MLFLOW_TRACKING_URI")
+    experiment_prefix: str = "hyperforget"
+    artifact_root: str = "mlartifacts"
+
+
+class StorageConfig(Section):
+    bucket: str = "hyperforget"
+    prefix: str = "models"
+
+
+class Params(Section):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    forget: ForgetConfig = ForgetConfig(classes=[3])
+    evaluation: EvaluationConfig = EvaluationConfig()
+    hypernet: HypernetConfig = HypernetConfig()
+    gates: GatesConfig = GatesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    storage: StorageConfig = StorageConfig()
+
+    @model_validator(mode="after")
+    def _forget_fits_data(self) -> Params:
+        n = self.data.num_classes
+        classes = self.forget.classes
+        if classes is not None:
+            bad = [c for c in classes if c >= n]
+            if bad:
+                raise ValueError(f"forget.classes {bad} out of range: {self.data.name} has classes 0..{n - 1}")
+            if len(set(classes)) >= n:
+                raise ValueError(f"forget.classes names all {n} classes: at least one class must be retained")
+        return self
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"invalid params in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and section)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as e:
+        raise ConfigError(_format(e, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Load and validate params; `overrides` maps dotted keys to values (e.g. {"forget.classes": [1]})."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {path} not found; pass --params PATH or run from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        apply_override(raw, dotted, value)
+    return parse_params(raw, str(path))
+
+
+def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted}: {key} is not a section")
+    node[leaf] = value
+    if dotted == "forget.classes":
+        node.pop("fraction", None)
+    elif dotted == "forget.fraction":
+        node.pop("classes", None)
+
+
+def flat_params(params: Params) -> dict[str, Any]:
+    """Dotted key → value, for logging to a tracker."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = obj
+
+    walk("", params.model_dump())
+    return out

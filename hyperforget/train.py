@@ -1,0 +1,122 @@
+"""Seeded training of one model, and of many at once with torch.func (functional_call + vmap).
+
+Both paths draw the initialisation from `torch.manual_seed(seed)` and the batch order from a
+`torch.Generator` seeded with the same seed, and Adam is elementwise, so model j of a vmapped run
+follows the same trajectory as a separate run with seed j (up to float summation order).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from hyperforget.config import TrainConfig
+from hyperforget.models import ModelSpec
+from hyperforget.progress import progress
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Logits of `model` on `x`, in eval mode, batched to bound memory."""
+    model.eval()
+    return torch.cat([model(xb) for xb in x.split(batch_size)]) if len(x) else torch.empty(0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict(model, x).argmax(1) == y).float().mean().item() if len(y) else float("nan")
+
+
+def train_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    seed: int,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    desc: str = "train",
+) -> dict:
+    """Train in place with Adam; with `cfg.patience` and a val split, stop early and keep the best epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: dict = {"loss": [], "val_acc": []}
+    best, best_state, since_best = -1.0, None, 0
+    for _ in progress(range(cfg.epochs), desc):
+        model.train()
+        total = 0.0
+        for idx in batch_order(len(y), cfg.batch_size, gen):
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        history["loss"].append(total / len(y))
+        if x_val is not None and y_val is not None:
+            acc = accuracy(model, x_val, y_val)
+            history["val_acc"].append(acc)
+            if acc > best:
+                best, best_state, since_best = acc, copy.deepcopy(model.state_dict()), 0
+            else:
+                since_best += 1
+            if cfg.patience and since_best >= cfg.patience:
+                break
+    if cfg.patience and best_state is not None:
+        model.load_state_dict(best_state)
+    history["epochs_run"] = len(history["loss"])
+    return history
+
+
+def stack(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """Stack the parameters of same-architecture models into leaf tensors with a leading model axis."""
+    params, _ = stack_module_state(list(models))
+    return params
+
+
+def batched_logits(
+    template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, shared: bool = False
+) -> torch.Tensor:
+    """Logits [N, B, C] of N stacked models on per-model inputs [N, B, ...] (or one `shared` batch [B, ...])."""
+
+    def one(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, p, (xb,))
+
+    return torch.vmap(one, in_dims=(0, None if shared else 0))(params, x)
+
+
+def unstack(spec: ModelSpec, params: dict[str, torch.Tensor]) -> list[nn.Module]:
+    n = next(iter(params.values())).shape[0]
+    models = []
+    for i in range(n):
+        m = spec.build()
+        m.load_state_dict({k: v[i].detach().clone() for k, v in params.items()})
+        models.append(m.eval())
+    return models
+
+
+def train_many(
+    spec: ModelSpec, seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train×N"
+) -> list[nn.Module]:
+    """Train one fresh model per seed, all in one vmapped batch; returns the trained models."""
+    template = spec.build().to("meta")
+    params = stack([spec.build(seed=s) for s in seeds])
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    opt = torch.optim.Adam(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for _ in progress(range(cfg.epochs), desc):
+        orders = [batch_order(len(y), cfg.batch_size, g) for g in gens]
+        for step in range(len(orders[0])):
+            idx = torch.stack([o[step] for o in orders])  # [N, B]
+            logits = batched_logits(template, params, x[idx])
+            per_model = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(idx.shape)
+            opt.zero_grad(set_to_none=True)
+            per_model.mean(1).sum().backward()
+            opt.step()
+    return unstack(spec, params)

@@ -1,0 +1,132 @@
+"""Data: safe IDX/CIFAR readers, deterministic raw export, splits, and the forget/retain split."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hyperforget.config import DataConfig, ForgetConfig
+from hyperforget.data import (
+    CIFAR_RECORD,
+    forget_split,
+    import_raw,
+    load_dataset,
+    prepare,
+    read_cifar_batches,
+    read_idx,
+    save_dataset,
+    stratified_split,
+    write_idx,
+)
+from hyperforget.errors import DataError, IntegrityError
+
+MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "mnist-t10k"
+
+
+def test_idx_round_trip_raw_and_gzip(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a", a)
+    (tmp_path / "a.gz").write_bytes(gzip.compress((tmp_path / "a").read_bytes()))
+    assert np.array_equal(read_idx(tmp_path / "a"), a)
+    assert np.array_equal(read_idx(tmp_path / "a.gz"), a)
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    write_idx(tmp_path / "a", np.zeros((10, 4, 4), np.uint8))
+    (tmp_path / "a").write_bytes((tmp_path / "a").read_bytes()[:-7])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "a")
+
+
+def test_idx_with_bad_magic_is_a_clear_error(tmp_path):
+    (tmp_path / "a").write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 12)
+    with pytest.raises(DataError, match="magic"):
+        read_idx(tmp_path / "a")
+
+
+def test_corrupt_gzip_is_a_clear_error(tmp_path):
+    (tmp_path / "a.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abcde")[:-6])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        read_idx(tmp_path / "a.gz")
+
+
+def test_cifar_reader_checks_record_size(tmp_path):
+    rec = np.zeros((3, CIFAR_RECORD), np.uint8)
+    rec[:, 0] = [1, 2, 3]
+    (tmp_path / "b.bin").write_bytes(rec.tobytes())
+    x, y = read_cifar_batches([tmp_path / "b.bin"])
+    assert x.shape == (3, 3, 32, 32) and y.tolist() == [1, 2, 3]
+    (tmp_path / "c.bin").write_bytes(rec.tobytes()[:-1])
+    with pytest.raises(DataError, match="record size"):
+        read_cifar_batches([tmp_path / "c.bin"])
+
+
+def test_digits_export_is_byte_deterministic(tmp_path):
+    a = import_raw(DataConfig(raw_dir=str(tmp_path / "a")))
+    b = import_raw(DataConfig(raw_dir=str(tmp_path / "b")))
+    for f in a.iterdir():
+        assert f.read_bytes() == (b / f.name).read_bytes()
+
+
+def test_stratified_split_keeps_class_proportions_and_is_seeded():
+    y = np.repeat(np.arange(4), [100, 50, 30, 20])
+    keep, held = stratified_split(y, 0.2, seed=1)
+    assert sorted(np.concatenate([keep, held]).tolist()) == list(range(len(y)))
+    assert np.bincount(y[held]).tolist() == [20, 10, 6, 4]
+    assert np.array_equal(held, stratified_split(y, 0.2, seed=1)[1])
+    assert not np.array_equal(held, stratified_split(y, 0.2, seed=2)[1])
+
+
+@pytest.fixture(scope="module")
+def digits_ds(tmp_path_factory):
+    cfg = DataConfig(raw_dir=str(tmp_path_factory.mktemp("raw")))
+    import_raw(cfg)
+    return prepare(cfg)
+
+
+def test_prepare_splits_digits_without_overlap(digits_ds):
+    assert (len(digits_ds.y_train), len(digits_ds.y_val), len(digits_ds.y_test)) == (1295, 143, 359)
+    assert digits_ds.input_shape == (1, 8, 8)
+    assert abs(digits_ds.x_train.mean().item()) < 1e-4
+
+
+def test_forget_split_by_class_and_by_fraction(digits_ds):
+    split = forget_split(digits_ds, ForgetConfig(classes=[3, 5]))
+    assert set(digits_ds.y_train[split.forget_idx].tolist()) == {3, 5}
+    assert not torch.isin(digits_ds.y_train[split.retain_idx], torch.tensor([3, 5])).any()
+    assert split.retained_classes(10) == [0, 1, 2, 4, 6, 7, 8, 9]
+    rand = forget_split(digits_ds, ForgetConfig(fraction=0.1, seed=4))
+    assert len(rand.forget_idx) == round(0.1 * len(digits_ds.y_train))
+    assert len(rand.forget_idx) + len(rand.retain_idx) == len(digits_ds.y_train)
+    again = forget_split(digits_ds, ForgetConfig(fraction=0.1, seed=4))
+    assert torch.equal(rand.forget_idx, again.forget_idx)
+
+
+def test_saved_dataset_loads_back_and_detects_corruption(digits_ds, tmp_path):
+    card = save_dataset(digits_ds, tmp_path)
+    assert card["class_counts"]["train"][3] == int((digits_ds.y_train == 3).sum())
+    back = load_dataset(tmp_path)
+    assert torch.equal(back.x_test, digits_ds.x_test) and back.name == "digits"
+    blob = bytearray((tmp_path / "dataset.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (tmp_path / "dataset.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        load_dataset(tmp_path)
+
+
+def test_non_digits_set_without_source_says_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match="data.source"):
+        import_raw(DataConfig(name="mnist", raw_dir=str(tmp_path)))
+
+
+@pytest.mark.skipif(not MNIST_DIR.exists(), reason="shared MNIST test split not present")
+def test_mnist_test_split_alone_is_split_8k_2k(tmp_path):
+    cfg = DataConfig(name="mnist", source=str(MNIST_DIR), raw_dir=str(tmp_path))
+    import_raw(cfg)
+    ds = prepare(cfg)
+    assert len(ds.y_test) == 2000
+    assert len(ds.y_train) + len(ds.y_val) == 8000
+    assert ds.input_shape == (1, 28, 28)
+    assert np.bincount(ds.y_test.numpy()).tolist() == [196, 227, 206, 202, 196, 178, 192, 206, 195, 202]
