@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hyperforget.errors import ConfigError
 from hyperforget.hypernet.config import HypernetConfig
+from hyperforget.unlearn.options import UnlearnConfig
 
 DATASETS = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
@@ -81,6 +82,32 @@ class EvaluationConfig(Section):
     seed: int = 0
 
 
+class ZooConfig(Section):
+    """The weight zoo: unlearning trajectories from θ0 for each request in the zoo's request set."""
+
+    pairs: list[list[int]] = Field([], description="class pairs added to the single-class requests")
+    holdout_pairs: list[list[int]] = Field([], description="pairs kept out of the zoo to test generalisation")
+    trajectories: int = Field(8, ge=1, le=100_000, description="trajectories per request, one vmapped batch")
+    steps: int = Field(40, ge=1, le=1_000_000, description="optimiser steps per trajectory")
+    save_every: int = Field(5, ge=1, description="keep every k-th step as a checkpoint")
+    lr: tuple[float, float] = Field((1e-3, 2e-2), description="log-uniform range of trajectory learning rates")
+    forget_weight: tuple[float, float] = Field((0.05, 0.5), description="uniform range of ascent weights")
+    retrain_seeds: int = Field(3, ge=0, le=1024, description="retrained-from-scratch members per request")
+    shard_rows: int = Field(512, ge=1, description="checkpoints per safetensors shard")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ZooConfig:
+        for name in ("lr", "forget_weight"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"zoo.{name} must be a range (low, high) with 0 < low <= high, got {(lo, hi)}")
+        for pair in (*self.pairs, *self.holdout_pairs):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"zoo pairs must hold two different classes, got {pair}")
+        return self
+
+
 class GatesConfig(Section):
     max_forget_acc: float = Field(0.05, ge=0, le=1)
     max_retain_drop: float = Field(0.05, ge=0, le=1, description="retained test acc ≥ retrain mean − this")
@@ -105,6 +132,8 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     forget: ForgetConfig = ForgetConfig(classes=[3])
     evaluation: EvaluationConfig = EvaluationConfig()
+    unlearn: UnlearnConfig = UnlearnConfig()
+    zoo: ZooConfig = ZooConfig()
     hypernet: HypernetConfig = HypernetConfig()
     gates: GatesConfig = GatesConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -114,6 +143,9 @@ class Params(Section):
     def _forget_fits_data(self) -> Params:
         n = self.data.num_classes
         classes = self.forget.classes
+        for pair in (*self.zoo.pairs, *self.zoo.holdout_pairs):
+            if max(pair) >= n or min(pair) < 0:
+                raise ValueError(f"zoo pair {pair} out of range: {self.data.name} has classes 0..{n - 1}")
         if classes is not None:
             bad = [c for c in classes if c >= n]
             if bad:
@@ -126,7 +158,7 @@ class Params(Section):
 def _format(err: ValidationError, source: str) -> str:
     lines = [f"invalid params in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in e["loc"]) or "params"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling and section)"

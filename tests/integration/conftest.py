@@ -1,0 +1,66 @@
+"""Fixtures that start real servers from infra/local/stack.py on a free port base and stop them.
+
+`s3_stack` (S3 only, ~2 s) and `full_stack` (S3 + MLflow + Prefect with a worker, ~20 s) are
+session-scoped: each starts once in its own temp dir, exports its variables for the session and
+is stopped (every process group, no orphans) when the session ends, even if a test fails.
+A test that uses both sees the variables of the one set up last in os.environ; read the yielded
+dicts when it matters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_stack_module():
+    """Import infra/local/stack.py by path (infra/ is not a package)."""
+    name = "hyperforget_local_stack"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "infra" / "local" / "stack.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+stack = load_stack_module()
+
+
+@pytest.fixture(scope="session")
+def local_stack():
+    """The infra/local/stack.py module (up, down, status, free_port_base, service_ports)."""
+    return stack
+
+
+def _run_stack(tmp_path_factory: pytest.TempPathFactory, services: list[str], name: str) -> Iterator[dict]:
+    state_dir = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        # fixed local dev credentials, never whatever AWS keys the developer's shell holds
+        mp.setenv("AWS_ACCESS_KEY_ID", stack.DEFAULT_CREDENTIALS[0])
+        mp.setenv("AWS_SECRET_ACCESS_KEY", stack.DEFAULT_CREDENTIALS[1])
+        try:
+            env = stack.up(services, state_dir, stack.free_port_base())
+            for key, value in env.items():
+                mp.setenv(key, value)
+            yield {**env, "STACK_DIR": str(state_dir)}
+        finally:
+            stack.down(state_dir)
+
+
+@pytest.fixture(scope="session")
+def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """S3 (SeaweedFS) on 127.0.0.1 with bucket HYPERFORGET_S3_BUCKET; yields the env it exported."""
+    yield from _run_stack(tmp_path_factory, ["s3"], "s3-stack")
+
+
+@pytest.fixture(scope="session")
+def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """S3 + MLflow (artifacts in S3) + Prefect server, `hyperforget` process pool and a worker."""
+    yield from _run_stack(tmp_path_factory, ["s3", "mlflow", "prefect"], "full-stack")

@@ -1,0 +1,86 @@
+"""hyperforget.io: safetensors + sha256 sidecars, atomic writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hyperforget.errors import IntegrityError
+from hyperforget.io import atomic_path, load_tensors, read_json, save_tensors, sha256_file, sidecar, write_json
+
+
+@pytest.fixture
+def tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "fc.weight": torch.randn(4, 3, generator=g),
+        "fc.bias": torch.randn(4, generator=g, dtype=torch.float64),
+        "steps": torch.arange(5, dtype=torch.int64),
+    }
+
+
+def test_save_then_load_round_trips_tensors_exactly(tmp_path, tensors):
+    path = tmp_path / "w" / "model.safetensors"
+    digest = save_tensors(path, tensors, metadata={"arch": "mlp"})
+    assert digest == sha256_file(path)
+    assert sidecar(path).read_text().split() == [digest, "model.safetensors"]
+    loaded = load_tensors(path)
+    assert loaded.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert loaded[name].dtype == t.dtype
+        assert torch.equal(loaded[name], t)
+
+
+def test_flipped_byte_is_an_integrity_error(tmp_path, tensors):
+    path = tmp_path / "model.safetensors"
+    save_tensors(path, tensors)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # one bit in the last tensor's data: still valid safetensors, wrong weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        load_tensors(path)
+
+
+def test_wrong_expected_sha256_is_an_integrity_error(tmp_path, tensors):
+    path = tmp_path / "model.safetensors"
+    save_tensors(path, tensors)
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        load_tensors(path, expected_sha256="0" * 64)
+
+
+def test_missing_sidecar_is_an_integrity_error(tmp_path, tensors):
+    path = tmp_path / "model.safetensors"
+    save_tensors(path, tensors)
+    sidecar(path).unlink()
+    with pytest.raises(IntegrityError, match="no checksum sidecar"):
+        load_tensors(path)
+
+
+def test_missing_file_is_an_integrity_error(tmp_path):
+    with pytest.raises(IntegrityError, match="does not exist"):
+        load_tensors(tmp_path / "absent.safetensors")
+
+
+def test_failed_atomic_write_leaves_no_file(tmp_path):
+    target = tmp_path / "out" / "table.json"
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_path(target) as tmp:
+        tmp.write_bytes(b'{"half": ')
+        raise RuntimeError("interrupted")
+    assert list(target.parent.iterdir()) == []  # neither the target nor the temp file
+
+
+def test_failed_atomic_write_keeps_the_previous_version(tmp_path):
+    target = tmp_path / "table.json"
+    write_json(target, {"version": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("garbage")
+        raise RuntimeError("interrupted")
+    assert read_json(target) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["table.json"]
+
+
+def test_corrupt_json_is_an_integrity_error(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"acc": 0.9')
+    with pytest.raises(IntegrityError, match="not valid JSON"):
+        read_json(path)
