@@ -84,6 +84,70 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     _wrote(out["metrics"])
 
 
+@app.command()
+def unlearn(
+    method: Annotated[str | None, typer.Option(help="method name (default: unlearn.method)")] = None,
+    register: Annotated[bool, typer.Option(help="gate, register in MLflow, export ONNX, upload to S3")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Answer the forget request in params (forget.*) with one method."""
+    p = _params(params, set_)
+    out = stages.unlearn(p, method)
+    r, ref = out["report"], out["reference"]
+    console.print(f"{out['method']} on {out['request_slug']}: forget acc {r['forget_acc']:.1%} "
+                  f"(retrain {ref['forget_acc']['mean']:.1%}), retained test acc {r['test_retained_acc']:.1%} "
+                  f"(retrain {ref['test_retained_acc']['mean']:.1%}), MIA {r['mia']:.2f}, "
+                  f"{out['wall_time_s']:.2f} s")
+    _wrote(out["model_path"], out["report_path"])
+    if register:
+        published = stages.publish(p, out)
+        console.print(published["summary"], highlight=False)
+        _wrote(published["result_path"])
+
+
+@app.command()
+def compare(
+    methods: Annotated[str | None, typer.Option(help="comma-separated methods (default: evaluation.methods)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Run every method and the retrain reference on the forget request; print and write the table."""
+    from hyperforget.evaluate import format_table
+
+    out = stages.compare(_params(params, set_), methods.split(",") if methods else None)
+    console.print(format_table(out["result"]), highlight=False)
+    _wrote(*out["written"].values())
+
+
+@app.command()
+def promote(name: str, version: str, params: ParamsOpt = Path("params.yaml")) -> None:
+    """Move the `champion` alias to NAME VERSION, only if that version passed its gates."""
+    from hyperforget import publish
+
+    out = publish.promote(name, version, load_params(params))
+    console.print(f"{out['name']} version {out['version']} is now @{out['alias']}")
+
+
+@app.command()
+def fetch(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write the ONNX file into")] = Path("."),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Download the ONNX model of a registry version (S3 via boto3), verified against its sha256 tag."""
+    from hyperforget import publish
+
+    path = publish.fetch(ref, out, load_params(params))
+    _wrote(f"{path} (sha256 verified)")
+
+
+@app.command()
+def summary(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Print the comparison table and where the registered models and ONNX files are."""
+    console.print(stages.summary(load_params(params)), highlight=False)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("HYPERFORGET_LOG", "INFO"), format="%(message)s")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

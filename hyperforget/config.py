@@ -87,10 +87,11 @@ class ZooConfig(Section):
 
     pairs: list[list[int]] = Field([], description="class pairs added to the single-class requests")
     holdout_pairs: list[list[int]] = Field([], description="pairs kept out of the zoo to test generalisation")
-    trajectories: int = Field(8, ge=1, le=100_000, description="trajectories per request, one vmapped batch")
-    steps: int = Field(40, ge=1, le=1_000_000, description="optimiser steps per trajectory")
-    save_every: int = Field(5, ge=1, description="keep every k-th step as a checkpoint")
-    lr: tuple[float, float] = Field((1e-3, 2e-2), description="log-uniform range of trajectory learning rates")
+    trajectories: int = Field(16, ge=1, le=100_000, description="trajectories per request, one vmapped batch")
+    steps: int = Field(300, ge=1, le=1_000_000, description="optimiser steps per trajectory")
+    save_every: int = Field(30, ge=1, description="keep every k-th step as a checkpoint")
+    batch_size: int = Field(64, ge=1, description="forget and retain batch size of the trajectories")
+    lr: tuple[float, float] = Field((1e-3, 1e-2), description="log-uniform range of trajectory Adam learning rates")
     forget_weight: tuple[float, float] = Field((0.05, 0.5), description="uniform range of ascent weights")
     retrain_seeds: int = Field(3, ge=0, le=1024, description="retrained-from-scratch members per request")
     shard_rows: int = Field(512, ge=1, description="checkpoints per safetensors shard")
@@ -105,6 +106,9 @@ class ZooConfig(Section):
         for pair in (*self.pairs, *self.holdout_pairs):
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"zoo pairs must hold two different classes, got {pair}")
+        if self.save_every > self.steps:
+            raise ValueError(f"zoo.save_every ({self.save_every}) exceeds zoo.steps ({self.steps}): "
+                             "nothing would be saved")
         return self
 
 

@@ -216,7 +216,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     keep, held = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n = int(round(len(idx) * fraction))
+        n = round(len(idx) * fraction)
         held.append(idx[:n])
         keep.append(idx[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
@@ -252,7 +252,7 @@ def forget_split(ds: Dataset, req: ForgetConfig) -> ForgetSplit:
         classes = tuple(sorted(req.classes))
     else:
         g = torch.Generator().manual_seed(req.seed)
-        n = int(round(req.fraction * len(y)))
+        n = round(req.fraction * len(y))
         mask = torch.zeros(len(y), dtype=torch.bool)
         mask[torch.randperm(len(y), generator=g)[:n]] = True
         classes = None

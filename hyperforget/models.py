@@ -57,7 +57,9 @@ class CNN(nn.Module):
 ARCHITECTURES = ("mlp", "cnn")
 
 
-def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, width: int, seed: int | None = None) -> nn.Module:
+def build_model(
+    arch: str, input_shape: tuple[int, ...], num_classes: int, width: int, seed: int | None = None
+) -> nn.Module:
     """Build a freshly initialised model; with `seed`, initialisation is reproducible."""
     if seed is not None:
         torch.manual_seed(seed)

@@ -7,13 +7,16 @@ its outputs there atomically and returns a JSON-able summary (paths and metrics,
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 from hyperforget import data as data_mod
 from hyperforget.config import Params
-from hyperforget.data import Dataset
+from hyperforget.data import Dataset, ForgetSplit
 from hyperforget.io import read_json, sha256_file, write_json
-from hyperforget.metrics import per_class_accuracy
+from hyperforget.metrics import Evaluator, per_class_accuracy, summarise
 from hyperforget.models import ModelSpec, load_model, save_model
 from hyperforget.train import predict, train_model
 
@@ -31,6 +34,7 @@ def paths(root: Path = ARTIFACTS) -> dict[str, Path]:
         "evaluate": root / "evaluate",
         "compare": root / "compare",
         "requests": root / "requests",
+        "publish": root / "publish",
     }
 
 
@@ -81,8 +85,6 @@ def load_original() -> tuple:
 
 def evaluate(params: Params) -> dict:
     """Metrics of the original model on the configured forget request (the 'before' of unlearning)."""
-    from hyperforget.metrics import Evaluator
-
     ds = load_data()
     model, _ = load_original()
     split = data_mod.forget_split(ds, params.forget)
@@ -105,3 +107,109 @@ def lineage() -> dict[str, str]:
 
 def read_train_metrics() -> dict:
     return read_json(paths()["train_metrics"])
+
+
+def unlearn_config(params: Params):
+    """`unlearn:` with the retrain recipe taken from `train:`, so the reference is trained as θ0 was."""
+    t = params.train
+    retrain = params.unlearn.retrain.model_copy(
+        update={"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay})
+    return params.unlearn.model_copy(update={"retrain": retrain})
+
+
+def _request_context(params: Params) -> tuple:
+    ds = load_data()
+    original, spec = load_original()
+    split = data_mod.forget_split(ds, params.forget)
+    ev = Evaluator.for_original(original, ds, split, params.evaluation.mia_splits, params.evaluation.seed)
+    return ds, original, spec, split, ev
+
+
+def reference(params: Params, ds: Dataset, original, spec: ModelSpec, split: ForgetSplit, ev: Evaluator) -> dict:
+    """Mean ± std of the retrain-from-scratch models for this request, cached by what determines them."""
+    from hyperforget.unlearn import run_method
+    from hyperforget.unlearn.base import UnlearnInputs
+
+    opts = unlearn_config(params).retrain.model_copy(update={"seeds": params.evaluation.retrain_seeds})
+    key = hashlib.sha256(json.dumps([sha256_file(paths()["dataset"]), sha256_file(paths()["model"]),
+                                     params.forget.model_dump(), opts.model_dump(),
+                                     params.evaluation.model_dump()], sort_keys=True).encode()).hexdigest()
+    cache = paths()["requests"] / params.forget.slug() / "reference.json"
+    if cache.exists():
+        cached = read_json(cache)
+        if cached.get("key") == key:
+            return cached["summary"]
+    res = run_method("retrain", UnlearnInputs(original, spec, ds, split, params.seed), opts)
+    summary = summarise([ev.report(m) for m in res.models])
+    write_json(cache, {"key": key, "summary": summary, "seeds": opts.seeds})
+    return summary
+
+
+def unlearn(params: Params, method: str | None = None) -> dict:
+    """Answer the configured forget request with one method; write the model and its report."""
+    from hyperforget.unlearn import run_method
+    from hyperforget.unlearn.base import UnlearnInputs
+
+    method = method or params.unlearn.method
+    options = unlearn_config(params).options_for(method)
+    ds, original, spec, split, ev = _request_context(params)
+    ref = reference(params, ds, original, spec, split, ev)
+    res = run_method(method, UnlearnInputs(original, spec, ds, split, params.seed), options)
+    report = ev.report(res.model)
+    out = paths()["requests"] / params.forget.slug() / method
+    digest = save_model(out / "model.safetensors", res.model, spec)
+    record = {"request": params.forget.slug(), "method": method, "report": report, "reference": ref,
+              "unlearning": res.record(), "sha256": digest}
+    write_json(out / "report.json", record)
+    return {"model_path": str(out / "model.safetensors"), "report_path": str(out / "report.json"),
+            "report": report, "reference": ref, "method": method, "request_slug": params.forget.slug(),
+            "wall_time_s": res.wall_time_s, "info": res.info, "lineage": res.info.get("lineage", {})}
+
+
+def compare(params: Params, methods: list[str] | None = None) -> dict:
+    """Rank methods on the configured request against the retrain reference; write JSON, Markdown, PNG."""
+    from hyperforget.evaluate import compare as run_compare
+    from hyperforget.evaluate import write_report
+
+    ds = load_data()
+    original, spec = load_original()
+    split = data_mod.forget_split(ds, params.forget)
+    result = run_compare(original, spec, ds, split, methods or params.evaluation.methods, unlearn_config(params),
+                         params.evaluation.retrain_seeds, params.evaluation.mia_splits, params.evaluation.seed)
+    written = write_report(result, paths()["compare"])
+    return {"result": result, "written": {k: str(v) for k, v in written.items()}}
+
+
+def publish(params: Params, request: dict) -> dict:
+    """Gate → register (alias `candidate` on pass) → ONNX export + S3 upload (only on pass)."""
+    from hyperforget import publish as pub
+
+    verdict = pub.gate(request, params)
+    registered = pub.register(request, verdict, params)
+    exported = pub.export_and_upload(registered["name"], registered["version"], params) if verdict.passed else None
+    text = pub.summary_markdown(request, verdict, registered, exported)
+    result = {"request": request["request_slug"], "method": request["method"], "gates": verdict.to_dict(),
+              "registered": registered, "exported": exported}
+    out = paths()["publish"]
+    write_json(out / "result.json", result)
+    (out / "summary.md").write_text(text)
+    return {"result": result, "summary": text, "result_path": str(out / "result.json")}
+
+
+def summary(params: Params) -> str:
+    """What `make run` ends with: the comparison table and where the published model went."""
+    from hyperforget.evaluate import format_table
+
+    parts = []
+    comparison = paths()["compare"] / "comparison.json"
+    if comparison.exists():
+        parts.append(format_table(read_json(comparison)))
+    published = paths()["publish"] / "result.json"
+    if published.exists():
+        r = read_json(published)
+        reg, exp = r["registered"], r["exported"]
+        parts.append(f"registered: {reg['name']} version {reg['version']} (run {reg['run_id']}) in "
+                     f"{params.tracking.uri if not os.environ.get('MLFLOW_TRACKING_URI') else 'MLFLOW_TRACKING_URI'}; "
+                     f"gates {'passed → alias candidate' if r['gates']['passed'] else 'FAILED → no alias'}")
+        parts.append(f"ONNX: {exp['location']} (sha256 {exp['sha256'][:12]}…)" if exp else "ONNX: not exported")
+    return "\n\n".join(parts) or "nothing yet: run `dvc repro`"

@@ -117,7 +117,7 @@ def test_saved_dataset_loads_back_and_detects_corruption(digits_ds, tmp_path):
 
 
 def test_non_digits_set_without_source_says_how_to_fix(tmp_path):
-    with pytest.raises(DataError, match="data.source"):
+    with pytest.raises(DataError, match=r"data\.source"):
         import_raw(DataConfig(name="mnist", raw_dir=str(tmp_path)))
 
 

@@ -1,0 +1,31 @@
+"""Compare every baseline unlearning method with retraining on one request; print and write the report.
+
+    .venv/bin/python bench/compare.py --dataset mnist --source /work/shared/datasets/mnist-t10k \
+        --classes 3 --out artifacts/bench/mnist-class3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import BASELINES, add_request_args, setup
+
+from hyperforget.evaluate import compare, format_table, write_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_request_args(parser)
+    parser.add_argument("--methods", default=",".join(BASELINES))
+    parser.add_argument("--retrain-seeds", type=int, default=3)
+    parser.add_argument("--out", required=True, help="folder for comparison.json/.md and per_class.png")
+    args = parser.parse_args()
+    data, spec, original, split, cfg = setup(args)
+    result = compare(original, spec, data, split, args.methods.split(","), cfg, args.retrain_seeds, 10, args.seed)
+    print(format_table(result))
+    for kind, path in write_report(result, args.out).items():
+        print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    main()

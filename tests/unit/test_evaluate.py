@@ -1,0 +1,73 @@
+"""compare() on digits: one table with the retrain reference and every method, written as JSON,
+Markdown and a PNG; and method timings provably exclude evaluation."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from hyperforget import evaluate
+from hyperforget.metrics import Evaluator
+from hyperforget.unlearn import base
+from hyperforget.unlearn.options import RetrainOptions, UnlearnConfig
+
+METHODS = ["finetune", "neggrad", "ssd"]
+
+
+@pytest.fixture(scope="module")
+def timed_comparison(original_mlp, digits_spec, digits, split_class3):
+    """compare() with every Timer block and every Evaluator.report call logged as (start, end)."""
+    spans: dict[str, list[tuple[float, float]]] = {"timer": [], "report": []}
+    exit_, report = base.Timer.__exit__, Evaluator.report
+
+    def logged_exit(self, *exc):
+        exit_(self, *exc)
+        spans["timer"].append((self._t0, self._t0 + self.seconds))
+
+    def logged_report(self, model):
+        t0 = time.perf_counter()
+        out = report(self, model)
+        spans["report"].append((t0, time.perf_counter()))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base.Timer, "__exit__", logged_exit)
+        mp.setattr(Evaluator, "report", logged_report)
+        cfg = UnlearnConfig(retrain=RetrainOptions(epochs=10))
+        result = evaluate.compare(original_mlp, digits_spec, digits, split_class3, ["retrain", *METHODS], cfg,
+                                  retrain_seeds=2, mia_splits=5, seed=0)
+    return result, spans
+
+
+def test_compare_writes_json_markdown_and_png(timed_comparison, tmp_path):
+    result, _ = timed_comparison
+    paths = evaluate.write_report(result, tmp_path / "compare")
+    on_disk = json.loads(paths["json"].read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert set(on_disk["methods"]) == set(METHODS)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = paths["md"].read_text()
+    for text in ("retrain (2 seeds)", "original", *METHODS, "digits", "forget class 3", "cores", "threads"):
+        assert text in markdown
+    table = evaluate.format_table(result)
+    assert all(f"\n{name} " in table for name in ("retrain (2 seeds)", *METHODS))
+
+
+def test_compare_reports_gaps_and_speedups_against_one_retrain(timed_comparison):
+    result, _ = timed_comparison
+    t_retrain = result["timing"]["t_retrain_s"]
+    assert len(result["retrain"]["reports"]) == 2 and result["retrain"]["summary"]["forget_acc"]["mean"] <= 0.05
+    for name, m in result["methods"].items():
+        assert m["speedup"] == pytest.approx(t_retrain / m["wall_time_s"]), name
+        assert m["gaps"]["avg_gap"] >= 0 and "gap_forget_acc" in m["gaps"]
+        assert len(m["report"]["per_class_test_acc"]) == 10
+
+
+def test_method_timings_exclude_evaluation(timed_comparison):
+    """No evaluation ran inside any timed block (retrain ×2 and each method)."""
+    _, spans = timed_comparison
+    assert len(spans["timer"]) == 2 + len(METHODS)
+    assert len(spans["report"]) == 1 + 2 + len(METHODS)  # original, retrain seeds, methods
+    for t0, t1 in spans["timer"]:
+        assert all(r1 <= t0 or r0 >= t1 for r0, r1 in spans["report"])
