@@ -85,6 +85,30 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 
 
 @app.command()
+def zoo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Build the weight zoo: unlearning trajectories and retrains from θ0, sharded, resumable."""
+    from hyperforget import hyperstages
+
+    out = hyperstages.zoo_stage(_params(params, set_))
+    console.print(f"zoo: {out['rows']} checkpoints in {out['shards']} shards")
+    _wrote(out["zoo_dir"])
+
+
+@app.command()
+def hypernet(
+    variant: Annotated[str, typer.Option(help="dihyfo1 or dihyfo2")] = "dihyfo2",
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Train the diffusion hypernetwork on the zoo (resumes from its last checkpoint)."""
+    from hyperforget import hyperstages
+
+    out = hyperstages.hypernet_stage(_params(params, set_), variant)
+    console.print({k: v for k, v in out.items() if not isinstance(v, dict | list)})
+    _wrote(out["hypernet_dir"])
+
+
+@app.command()
 def unlearn(
     method: Annotated[str | None, typer.Option(help="method name (default: unlearn.method)")] = None,
     register: Annotated[bool, typer.Option(help="gate, register in MLflow, export ONNX, upload to S3")] = False,
@@ -140,6 +164,15 @@ def fetch(
 
     path = publish.fetch(ref, out, load_params(params))
     _wrote(f"{path} (sha256 verified)")
+
+
+@app.command()
+def export(name: str, version: str, params: ParamsOpt = Path("params.yaml")) -> None:
+    """(Re-)export a gated registry version to ONNX and upload it to S3 when configured."""
+    from hyperforget import publish
+
+    out = publish.export_and_upload(name, version, load_params(params))
+    _wrote(f"{out['location']} (sha256 {out['sha256']})")
 
 
 @app.command()

@@ -91,8 +91,8 @@ class ZooConfig(Section):
     steps: int = Field(300, ge=1, le=1_000_000, description="optimiser steps per trajectory")
     save_every: int = Field(30, ge=1, description="keep every k-th step as a checkpoint")
     batch_size: int = Field(64, ge=1, description="forget and retain batch size of the trajectories")
-    lr: tuple[float, float] = Field((1e-3, 1e-2), description="log-uniform range of trajectory Adam learning rates")
-    forget_weight: tuple[float, float] = Field((0.05, 0.5), description="uniform range of ascent weights")
+    lr: tuple[float, float] = Field((2e-3, 1e-2), description="log-uniform range of trajectory Adam learning rates")
+    forget_weight: tuple[float, float] = Field((0.02, 0.2), description="uniform range of ascent weights")
     retrain_seeds: int = Field(3, ge=0, le=1024, description="retrained-from-scratch members per request")
     shard_rows: int = Field(512, ge=1, description="checkpoints per safetensors shard")
     seed: int = 0
@@ -116,6 +116,8 @@ class GatesConfig(Section):
     max_forget_acc: float = Field(0.05, ge=0, le=1)
     max_retain_drop: float = Field(0.05, ge=0, le=1, description="retained test acc ≥ retrain mean − this")
     max_mia: float = Field(0.5, ge=0, le=1, description="fraction of D_f the MIA calls 'member'")
+    max_forget_excess: float = Field(0.05, ge=0, le=1, description="forget acc may exceed retrain's mean by this")
+    max_mia_excess: float = Field(0.05, ge=0, le=1, description="MIA may exceed retrain's mean by this")
 
 
 class TrackingConfig(Section):

@@ -38,6 +38,15 @@ def paths(root: Path = ARTIFACTS) -> dict[str, Path]:
     }
 
 
+def track(params: Params, stage: str, metrics: dict, files: list[Path | str] = ()) -> None:
+    """One MLflow run for this stage execution: flattened params, metrics (per-class too), artifacts."""
+    from hyperforget import tracking
+
+    with tracking.start_stage_run(params, stage):
+        tracking.log_metrics(metrics)
+        tracking.log_artifacts([f for f in files if Path(f).exists()], stage)
+
+
 def import_data(params: Params) -> dict:
     folder = data_mod.import_raw(params.data)
     return {"raw_dir": str(folder), "files": data_mod.raw_checksums(folder)}
@@ -46,6 +55,7 @@ def import_data(params: Params) -> dict:
 def prepare(params: Params) -> dict:
     ds = data_mod.prepare(params.data)
     card = data_mod.save_dataset(ds, paths()["prepare"])
+    track(params, "prepare", {"size": card["sizes"]}, [paths()["card"]])
     return {"dataset": str(paths()["dataset"]), "card": card}
 
 
@@ -76,6 +86,7 @@ def train(params: Params) -> dict:
         "sha256": digest,
     }
     write_json(paths()["train_metrics"], metrics)
+    track(params, "train", metrics, [paths()["train_metrics"]])
     return {"model": str(paths()["model"]), "metrics": metrics}
 
 
@@ -92,6 +103,7 @@ def evaluate(params: Params) -> dict:
     report = ev.report(model)
     out = paths()["evaluate"] / "metrics.json"
     write_json(out, {"request": params.forget.slug(), **report})
+    track(params, "evaluate", report, [out])
     return {"metrics": str(out), "report": report}
 
 
@@ -177,6 +189,8 @@ def compare(params: Params, methods: list[str] | None = None) -> dict:
     result = run_compare(original, spec, ds, split, methods or params.evaluation.methods, unlearn_config(params),
                          params.evaluation.retrain_seeds, params.evaluation.mia_splits, params.evaluation.seed)
     written = write_report(result, paths()["compare"])
+    track(params, "compare", {name: m["report"] | m["gaps"] for name, m in result["methods"].items()},
+          list(written.values()))
     return {"result": result, "written": {k: str(v) for k, v in written.items()}}
 
 

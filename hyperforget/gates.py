@@ -1,0 +1,82 @@
+"""Release gates for an unlearned model: forget accuracy, retained test accuracy, MIA.
+
+Why these three: a model may ship only if it no longer recognises what it was asked to forget
+(forget accuracy ≤ `max_forget_acc`), still does its job (retained-class test accuracy no more than
+`max_retain_drop` below the mean of the models retrained from scratch without D_f), and does not leak
+membership of D_f (the loss MIA calls at most `max_mia` of D_f "member").
+
+The MIA gate is an absolute threshold on the fraction of D_f judged member, not a gap to the retrain
+reference: a retrained model's own score depends on the request (near 0 for a forgotten class), so a
+relative gate would be lax exactly where leakage matters. A metric that is missing or NaN fails its
+gate: an unmeasured model is not a released model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hyperforget.config import GatesConfig
+
+_EPS = 1e-9  # float noise never decides a gate
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Overall verdict, one reason per failed gate, and every check's numbers (value, op, limit)."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GateResult:
+        return cls(bool(d["passed"]), list(d.get("reasons", [])), dict(d.get("checks", {})))
+
+    def lines(self) -> list[str]:
+        """One human line per check, pass or fail (for summaries)."""
+        return [f"{'PASS' if c['passed'] else 'FAIL'} {name}: {c['detail']}" for name, c in self.checks.items()]
+
+
+def _value(d: dict, key: str) -> float:
+    v = d.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else float("nan")
+
+
+def _check(name: str, value: float, op: str, limit: float, rule: str) -> dict[str, Any]:
+    if math.isnan(value) or math.isnan(limit):
+        what = "the limit" if math.isnan(limit) else name
+        return {"value": value, "op": op, "limit": limit, "passed": False,
+                "detail": f"{what} not measured ({rule})"}
+    ok = value <= limit + _EPS if op == "≤" else value >= limit - _EPS
+    shown = op if ok else {"≤": ">", "≥": "<"}[op]
+    return {"value": value, "op": op, "limit": limit, "passed": ok,
+            "detail": f"{name} {value:.4f} {shown} {limit:.4f} ({rule})"}
+
+
+def check_gates(report: dict, reference_summary: dict, gates: GatesConfig) -> GateResult:
+    """Judge an unlearning report (metrics.Evaluator.report) against the retrain reference summary
+    (metrics.summarise over the retrained models: {key: {mean, std}})."""
+    ref_mean = _value(reference_summary.get("test_retained_acc", {}), "mean")
+    ref_forget = _value(reference_summary.get("forget_acc", {}), "mean")
+    ref_mia = _value(reference_summary.get("mia", {}), "mean")
+    # A retrained model still classifies a random subset about as well as unseen data (and the MIA
+    # calls much of it "member"): the limits follow the retrain reference where it sits above them.
+    forget_limit = max(gates.max_forget_acc, ref_forget + gates.max_forget_excess)
+    mia_limit = max(gates.max_mia, ref_mia + gates.max_mia_excess)
+    checks = {
+        "forget_acc": _check("forget acc", _value(report, "forget_acc"), "≤", forget_limit,
+                             f"max(gates.max_forget_acc, retrain mean {ref_forget:.4f} + gates.max_forget_excess)"),
+        "retained_test_acc": _check(
+            "retained test acc", _value(report, "test_retained_acc"), "≥", ref_mean - gates.max_retain_drop,
+            f"retrain mean {ref_mean:.4f} − gates.max_retain_drop {gates.max_retain_drop}",
+        ),
+        "mia": _check("MIA member rate on D_f", _value(report, "mia"), "≤", mia_limit,
+                      f"max(gates.max_mia, retrain mean {ref_mia:.4f} + gates.max_mia_excess)"),
+    }
+    reasons = [c["detail"] for c in checks.values() if not c["passed"]]
+    return GateResult(not reasons, reasons, checks)

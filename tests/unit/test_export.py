@@ -1,0 +1,38 @@
+"""ONNX export: parity with PyTorch on real digits, a dynamic batch axis, no file on failure."""
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from hyperforget.errors import IntegrityError
+from hyperforget.export import export_onnx, onnx_outputs
+from hyperforget.io import sha256_file
+from hyperforget.models import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1)
+    return (x - x.mean()) / x.std()
+
+
+@pytest.mark.parametrize("arch,width", [("mlp", 10), ("cnn", 8)])
+def test_export_matches_pytorch_for_any_batch_size(arch, width, digits, tmp_path):
+    spec = ModelSpec(arch, (1, 8, 8), 10, width)
+    model = spec.build(seed=0).eval()
+    out = export_onnx(model, spec, tmp_path / "model.onnx", digits[:4], digits[:500])
+    assert out["max_abs_diff"] < 1e-4 and out["argmax_agreement"] == 1.0 and out["n_checked"] == 500
+    assert out["sha256"] == sha256_file(tmp_path / "model.onnx")
+    for batch in (1, 37):
+        x = digits[100 : 100 + batch]
+        got = onnx_outputs(out["path"], x)
+        assert got.shape == (batch, 10)
+        assert abs(got - model(x).detach().numpy()).max() < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temp file left
+
+
+def test_failed_parity_leaves_no_file(digits, tmp_path):
+    spec = ModelSpec("mlp", (1, 8, 8), 10, 10)
+    with pytest.raises(IntegrityError, match="disagrees with PyTorch"):
+        export_onnx(spec.build(seed=0), spec, tmp_path / "model.onnx", digits[:4], atol=-1.0)
+    assert list(tmp_path.iterdir()) == []
