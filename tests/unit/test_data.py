@@ -79,36 +79,29 @@ def test_stratified_split_keeps_class_proportions_and_is_seeded():
     assert not np.array_equal(held, stratified_split(y, 0.2, seed=2)[1])
 
 
-@pytest.fixture(scope="module")
-def digits_ds(tmp_path_factory):
-    cfg = DataConfig(raw_dir=str(tmp_path_factory.mktemp("raw")))
-    import_raw(cfg)
-    return prepare(cfg)
+def test_prepare_splits_digits_without_overlap(digits):
+    assert (len(digits.y_train), len(digits.y_val), len(digits.y_test)) == (1295, 143, 359)
+    assert digits.input_shape == (1, 8, 8)
+    assert abs(digits.x_train.mean().item()) < 1e-4
 
 
-def test_prepare_splits_digits_without_overlap(digits_ds):
-    assert (len(digits_ds.y_train), len(digits_ds.y_val), len(digits_ds.y_test)) == (1295, 143, 359)
-    assert digits_ds.input_shape == (1, 8, 8)
-    assert abs(digits_ds.x_train.mean().item()) < 1e-4
-
-
-def test_forget_split_by_class_and_by_fraction(digits_ds):
-    split = forget_split(digits_ds, ForgetConfig(classes=[3, 5]))
-    assert set(digits_ds.y_train[split.forget_idx].tolist()) == {3, 5}
-    assert not torch.isin(digits_ds.y_train[split.retain_idx], torch.tensor([3, 5])).any()
+def test_forget_split_by_class_and_by_fraction(digits):
+    split = forget_split(digits, ForgetConfig(classes=[3, 5]))
+    assert set(digits.y_train[split.forget_idx].tolist()) == {3, 5}
+    assert not torch.isin(digits.y_train[split.retain_idx], torch.tensor([3, 5])).any()
     assert split.retained_classes(10) == [0, 1, 2, 4, 6, 7, 8, 9]
-    rand = forget_split(digits_ds, ForgetConfig(fraction=0.1, seed=4))
-    assert len(rand.forget_idx) == round(0.1 * len(digits_ds.y_train))
-    assert len(rand.forget_idx) + len(rand.retain_idx) == len(digits_ds.y_train)
-    again = forget_split(digits_ds, ForgetConfig(fraction=0.1, seed=4))
+    rand = forget_split(digits, ForgetConfig(fraction=0.1, seed=4))
+    assert len(rand.forget_idx) == round(0.1 * len(digits.y_train))
+    assert len(rand.forget_idx) + len(rand.retain_idx) == len(digits.y_train)
+    again = forget_split(digits, ForgetConfig(fraction=0.1, seed=4))
     assert torch.equal(rand.forget_idx, again.forget_idx)
 
 
-def test_saved_dataset_loads_back_and_detects_corruption(digits_ds, tmp_path):
-    card = save_dataset(digits_ds, tmp_path)
-    assert card["class_counts"]["train"][3] == int((digits_ds.y_train == 3).sum())
+def test_saved_dataset_loads_back_and_detects_corruption(digits, tmp_path):
+    card = save_dataset(digits, tmp_path)
+    assert card["class_counts"]["train"][3] == int((digits.y_train == 3).sum())
     back = load_dataset(tmp_path)
-    assert torch.equal(back.x_test, digits_ds.x_test) and back.name == "digits"
+    assert torch.equal(back.x_test, digits.x_test) and back.name == "digits"
     blob = bytearray((tmp_path / "dataset.safetensors").read_bytes())
     blob[-1] ^= 0xFF
     (tmp_path / "dataset.safetensors").write_bytes(bytes(blob))

@@ -13,11 +13,9 @@ from hyperforget.train import accuracy, predict, train_many, train_model
 MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "mnist-t10k"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cfg = DataConfig(raw_dir=str(tmp_path_factory.mktemp("raw")))
-    import_raw(cfg)
-    return prepare(cfg)
+@pytest.fixture
+def data(digits):
+    return digits
 
 
 def test_training_is_bitwise_repeatable_on_cpu(data):
