@@ -1,0 +1,228 @@
+"""DDPM over normalised flat weights (G.pt): schedule, training loop with resumable checkpoints, DDIM sampler.
+
+1,000 steps, linear β 1e-4→0.02, the denoiser predicts x0 and is trained with MSE in the normalised
+weight space. Every random draw of training step s comes from a generator seeded with (seed, s), so a
+run resumed from a checkpoint draws exactly what the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hyperforget.errors import ConfigError
+from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON, load_checkpoint, read_meta, save_checkpoint
+from hyperforget.hypernet.config import HypernetConfig
+from hyperforget.hypernet.data import ZooTensors, conditioning
+from hyperforget.hypernet.denoiser import Denoiser
+from hyperforget.hypernet.tokenizer import Tokenizer, check_mlp_layout, permute_mlp_hidden
+from hyperforget.models import Layout
+
+log = logging.getLogger(__name__)
+
+NUM_TIMESTEPS = 1000
+# settings that do not change the trained weights; a resumed run may change them
+_RESUMABLE_CHANGES = {"checkpoint_every", "device", "sample_steps"}
+
+
+def alphas_cumprod(device: torch.device | str = "cpu") -> torch.Tensor:
+    betas = torch.linspace(1e-4, 0.02, NUM_TIMESTEPS, dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0).float().to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hypernet.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def build_denoiser(cfg: HypernetConfig, layout: Layout, num_classes: int) -> Denoiser:
+    """A fresh denoiser initialised from cfg.seed without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return Denoiser(Tokenizer(layout, cfg.chunk_size), num_classes, cfg.variant, cfg.width, cfg.depth, cfg.heads)
+
+
+def denoising_loss(model: Denoiser, x0: torch.Tensor, start: torch.Tensor, cond: dict[str, torch.Tensor],
+                   t: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """MSE between the clean normalised weights and the model's x0 prediction from step t."""
+    a = abar[t][:, None]
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    return F.mse_loss(model(noisy, start, t, cond), x0)
+
+
+def lr_at(cfg: HypernetConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to zero at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: Denoiser, cfg: HypernetConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (and per-position weight stacks) only, as in nanoGPT."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+
+
+@dataclass
+class Hypernet:
+    """A trained hypernetwork ready to sample: the EMA denoiser (with its fitted tokenizer) and its config."""
+
+    model: Denoiser
+    config: HypernetConfig
+    num_classes: int
+    step: int
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.model.tokenizer
+
+
+def train_hypernet(data: ZooTensors, cfg: HypernetConfig, out_dir: str | Path, progress: bool = True,
+                   resume: bool = True) -> dict[str, Any]:
+    """Train (or resume training) a denoiser on the zoo; checkpoints land in `out_dir`.
+
+    Returns a summary: out_dir, step, final_loss, losses ([step, mean loss] per interval), seconds,
+    steps_per_s (this call), resumed_from, num_params, num_tokens, device.
+    """
+    out, device = Path(out_dir), resolve_device(cfg.device)
+    if cfg.permute_augment:
+        check_mlp_layout(data.layout)
+    model = build_denoiser(cfg, data.layout, data.num_classes).to(device)
+    tok = model.tokenizer.fit_normaliser(data.weights.to(device))
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = make_optimizer(model, cfg)
+    meta = {"config": cfg.model_dump(), "layout": [[n, list(s)] for n, s in data.layout],
+            "num_classes": data.num_classes, "data_sha256": data.fingerprint(), "num_tokens": tok.num_tokens}
+    step, losses, seconds, resumed_from = 0, [], 0.0, None
+    if resume and (out / CHECKPOINT_JSON).exists():
+        old = read_meta(out)
+        _check_resumable(old, meta, out)
+        load_checkpoint(out, old, ema=ema, model=model, opt=opt)
+        step, losses, seconds, resumed_from = old["step"], old["losses"], old["seconds"], old["step"]
+
+    weights = tok.normalise(data.weights.to(device))
+    start = tok.normalise(data.start.to(device)).expand_as(weights)
+    cond = {k: v.to(device) for k, v in conditioning(data.class_loss, data.forget_mask, cfg.variant).items()}
+    abar = alphas_cumprod(device)
+    log_every = max(1, cfg.steps // 100)
+    acc, acc_n, t0, first = torch.zeros((), device=device), 0, time.perf_counter(), step
+    bar = _progress_bar(progress, cfg.steps, step)
+    model.train()
+    while step < cfg.steps:
+        g = torch.Generator().manual_seed((cfg.seed << 32) + step)  # this step's draws, whatever came before
+        idx, t, noise = (x.to(device) for x in _draw(g, data.num_rows, cfg.batch_size, tok.num_params))
+        x0, s = weights[idx], start[idx]
+        if cfg.permute_augment:
+            x0, s = permute_mlp_hidden([x0, s], data.layout, g)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        loss = denoising_loss(model, x0, s, {k: v[idx] for k, v in cond.items()}, t, noise, abar)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema, (1 + step) / (10 + step))  # short warmup so early EMA is not stuck at init
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        step += 1
+        acc, acc_n = acc + loss.detach(), acc_n + 1
+        at_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        if step % log_every == 0 or at_ckpt:
+            losses.append([step, (acc / acc_n).item()])
+            acc, acc_n = torch.zeros((), device=device), 0
+            _report(bar, progress, step, cfg.steps, losses[-1][1], len(losses) % 10 == 0)
+        if at_ckpt:
+            elapsed = seconds + time.perf_counter() - t0
+            save_checkpoint(out, step, model, ema, opt, tok, {**meta, "losses": losses, "seconds": elapsed})
+    if bar is not None:
+        bar.close()
+    session = time.perf_counter() - t0
+    return {"out_dir": str(out), "step": step, "final_loss": losses[-1][1] if losses else None, "losses": losses,
+            "seconds": seconds + session, "steps_per_s": (step - first) / session if step > first else None,
+            "resumed_from": resumed_from, "num_params": sum(p.numel() for p in model.parameters()),
+            "num_tokens": tok.num_tokens, "device": str(device)}
+
+
+def load_hypernet(out_dir: str | Path, device: str | None = None) -> Hypernet:
+    """Load the EMA denoiser and normaliser from a checkpoint folder, verifying every sha256."""
+    meta = read_meta(Path(out_dir))
+    cfg = HypernetConfig.model_validate(meta["config"])
+    layout = [(n, tuple(s)) for n, s in meta["layout"]]
+    model = build_denoiser(cfg, layout, meta["num_classes"])
+    load_checkpoint(Path(out_dir), meta, ema=model)
+    return Hypernet(model.to(resolve_device(device or cfg.device)).eval(), cfg, meta["num_classes"], meta["step"])
+
+
+@torch.no_grad()
+def sample(hypernet: Hypernet, start: torch.Tensor, cond: dict[str, torch.Tensor], k: int = 16,
+           steps: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Draw k weight vectors [k,P] for one request in one batch with DDIM (eta 0) over `steps` timesteps.
+
+    `start` [P] is the model to unlearn (θ0); `cond` is one request's unbatched conditioning (see
+    `hypernet.prompts.make_prompt`). Deterministic under `seed` (a private generator draws x_T).
+    """
+    model, tok = hypernet.model, hypernet.tokenizer
+    device = next(model.parameters()).device
+    steps = steps or hypernet.config.sample_steps
+    if not 1 <= steps <= NUM_TIMESTEPS:
+        raise ConfigError(f"sample steps must be in 1..{NUM_TIMESTEPS}, got {steps}")
+    abar = alphas_cumprod(device)
+    x = torch.randn(k, tok.num_params, generator=torch.Generator().manual_seed(seed)).to(device)
+    s = tok.normalise(start.reshape(1, -1).float().to(device)).expand(k, -1)
+    c = {key: v.float().to(device).expand(k, *v.shape) for key, v in cond.items()}
+    ts = torch.linspace(NUM_TIMESTEPS - 1, 0, steps).round().long().unique_consecutive().tolist()
+    for i, t in enumerate(ts):
+        x0 = model(x, s, torch.full((k,), t, device=device), c)
+        a, a_prev = abar[t], (abar[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=device))
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    return tok.denormalise(x).cpu()
+
+
+def _draw(g: torch.Generator, rows: int, batch: int, params: int) -> tuple[torch.Tensor, ...]:
+    """Row indices, diffusion steps and noise for one minibatch, drawn on the CPU for device-independent runs."""
+    return (torch.randint(rows, (batch,), generator=g), torch.randint(NUM_TIMESTEPS, (batch,), generator=g),
+            torch.randn(batch, params, generator=g))
+
+
+def _check_resumable(old: dict[str, Any], new: dict[str, Any], out: Path) -> None:
+    if old.get("data_sha256") != new["data_sha256"] or old.get("layout") != new["layout"]:
+        raise ConfigError(f"{out} holds a checkpoint trained on different zoo data; delete it or pass resume=False")
+    changed = sorted(k for k, v in new["config"].items()
+                     if k not in _RESUMABLE_CHANGES and old.get("config", {}).get(k) != v)
+    if changed:
+        raise ConfigError(f"{out} holds a checkpoint trained with different hypernet settings ({', '.join(changed)}); "
+                          "restore them, delete the folder, or pass resume=False")
+
+
+def _progress_bar(progress: bool, total: int, initial: int):
+    if not (progress and sys.stderr.isatty()):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="hypernet", unit="step")
+
+
+def _report(bar, progress: bool, step: int, total: int, loss: float, log_line: bool) -> None:
+    if bar is not None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}")
+    elif progress and (log_line or step == total):
+        log.info("hypernet step %d/%d loss %.4f", step, total, loss)
+

@@ -1,0 +1,194 @@
+"""The diffusion hypernetwork: tokens, normalisation, augmentation, denoiser, training, resumption, sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hyperforget.errors import ConfigError, IntegrityError
+from hyperforget.hypernet import (
+    Denoiser,
+    HypernetConfig,
+    Tokenizer,
+    ZooTensors,
+    conditioning,
+    diffusion,
+    load_hypernet,
+    make_prompt,
+    permute_mlp_hidden,
+    r2,
+    sample,
+    sweep_prompts,
+    train_hypernet,
+)
+from hyperforget.io import load_tensors
+from hyperforget.models import build_model, flatten, load_flat, param_layout
+
+C = 10
+
+
+def digits_mlp():
+    return build_model("mlp", (1, 8, 8), C, 10, seed=0)
+
+
+def synthetic_zoo(n: int = 48, seed: int = 0) -> ZooTensors:
+    """Rows forget one class (or none); target = θ0 + a fixed direction per forgotten class."""
+    g = torch.Generator().manual_seed(seed)
+    model = digits_mlp()
+    layout, theta0 = param_layout(model), flatten(model)
+    forget = torch.randint(-1, C, (n,), generator=g)
+    mask = torch.zeros(n, C)
+    mask[forget >= 0, forget[forget >= 0]] = 1.0
+    directions = 0.3 * torch.randn(C, theta0.numel(), generator=g)
+    weights = theta0 + mask @ directions
+    class_loss = 0.1 + 0.05 * torch.rand(n, C, generator=g) + mask * (4 + torch.rand(n, C, generator=g))
+    return ZooTensors(weights, theta0[None], class_loss, mask, layout, C)
+
+
+def tiny_cfg(**kw) -> HypernetConfig:
+    base = dict(chunk_size=64, width=32, depth=1, heads=2, steps=20, batch_size=16, lr=3e-3, warmup=2,
+                checkpoint_every=10, sample_steps=5, device="cpu", ema=0.0)
+    return HypernetConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_tokens_round_trip_exactly(arch):
+    model = build_model(arch, (1, 8, 8), C, 10 if arch == "mlp" else 4, seed=0)
+    layout = param_layout(model)
+    vecs = torch.stack([flatten(model), torch.randn(flatten(model).numel())])
+    tok = Tokenizer(layout, 64)
+    tokens = tok.encode(vecs)
+    assert tokens.shape == (2, tok.num_tokens, 64)
+    assert torch.equal(tok.decode(tokens), vecs)
+    assert tok.token_layer.tolist() == sorted(tok.token_layer.tolist())  # a token never spans two layers
+
+
+def test_per_layer_normalisation_round_trips_and_standardises():
+    zoo = synthetic_zoo()
+    tok = Tokenizer(zoo.layout, 64).fit_normaliser(zoo.weights)
+    z = tok.normalise(zoo.weights)
+    assert torch.allclose(tok.denormalise(z), zoo.weights, atol=1e-5)
+    first = z[:, : 10 * 64]  # fc1.weight
+    assert abs(first.mean().item()) < 1e-4 and abs(first.std(correction=0).item() - 1) < 1e-3
+    restored = Tokenizer(zoo.layout, 64).load_normaliser(tok.normaliser_tensors())
+    assert torch.equal(restored.normalise(zoo.weights), z)
+
+
+def test_hidden_permutation_keeps_the_mlp_function():
+    model = digits_mlp()
+    layout, vec = param_layout(model), flatten(model)
+    x = torch.randn(5, 1, 8, 8)
+    g = torch.Generator().manual_seed(1)
+    permuted, other = permute_mlp_hidden([vec.repeat(3, 1), 2 * vec.repeat(3, 1)], layout, g)
+    assert not torch.equal(permuted[0], vec)
+    assert torch.equal(other, 2 * permuted)  # the same permutation for every tensor of a row
+    for row in permuted:
+        assert torch.allclose(load_flat(digits_mlp(), row)(x), model(x), atol=1e-6)
+    with pytest.raises(ConfigError):
+        permute_mlp_hidden([torch.zeros(1, 4)], [("conv1.weight", (4,))], g)
+
+
+@pytest.mark.parametrize("variant", ["dihyfo1", "dihyfo2"])
+def test_untrained_denoiser_returns_start_weights(variant):
+    zoo = synthetic_zoo(8)
+    tok = Tokenizer(zoo.layout, 64).fit_normaliser(zoo.weights)
+    model = Denoiser(tok, C, variant, width=32, depth=1, heads=2)
+    start = tok.normalise(zoo.start.expand(8, -1))
+    cond = conditioning(zoo.class_loss, zoo.forget_mask, variant)
+    out = model(torch.randn_like(start), start, torch.arange(8) * 100, cond)
+    assert torch.equal(out, start)
+
+
+def test_conditioning_handles_no_forget_rows():
+    loss = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    mask = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    cond = conditioning(loss, mask, "dihyfo1")
+    assert cond["forget_loss"].tolist() == [3.0, 2.0] and cond["retain_loss"].tolist() == [1.5, 2.0]
+
+
+@pytest.mark.parametrize("variant", ["dihyfo1", "dihyfo2"])
+def test_training_lowers_loss_and_samples_deterministically(tmp_path, variant):
+    zoo = synthetic_zoo()
+    cfg = tiny_cfg(variant=variant, steps=60, checkpoint_every=30)
+    result = train_hypernet(zoo, cfg, tmp_path, progress=False)
+    assert result["step"] == 60
+
+    tok = Tokenizer(zoo.layout, 64).fit_normaliser(zoo.weights)
+    g = torch.Generator().manual_seed(9)
+    t = torch.randint(0, 1000, (48,), generator=g)
+    noise = torch.randn(48, tok.num_params, generator=g)
+    x0, start = tok.normalise(zoo.weights), tok.normalise(zoo.start).expand(48, -1)
+    cond = conditioning(zoo.class_loss, zoo.forget_mask, variant)
+    untrained = diffusion.build_denoiser(cfg, zoo.layout, C)
+    untrained.tokenizer.fit_normaliser(zoo.weights)
+    hn = load_hypernet(tmp_path)
+    with torch.no_grad():
+        before = diffusion.denoising_loss(untrained, x0, start, cond, t, noise, diffusion.alphas_cumprod())
+        after = diffusion.denoising_loss(hn.model, x0, start, cond, t, noise, diffusion.alphas_cumprod())
+    assert after < 0.8 * before
+
+    prompt = make_prompt(zoo.class_loss, [3], C, variant, forget_mask=zoo.forget_mask)
+    a = sample(hn, zoo.start[0], prompt, k=4, seed=1)
+    assert a.shape == (4, tok.num_params) and torch.isfinite(a).all()
+    assert torch.equal(a, sample(hn, zoo.start[0], prompt, k=4, seed=1))
+    assert not torch.allclose(a, sample(hn, zoo.start[0], prompt, k=4, seed=2))
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
+    zoo, cfg = synthetic_zoo(), tiny_cfg(permute_augment=True, ema=0.9)
+    full = train_hypernet(zoo, cfg, tmp_path / "full", progress=False)
+
+    real_save = diffusion.save_checkpoint
+
+    def save_then_crash(out, step, *args):
+        real_save(out, step, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(diffusion, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_hypernet(zoo, cfg, tmp_path / "part", progress=False)
+    monkeypatch.undo()
+    resumed = train_hypernet(zoo, cfg, tmp_path / "part", progress=False)
+    assert resumed["resumed_from"] == 10 and resumed["losses"] == full["losses"]
+    for role in ("model", "ema", "optimizer"):
+        a = load_tensors(tmp_path / "full" / f"{role}-000000020.safetensors")
+        b = load_tensors(tmp_path / "part" / f"{role}-000000020.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "part").glob("*-000000010.*"))  # old checkpoint files cleaned up
+
+    with pytest.raises(ConfigError, match="lr"):
+        train_hypernet(zoo, tiny_cfg(permute_augment=True, ema=0.9, lr=1e-3), tmp_path / "part", progress=False)
+
+
+def test_corrupted_checkpoint_is_detected(tmp_path):
+    zoo = synthetic_zoo(8)
+    train_hypernet(zoo, tiny_cfg(steps=2, checkpoint_every=2), tmp_path, progress=False)
+    ema = tmp_path / "ema-000000002.safetensors"
+    data = bytearray(ema.read_bytes())
+    data[-1] ^= 0xFF
+    ema.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="checksum"):
+        load_hypernet(tmp_path)
+    with pytest.raises(IntegrityError, match="no hypernetwork checkpoint"):
+        load_hypernet(tmp_path / "missing")
+
+
+def test_prompts_follow_zoo_percentiles_and_r2():
+    zoo = synthetic_zoo()
+    prompt = make_prompt(zoo.class_loss, [2, 5], C, "dihyfo2", forget_mask=zoo.forget_mask)["class_loss"]
+    assert prompt.shape == (C,) and prompt[2] > 4 and prompt[5] > 4 and prompt[0] < 0.2
+    one = make_prompt(zoo.class_loss, [2], C, "dihyfo1")
+    assert set(one) == {"forget_loss", "retain_loss", "forget_mask"} and one["forget_mask"][2] == 1
+    targets, conds = sweep_prompts(zoo.class_loss, [2], C, "dihyfo1", forget_mask=zoo.forget_mask)
+    assert len(conds) == 20 and torch.all(targets.diff() > 0)
+    assert torch.allclose(torch.stack([c["forget_loss"] for c in conds]), targets)
+    assert r2(targets, targets) == 1.0 and r2(targets, targets.flip(0)) < 0
+    with pytest.raises(ConfigError):
+        make_prompt(zoo.class_loss, [C], C, "dihyfo2")
+
+
+def test_config_rejects_unknown_keys_and_bad_heads():
+    with pytest.raises(ValueError):
+        HypernetConfig(unknown=1)
+    with pytest.raises(ValueError):
+        HypernetConfig(width=30, heads=4)
