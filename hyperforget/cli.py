@@ -90,8 +90,8 @@ def zoo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     from hyperforget import hyperstages
 
     out = hyperstages.zoo_stage(_params(params, set_))
-    console.print(f"zoo: {out['rows']} checkpoints in {out['shards']} shards")
-    _wrote(out["zoo_dir"])
+    console.print(f"zoo: {out['rows']} checkpoints in {out['shards']} shards ({out['seconds']:.0f} s)")
+    _wrote(out["out_dir"])
 
 
 @app.command()
@@ -104,8 +104,9 @@ def hypernet(
     from hyperforget import hyperstages
 
     out = hyperstages.hypernet_stage(_params(params, set_), variant)
-    console.print({k: v for k, v in out.items() if not isinstance(v, dict | list)})
-    _wrote(out["hypernet_dir"])
+    console.print(f"{variant}: {out['step']} steps, final loss {out['final_loss']:.4g}, {out['seconds']:.0f} s, "
+                  f"mean prompt-alignment R² {out['mean_r2']:.2f}")
+    _wrote(str(hyperstages.hypernet_dir(variant)))
 
 
 @app.command()

@@ -86,7 +86,8 @@ class ZooConfig(Section):
     """The weight zoo: unlearning trajectories from θ0 for each request in the zoo's request set."""
 
     pairs: list[list[int]] = Field([], description="class pairs added to the single-class requests")
-    holdout_pairs: list[list[int]] = Field([], description="pairs kept out of the zoo to test generalisation")
+    holdout_pairs: list[list[int]] = Field([[3, 8], [1, 7]], description="pairs kept out of the zoo to test "
+                                           "generalisation (never sampled as zoo requests)")
     trajectories: int = Field(16, ge=1, le=100_000, description="trajectories per request, one vmapped batch")
     steps: int = Field(300, ge=1, le=1_000_000, description="optimiser steps per trajectory")
     save_every: int = Field(30, ge=1, description="keep every k-th step as a checkpoint")

@@ -110,6 +110,8 @@ class DiHyFoOptions(MethodOptions):
     sample_steps: int | None = Field(None, ge=1, le=1000, description="DDIM steps; None = the hypernet's setting")
     hi_pct: float = Field(95, ge=0, le=100, description="forget classes prompted at this percentile of the zoo")
     lo_pct: float = Field(5, ge=0, le=100, description="retained classes prompted at this percentile")
+    prompt_levels: int = Field(4, ge=1, le=64, description="prompts from the zoo median to hi/lo_pct sharing the K "
+                               "samples; 1 = hi/lo_pct only")
     seed: int = Field(0, ge=0, description="added to the request's seed for the sampling noise")
     hypernet_dir: str | None = Field(None, description="None = artifacts/hypernet/<variant>")
     zoo_dir: str = "artifacts/zoo"

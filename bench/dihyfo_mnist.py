@@ -1,0 +1,116 @@
+"""DiHyFo per class: both variants against retrain, ∇τ and the retrieval baselines, with the gate pass rate
+and the memorisation distances, on MNIST (G.pt's 784→10→10 MLP, the t10k file split 8k/2k) or digits.
+
+    python bench/dihyfo_mnist.py [--data mnist] [--source /work/shared/datasets/mnist-t10k]
+                                 [--work /tmp/hyperforget-mnist] [--classes 0 1 ... 9] [--set KEY=VALUE ...]
+
+Runs the library stages inside --work (its own artifacts/, reused by a rerun) and prints one Markdown
+table: a row per class and model, Δ = retained test acc − retrain mean, pass = gate pass rate among the
+K samples, NN/spacing = distance to the nearest zoo checkpoint over the zoo's median nearest-neighbour
+spacing, R² = prompt alignment over 20 prompts. Per-request JSON lands in --work/artifacts/compare/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP threads must not spin
+
+import torch
+
+from hyperforget.config import Params, apply_override, parse_params
+from hyperforget.evaluate import machine
+from hyperforget.hyperstages import dihyfo_comparison, generalisation_report, run_pipeline
+
+MNIST_SOURCE = "/work/shared/datasets/mnist-t10k"
+MNIST = {"data.name": "mnist", "hypernet.chunk_size": 1000}  # G.pt's chunk for this MLP: 11 tokens, not 65
+HEADER = ["class", "model", "forget acc", "retained test acc", "Δ retrain", "worst retained", "MIA", "pass",
+          "NN/spacing", "R²", "time s"]
+
+
+def fmt(v, spec=".3f"):
+    return "–" if v is None else format(v, spec)
+
+
+def table_rows(c: int, result: dict) -> list[list[str]]:
+    ref = result["retrain"]["summary"]
+    base = ref["test_retained_acc"]["mean"]
+    rows = [[str(c), f"retrain ({result['settings']['retrain_seeds']} seeds)", fmt(ref["forget_acc"]["mean"]),
+             fmt(base), "0", fmt(ref["worst_retained_acc"]["mean"]), fmt(ref["mia"]["mean"]), "", "", "",
+             fmt(result["timing"]["t_retrain_s"], ".2f")]]
+    for name, m in result["methods"].items():
+        r, info = m["report"], m["info"]
+        honest = result["honesty"].get(name, {})
+        rows.append([str(c), name, fmt(r["forget_acc"]), fmt(r["test_retained_acc"]),
+                     fmt(r["test_retained_acc"] - base, "+.3f"),
+                     f"{fmt(r['worst_retained_acc'])} ({r['worst_retained_class']})", fmt(r["mia"]),
+                     fmt(info.get("pass_rate"), ".2f"), fmt(honest.get("distance_ratio"), ".2f"),
+                     fmt(honest.get("alignment", {}).get("r2"), ".2f"), fmt(m["wall_time_s"], ".2f")])
+    return rows
+
+
+def add_setup_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--data", default="mnist", choices=["mnist", "digits"])
+    ap.add_argument("--source", default=MNIST_SOURCE)
+    ap.add_argument("--work", default=None, help="working folder (default /tmp/hyperforget-<data>)")
+    ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE (YAML value)")
+
+
+def setup(args: argparse.Namespace) -> Params:
+    """params.yaml + the data set's and the command line's overrides; then chdir into the work folder."""
+    raw = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").exists() else {}
+    overrides = {**MNIST, "data.source": args.source} if args.data == "mnist" else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    for key, value in overrides.items():
+        apply_override(raw, key, value)
+    params = parse_params(raw, "params.yaml + bench overrides")
+    work = Path(args.work or f"/tmp/hyperforget-{args.data}")
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)
+    torch.set_num_threads(1)  # tiny models: one thread beats two contended ones
+    logging.basicConfig(level=logging.WARNING)
+    return params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_setup_args(ap)
+    ap.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
+    args = ap.parse_args()
+    params = setup(args)
+    t0 = time.perf_counter()
+    built = run_pipeline(params)
+    t_build = time.perf_counter() - t0
+    rows = []
+    for c in args.classes:
+        rows += table_rows(c, dihyfo_comparison(params, [c]))
+    t_compare = time.perf_counter() - t0 - t_build
+    general = generalisation_report(params)
+
+    mach = machine()
+    print(f"# DiHyFo per class on {params.data.name} ({mach['cpu']}, {mach['cores']} cores, torch "
+          f"{mach['torch']} with {mach['torch_threads']} thread)\n")
+    print(f"zoo: {built['zoo']['rows']} checkpoints in {built['zoo']['seconds']:.0f} s; hypernets: " + ", ".join(
+        f"{v} {built[v]['seconds']:.0f} s (loss {built[v]['final_loss']:.4f}, held-out R² {built[v]['mean_r2']:.2f})"
+        for v in ("dihyfo1", "dihyfo2")) + f"; build {t_build:.0f} s, comparisons {t_compare:.0f} s\n")
+    print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if general["pairs"]:
+        print("\nHeld-out pairs (never in the zoo):\n\n| pair | variant | forget acc | retained test acc | retrain | "
+              "pass | R² |\n|---|---|---|---|---|---|---|")
+        for g in general["pairs"]:
+            print(f"| {g['pair']} | {g['variant']} | {fmt(g['forget_acc'])} | {fmt(g['test_retained_acc'])} | "
+                  f"{fmt(g['retrain_test_retained_acc'])} | {fmt(g['pass_rate'], '.2f')} | {fmt(g['r2'], '.2f')} |")
+
+
+if __name__ == "__main__":
+    main()

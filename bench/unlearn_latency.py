@@ -1,0 +1,65 @@
+"""Time from request to unlearned weights: DiHyFo (both variants) vs ∇τ vs retrain, side by side in one run.
+
+    python bench/unlearn_latency.py [--data digits] [--work DIR] [--classes 3 5 8] [--repeats 3] [--set K=V]
+
+Builds (or reuses) the pipeline in --work like bench/dihyfo_mnist.py, then times every method on every
+class, rotating the method order each repeat so background load hits all alike. Two clocks per method:
+`unlearn` is the method's own wall_time_s (DiHyFo: prompt + K samples + validation scoring; retrain: one
+seed, plain training loop, as a user would retrain), `end-to-end` also counts loading the hypernetwork
+and the zoo's loss index. Prints medians and the speed-up t_retrain / t_method with the machine named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from dihyfo_mnist import add_setup_args, setup
+
+from hyperforget import stages
+from hyperforget.config import ForgetConfig
+from hyperforget.data import forget_split
+from hyperforget.evaluate import machine
+from hyperforget.hyperstages import run_pipeline
+from hyperforget.unlearn import run_method
+from hyperforget.unlearn.base import UnlearnInputs
+
+METHODS = ("retrain", "gradtau", "dihyfo1", "dihyfo2")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_setup_args(ap)
+    ap.set_defaults(data="digits")
+    ap.add_argument("--classes", type=int, nargs="*", default=[3, 5, 8])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    params = setup(args)
+    run_pipeline(params)
+    data, (model, spec) = stages.load_data(), stages.load_original()
+    options = {m: params.unlearn.options_for(m) for m in METHODS}
+    options["retrain"] = options["retrain"].model_copy(update={"seeds": 1})
+    clocks: dict[str, dict[str, list[float]]] = {m: {"unlearn": [], "end-to-end": []} for m in METHODS}
+    for r in range(args.repeats):
+        for c in args.classes:
+            inputs = UnlearnInputs(model, spec, data, forget_split(data, ForgetConfig(classes=[c])), params.seed)
+            for m in METHODS[r % len(METHODS):] + METHODS[: r % len(METHODS)]:
+                t0 = time.perf_counter()
+                result = run_method(m, inputs, options[m])
+                clocks[m]["end-to-end"].append(time.perf_counter() - t0)
+                clocks[m]["unlearn"].append(result.wall_time_s)
+
+    med = {m: {k: statistics.median(v) for k, v in c.items()} for m, c in clocks.items()}
+    mach = machine()
+    print(f"{params.data.name}, classes {args.classes} × {args.repeats} repeats, interleaved; "
+          f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']} ({mach['torch_threads']} thread)")
+    print(f"{'method':10} {'unlearn s':>10} {'speed-up':>9} {'end-to-end s':>13} {'speed-up':>9}")
+    for m in METHODS:
+        u, e = med[m]["unlearn"], med[m]["end-to-end"]
+        print(f"{m:10} {u:10.3f} {med['retrain']['unlearn'] / u:8.1f}× {e:13.3f} "
+              f"{med['retrain']['end-to-end'] / e:8.1f}×")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Honesty checks reported with every sampled model (papers.md, "known traps": weight generators often
+copy their training checkpoints, so a good sample proves little on its own).
+
+- Prompt alignment (G.pt): sweep the forget-class losses of a request from their low to their high level in
+  `n` prompts, sample, and report R² between prompted and achieved validation loss, over the mean of the
+  forget classes and per forget class; retained classes (held at their low level) get a mean absolute error.
+- Memorisation: L2 distance from the sample to its nearest zoo checkpoint, against the zoo's own median
+  nearest-neighbour spacing (a ratio near 0 means the sample is a copy).
+- Baselines the caller evaluates like any model: (a) retrieval, the zoo checkpoint whose recorded validation
+  losses best match the prompt (in log1p space, as the denoiser sees losses); (b) that checkpoint plus
+  Gaussian noise whose norm is the sample's nearest-zoo distance. If they do as well as the sample, the
+  hypernetwork adds nothing over a lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from hyperforget.data import Dataset
+from hyperforget.hypernet.data import ZooTensors, conditioning
+from hyperforget.hypernet.diffusion import Hypernet, sample
+from hyperforget.hypernet.prompts import class_levels, r2
+from hyperforget.models import ModelSpec
+from hyperforget.unlearn.dihyfo import request_rows
+from hyperforget.zoo import class_metrics
+
+
+@torch.no_grad()
+def prompt_alignment(hypernet: Hypernet, zoo: ZooTensors, classes: Sequence[int], spec: ModelSpec, data: Dataset,
+                     n: int = 20, k: int = 2, hi_pct: float = 95, lo_pct: float = 5, seed: int = 0,
+                     steps: int | None = None) -> dict[str, Any]:
+    """R² of achieved vs prompted validation loss over `n` prompts (k samples each, averaged)."""
+    rows = request_rows(zoo.forget_mask, classes)
+    lo, hi = class_levels(zoo.class_loss[rows], zoo.num_classes, hi_pct, lo_pct, zoo.forget_mask[rows])
+    mask = torch.zeros(zoo.num_classes, dtype=torch.bool)
+    mask[list(classes)] = True
+    targets = torch.where(mask, lo + torch.linspace(0, 1, n)[:, None] * (hi - lo), lo)  # [n, C]
+    conds = conditioning(targets, mask.float().expand(n, -1), hypernet.config.variant)
+    achieved = torch.stack([
+        class_metrics(spec, sample(hypernet, zoo.start[0], {key: v[i] for key, v in conds.items()}, k=k,
+                                   steps=steps, seed=seed + i), data.x_val, data.y_val)[0].mean(0)
+        for i in range(n)])  # [n, C]
+    forget = list(classes)
+    return {"r2": r2(targets[:, forget].mean(1), achieved[:, forget].mean(1)),
+            "r2_per_class": {str(c): r2(targets[:, c], achieved[:, c]) for c in forget},
+            "retained_mae": (achieved[:, ~mask] - targets[:, ~mask]).abs().mean().item(),
+            "prompted": targets[:, forget].mean(1).tolist(), "achieved": achieved[:, forget].mean(1).tolist(),
+            "n": n, "k": k}
+
+
+def nearest(zoo_weights: torch.Tensor, vecs: torch.Tensor, exclude_self: bool = False,
+            chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance to and index of each vector's nearest zoo row (rows of the zoo itself with exclude_self)."""
+    dists, idxs = [], []
+    for start, part in zip(range(0, len(vecs), chunk), vecs.split(chunk), strict=True):
+        d = torch.cdist(part.double(), zoo_weights.double())
+        if exclude_self:
+            d[torch.arange(len(part)), torch.arange(start, start + len(part))] = float("inf")
+        best = d.min(1)
+        dists.append(best.values)
+        idxs.append(best.indices)
+    return torch.cat(dists).float(), torch.cat(idxs)
+
+
+def zoo_spacing(zoo_weights: torch.Tensor) -> float:
+    """Median distance from a zoo checkpoint to its nearest other checkpoint."""
+    return nearest(zoo_weights, zoo_weights, exclude_self=True)[0].median().item()
+
+
+def retrieval_row(class_loss: torch.Tensor, target: torch.Tensor) -> int:
+    """The zoo row whose recorded per-class losses are closest to the prompt's targets (log1p space)."""
+    return int(((class_loss.log1p() - target.log1p()) ** 2).sum(1).argmin())
+
+
+def honesty_report(hypernet: Hypernet, zoo: ZooTensors, rows: list[dict[str, Any]], sampled: torch.Tensor,
+                   classes: Sequence[int], target: torch.Tensor, spec: ModelSpec, data: Dataset,
+                   spacing: float | None = None, seed: int = 0, **alignment: Any) -> dict[str, Any]:
+    """The JSON-able honesty record of one sampled weight vector `sampled` [P] prompted with `target` [C].
+
+    `spacing` (zoo_spacing) can be passed to reuse it across requests; `alignment` goes to prompt_alignment.
+    """
+    dist, idx = (v.item() for v in nearest(zoo.weights, sampled[None].float()))
+    spacing = zoo_spacing(zoo.weights) if spacing is None else spacing
+    ret = retrieval_row(zoo.class_loss, target)
+
+    def row(i: int) -> dict[str, Any]:
+        return {k: rows[i][k] for k in ("run", "kind", "step", "request")} | {"row": i}
+
+    return {
+        "alignment": prompt_alignment(hypernet, zoo, classes, spec, data, seed=seed, **alignment),
+        "nearest_zoo": {**row(idx), "distance": dist},
+        "zoo_nn_spacing_median": spacing,
+        "distance_ratio": dist / spacing if spacing > 0 else float("inf"),
+        "distance_to_theta0": (sampled - zoo.start[0]).norm().item(),
+        "retrieval": {**row(ret), "distance_to_sample": (zoo.weights[ret] - sampled).norm().item(),
+                      "val_loss": rows[ret]["val_loss"]},
+        "retrieval_noise": {"seed": seed, "noise_norm": dist},
+    }
+
+
+def baseline_weights(zoo: ZooTensors, report: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The two baselines' flat weights: the retrieved checkpoint, and it plus noise at the sample's distance."""
+    base = zoo.weights[report["retrieval"]["row"]]
+    noise = torch.randn(base.shape, generator=torch.Generator().manual_seed(report["retrieval_noise"]["seed"]))
+    return {"retrieval": base, "retrieval_noise": base + noise * report["retrieval_noise"]["noise_norm"] / noise.norm()}

@@ -1,0 +1,111 @@
+"""DiHyFo: seeded sampling, refusals with the fix, honesty record, and the definition of done on digits."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from hyperforget.config import ForgetConfig, TrainConfig, ZooConfig
+from hyperforget.data import forget_split
+from hyperforget.errors import ConfigError
+from hyperforget.hypernet import HypernetConfig, load_hypernet, train_hypernet
+from hyperforget.hypernet.honesty import baseline_weights, honesty_report
+from hyperforget.models import flatten
+from hyperforget.unlearn import run_method
+from hyperforget.unlearn.base import UnlearnInputs
+from hyperforget.zoo import build_zoo, load_zoo
+
+# proposed CPU defaults for the hypernetwork (see the report); the tiny one only has to run
+HYPERNET = dict(chunk_size=128, width=64, depth=2, heads=4, steps=2000, batch_size=64, lr=1e-3, device="cpu")
+TINY_HYPERNET = dict(chunk_size=64, width=32, depth=1, heads=2, steps=20, batch_size=16, lr=3e-3, warmup=2,
+                     checkpoint_every=20, sample_steps=5, ema=0.0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, original_mlp, digits_spec, digits):
+    """A tiny zoo and one tiny hypernet per variant: folders, zoo tensors and index rows."""
+    root = tmp_path_factory.mktemp("dihyfo")
+    cfg = ZooConfig(pairs=[], trajectories=2, steps=6, save_every=3, retrain_seeds=1, shard_rows=64)
+    build_zoo(original_mlp, digits_spec, digits, cfg, TrainConfig(epochs=1, batch_size=64), root / "zoo", False)
+    zoo, rows = load_zoo(root / "zoo")
+    for variant in ("dihyfo1", "dihyfo2"):
+        train_hypernet(zoo, HypernetConfig(variant=variant, **TINY_HYPERNET), root / variant, progress=False)
+    return root, zoo, rows
+
+
+def opts(root, variant="dihyfo2", **kw):
+    return {"hypernet_dir": str(root / variant), "zoo_dir": str(root / "zoo"), **kw}
+
+
+def test_sampling_is_deterministic_under_a_seed(tiny, original_mlp, digits_spec, digits, split_class3):
+    root, _, _ = tiny
+    inputs = UnlearnInputs(original_mlp, digits_spec, digits, split_class3, seed=0)
+    before = flatten(original_mlp).clone()
+    for variant in ("dihyfo1", "dihyfo2"):
+        a, b = (run_method(variant, inputs, opts(root, variant, k=4)) for _ in range(2))
+        assert torch.equal(flatten(a.model), flatten(b.model)) and a.info["candidates"] == b.info["candidates"]
+        assert len(a.info["candidates"]["forget_acc"]) == 4 and 0 <= a.info["pass_rate"] <= 1
+        assert a.wall_time_s == pytest.approx(a.info["prompt_s"] + a.info["sample_s"] + a.info["score_s"])
+        other = run_method(variant, UnlearnInputs(original_mlp, digits_spec, digits, split_class3, seed=1),
+                           opts(root, variant, k=4))
+        assert other.info["candidates"] != a.info["candidates"]
+    assert torch.equal(flatten(original_mlp), before)
+
+
+def test_refusals_name_the_fix(tiny, original_mlp, digits_spec, digits, split_class3):
+    root, _, _ = tiny
+    random = forget_split(digits, ForgetConfig(fraction=0.1))
+    with pytest.raises(ConfigError, match="class requests only"):
+        run_method("dihyfo2", UnlearnInputs(original_mlp, digits_spec, digits, random), opts(root))
+    with pytest.raises(ConfigError, match="holds a dihyfo2 hypernetwork"):
+        run_method("dihyfo1", UnlearnInputs(original_mlp, digits_spec, digits, split_class3), opts(root, "dihyfo2"))
+    stranger = copy.deepcopy(original_mlp)
+    with torch.no_grad():
+        stranger.fc2.bias.add_(0.1)
+    with pytest.raises(ConfigError, match="different original model"):
+        run_method("dihyfo2", UnlearnInputs(stranger, digits_spec, digits, split_class3), opts(root))
+
+
+def test_honesty_record_and_baselines_are_real_zoo_checkpoints(tiny, digits_spec, digits):
+    root, zoo, rows = tiny
+    hypernet = load_hypernet(root / "dihyfo2")
+    target = zoo.class_loss[5]
+    sampled = zoo.weights[5] + 0.01
+    report = honesty_report(hypernet, zoo, rows, sampled, [3], target, digits_spec, digits, n=4, k=1)
+    assert set(report) == {"alignment", "nearest_zoo", "zoo_nn_spacing_median", "distance_ratio",
+                           "distance_to_theta0", "retrieval", "retrieval_noise"}
+    assert set(report["alignment"]) >= {"r2", "r2_per_class", "retained_mae", "prompted", "achieved"}
+    assert report["alignment"]["r2_per_class"].keys() == {"3"} and len(report["alignment"]["prompted"]) == 4
+    assert report["nearest_zoo"]["row"] == 5 == report["retrieval"]["row"]  # target and weights are row 5's
+    assert report["nearest_zoo"]["distance"] == pytest.approx(0.01 * zoo.weights.shape[1] ** 0.5, rel=1e-3)
+    weights = baseline_weights(zoo, report)
+    assert torch.equal(weights["retrieval"], zoo.weights[report["retrieval"]["row"]])
+    noise = (weights["retrieval_noise"] - weights["retrieval"]).norm().item()
+    assert noise == pytest.approx(report["nearest_zoo"]["distance"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_definition_of_done_on_digits(tmp_path, original_mlp, digits_spec, digits):
+    """Default zoo + proposed hypernet: forget acc ≤ 5% and retained test acc within 5 pts of retrain."""
+    recipe = TrainConfig(epochs=30, batch_size=32, lr=1e-2)  # the original's recipe (conftest)
+    build_zoo(original_mlp, digits_spec, digits, ZooConfig(), recipe, tmp_path / "zoo", progress=False)
+    zoo, _ = load_zoo(tmp_path / "zoo")
+    train_hypernet(zoo, HypernetConfig(variant="dihyfo2", **HYPERNET), tmp_path / "dihyfo2", progress=False)
+    for c in (3, 5, 8):
+        split = forget_split(digits, ForgetConfig(classes=[c]))
+        inputs = UnlearnInputs(original_mlp, digits_spec, digits, split, seed=0)
+        result = run_method("dihyfo2", inputs, opts(tmp_path))
+        retrains = run_method("retrain", inputs, {"seeds": 3}).models
+        kept = digits.y_test != c
+
+        def retained_test_acc(model, kept=kept):
+            with torch.no_grad():
+                return (model(digits.x_test[kept]).argmax(1) == digits.y_test[kept]).float().mean().item()
+
+        with torch.no_grad():
+            forget_acc = (result.model(inputs.x_forget).argmax(1) == inputs.y_forget).float().mean().item()
+        reference = sum(retained_test_acc(m) for m in retrains) / len(retrains)
+        assert forget_acc <= 0.05, f"class {c}: forget acc {forget_acc:.3f}"
+        assert retained_test_acc(result.model) >= reference - 0.05, f"class {c}: {result.info}"

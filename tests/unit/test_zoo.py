@@ -1,0 +1,103 @@
+"""The weight zoo: resumable sharded build, checksums, rows that match their weights, aligned retrains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hyperforget import zoo as zoo_mod
+from hyperforget.config import TrainConfig, ZooConfig
+from hyperforget.errors import ConfigError, IntegrityError
+from hyperforget.io import read_json
+from hyperforget.models import flatten, load_flat, param_layout
+from hyperforget.zoo import align_hidden, build_zoo, load_zoo, zoo_requests
+
+TINY = ZooConfig(pairs=[], holdout_pairs=[], trajectories=2, steps=4, save_every=2, retrain_seeds=1, shard_rows=3)
+TINY_RETRAIN = TrainConfig(epochs=1, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory, original_mlp, digits_spec, digits):
+    out = tmp_path_factory.mktemp("zoo")
+    summary = build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, out, progress=False)
+    return out, summary
+
+
+def shard_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*"))}
+
+
+def test_zoo_holds_every_request_and_counts(tiny_zoo):
+    out, summary = tiny_zoo
+    # original + 10 classes × (1 retrain + 2 trajectories × 2 saved steps); 5 rows per class → 2 shards of ≤ 3
+    assert summary["counts"] == {"original": 1, "trajectory": 40, "retrain": 10}
+    assert summary["shards"] == 1 + 10 * 2 and read_json(out / "zoo.json")["complete"]
+    assert zoo_requests(ZooConfig(pairs=[[8, 3], [1, 2]], holdout_pairs=[[2, 1]]), 10)[-1] == (3, 8)
+
+
+def test_resumed_build_equals_uninterrupted(tiny_zoo, tmp_path, monkeypatch, original_mlp, digits_spec, digits):
+    full, _ = tiny_zoo
+    real_write, calls = zoo_mod._write_shard, []
+
+    def crash_after_four(*args, **kwargs):
+        if len(calls) == 4:  # original, class 0 (2 shards), first shard of class 1: mid-request
+            raise KeyboardInterrupt
+        calls.append(1)
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(zoo_mod, "_write_shard", crash_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
+    monkeypatch.undo()
+    assert not read_json(tmp_path / "zoo.json")["complete"]
+    with pytest.raises(IntegrityError, match="incomplete"):
+        load_zoo(tmp_path)
+    resumed = build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
+    assert resumed["resumed_shards"] == 4
+    assert read_json(tmp_path / "index.json") == read_json(full / "index.json")
+    assert shard_bytes(tmp_path) == shard_bytes(full)
+
+
+def test_corrupted_shard_is_detected_and_rebuilt(tiny_zoo, tmp_path, original_mlp, digits_spec, digits):
+    full, _ = tiny_zoo
+    for p in full.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    shard = tmp_path / "shard-00002.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"shard-00002.*re-run the zoo stage"):
+        load_zoo(tmp_path)
+    repaired = build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
+    assert repaired["resumed_shards"] == 2 and shard_bytes(tmp_path) == shard_bytes(full)
+    with pytest.raises(ConfigError, match="different config"):
+        build_zoo(original_mlp, digits_spec, digits, TINY.model_copy(update={"steps": 6}), TINY_RETRAIN, tmp_path)
+
+
+def test_index_rows_point_at_their_weights(tiny_zoo, original_mlp, digits_spec, digits):
+    out, _ = tiny_zoo
+    zoo, rows = load_zoo(out)
+    assert len(rows) == zoo.num_rows and torch.equal(zoo.start[0], flatten(original_mlp))
+    assert rows[0]["kind"] == "original" and zoo.forget_mask[0].sum() == 0
+    for i in (0, 7, len(rows) - 1):
+        model = load_flat(digits_spec.build(), zoo.weights[i]).eval()
+        with torch.no_grad():
+            logits = model(digits.x_val)
+        for c in range(10):
+            sel = digits.y_val == c
+            loss = F.cross_entropy(logits[sel], digits.y_val[sel]).item()
+            assert loss == pytest.approx(rows[i]["val_loss"][c], rel=1e-4)
+        assert zoo.forget_mask[i].nonzero().flatten().tolist() == rows[i]["request"]
+    shards = read_json(out / "index.json")["shards"]
+    assert {r["shard_sha256"] for r in rows} == {s["sha256"] for s in shards}
+
+
+def test_aligned_retrains_keep_their_function(original_mlp, digits_spec, digits):
+    other = digits_spec.build(seed=123)
+    layout = param_layout(other)
+    aligned = align_hidden(flatten(other)[None], flatten(original_mlp), layout)[0]
+    with torch.no_grad():
+        assert torch.allclose(load_flat(digits_spec.build(), aligned)(digits.x_val), other(digits.x_val), atol=1e-5)
+    theta0 = flatten(original_mlp)
+    assert (aligned - theta0).norm() <= (flatten(other) - theta0).norm()
