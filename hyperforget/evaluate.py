@@ -98,15 +98,15 @@ def compare(original: nn.Module, spec: ModelSpec, data: Dataset, split: ForgetSp
         result["methods"][name] = {"report": report, "gaps": gaps(report, summary), "wall_time_s": res.wall_time_s,
                                    "speedup": t_retrain / res.wall_time_s if res.wall_time_s > 0 else math.inf,
                                    "steps": res.steps, "options": res.options, "info": res.info}
-    return _jsonable(result)
+    return jsonable(result)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """NaN/inf → None and numpy scalars → Python, so the JSON is strict (DVC and browsers parse it)."""
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -14,7 +14,7 @@ import torch
 from hyperforget import stages
 from hyperforget.config import ForgetConfig, Params
 from hyperforget.data import Dataset, forget_split
-from hyperforget.evaluate import _jsonable, compare, write_report
+from hyperforget.evaluate import compare, jsonable, write_report
 from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
 from hyperforget.hypernet.honesty import baseline_weights, honesty_report, prompt_alignment, zoo_spacing
 from hyperforget.io import write_json
@@ -59,7 +59,7 @@ def hypernet_stage(params: Params, variant: str) -> dict[str, Any]:
     metrics = {**{k: summary[k] for k in ("step", "final_loss", "seconds", "num_params", "num_tokens")},
                "held_out": bool(params.zoo.holdout_pairs), "alignment": alignment,
                "mean_r2": float(np.nanmean([a["r2"] for a in alignment.values()]))}
-    write_json(out / "metrics.json", _jsonable(metrics))
+    write_json(out / "metrics.json", jsonable(metrics))
     return metrics
 
 
@@ -105,7 +105,7 @@ def dihyfo_comparison(params: Params, classes: list[int], variants: tuple[str, .
         for name, weights in baseline_weights(zoo, report).items():
             baseline = load_flat(spec.build(), weights).eval()
             result["methods"][f"{name} ({variant} prompt)"] = _method_entry(ev, baseline, reference, report[name])
-    result = _jsonable(result | {"honesty": honesty})
+    result = jsonable(result | {"honesty": honesty})
     out = out_dir or stages.paths()["compare"] / f"dihyfo-{ForgetConfig(classes=classes).slug()}"
     write_report(result, out)
     write_json(Path(out) / "honesty.json", result["honesty"])
@@ -119,7 +119,7 @@ def generalisation_report(params: Params, variants: tuple[str, ...] = VARIANTS) 
     data, (model, spec) = stages.load_data(), stages.load_original()
     zoo, _ = load_zoo(zoo_dir())
     table = [_pair_rows(params, data, model, spec, zoo, sorted(pair), variants) for pair in params.zoo.holdout_pairs]
-    result = _jsonable({"pairs": [r for rows in table for r in rows]})
+    result = jsonable({"pairs": [r for rows in table for r in rows]})
     write_json(stages.paths()["compare"] / "dihyfo-generalisation.json", result)
     return result
 

@@ -96,11 +96,8 @@ def load_original() -> tuple:
 
 def evaluate(params: Params) -> dict:
     """Metrics of the original model on the configured forget request (the 'before' of unlearning)."""
-    ds = load_data()
-    model, _ = load_original()
-    split = data_mod.forget_split(ds, params.forget)
-    ev = Evaluator.for_original(model, ds, split, params.evaluation.mia_splits, params.evaluation.seed)
-    report = ev.report(model)
+    ds, model, _, split = _request(params)
+    report = _evaluator(params, model, ds, split).report(model)
     out = paths()["evaluate"] / "metrics.json"
     write_json(out, {"request": params.forget.slug(), **report})
     track(params, "evaluate", report, [out])
@@ -117,10 +114,6 @@ def lineage() -> dict[str, str]:
     return out
 
 
-def read_train_metrics() -> dict:
-    return read_json(paths()["train_metrics"])
-
-
 def unlearn_config(params: Params):
     """`unlearn:` with the retrain recipe taken from `train:`, so the reference is trained as θ0 was."""
     t = params.train
@@ -129,12 +122,15 @@ def unlearn_config(params: Params):
     return params.unlearn.model_copy(update={"retrain": retrain})
 
 
-def _request_context(params: Params) -> tuple:
+def _request(params: Params) -> tuple:
+    """The prepared data, θ0 with its spec, and the configured request's forget/retain split."""
     ds = load_data()
     original, spec = load_original()
-    split = data_mod.forget_split(ds, params.forget)
-    ev = Evaluator.for_original(original, ds, split, params.evaluation.mia_splits, params.evaluation.seed)
-    return ds, original, spec, split, ev
+    return ds, original, spec, data_mod.forget_split(ds, params.forget)
+
+
+def _evaluator(params: Params, original, ds: Dataset, split: ForgetSplit) -> Evaluator:
+    return Evaluator.for_original(original, ds, split, params.evaluation.mia_splits, params.evaluation.seed)
 
 
 def reference(params: Params, ds: Dataset, original, spec: ModelSpec, split: ForgetSplit, ev: Evaluator) -> dict:
@@ -164,7 +160,8 @@ def unlearn(params: Params, method: str | None = None) -> dict:
 
     method = method or params.unlearn.method
     options = unlearn_config(params).options_for(method)
-    ds, original, spec, split, ev = _request_context(params)
+    ds, original, spec, split = _request(params)
+    ev = _evaluator(params, original, ds, split)
     ref = reference(params, ds, original, spec, split, ev)
     res = run_method(method, UnlearnInputs(original, spec, ds, split, params.seed), options)
     report = ev.report(res.model)
@@ -183,9 +180,7 @@ def compare(params: Params, methods: list[str] | None = None) -> dict:
     from hyperforget.evaluate import compare as run_compare
     from hyperforget.evaluate import write_report
 
-    ds = load_data()
-    original, spec = load_original()
-    split = data_mod.forget_split(ds, params.forget)
+    ds, original, spec, split = _request(params)
     result = run_compare(original, spec, ds, split, methods or params.evaluation.methods, unlearn_config(params),
                          params.evaluation.retrain_seeds, params.evaluation.mia_splits, params.evaluation.seed)
     written = write_report(result, paths()["compare"])
