@@ -1,14 +1,18 @@
-"""Prefect flow `build`: import data → prepare → train → compare, each task one library call.
+"""Prefect flow `build`: import data → prepare → train → zoo (units fanned out) → hypernetworks → compare.
 
-Why cache by input hash: a stage whose inputs are unchanged has its result on disk already, so
-re-running the flow skips it (like `dvc repro`). The key is the stage, the params sections it reads
-(as dvc.yaml lists them), the digest of its upstream output, the library's source and the project
-folder; a stage whose outputs were deleted runs again (refresh_cache). Results are stored
-as JSON (paths and digests), never pickled.
+Each task is one library call. Why cache by input hash: a stage whose inputs are unchanged has its
+result on disk already, so re-running the flow skips it (like `dvc repro`). The key is the stage, the
+params sections it reads (as dvc.yaml lists them), the digest of its upstream outputs, the library's
+source and the project folder; a stage whose outputs were deleted runs again (refresh_cache). Results
+are stored as JSON (paths and digests), never pickled. The zoo needs no cache: its units are
+independent tasks and each one skips itself when its checksummed shards are already on disk, so an
+interrupted build resumes where it stopped.
 
-Stages run from the folder that holds the params file (`artifacts/` and `data/` live beside it).
-`HYPERFORGET_TASK_RUNNER=ray` selects prefect-ray's RayTaskRunner (the `scale` extra), read when
-this module is loaded; the default is a thread pool.
+Stages run in the folder that holds the params file (`artifacts/` and `data/` live beside it); every
+task is given that folder, so it also works in the worker processes of a Dask or Ray task runner.
+`HYPERFORGET_TASK_RUNNER` (read when this module is loaded) picks the runner: `thread` (default, two
+threads), `dask` (prefect-dask, a local cluster of worker processes or the scheduler at
+HYPERFORGET_DASK_ADDRESS) or `ray` (prefect-ray; HYPERFORGET_RAY_ADDRESS, else a local Ray).
 """
 
 from __future__ import annotations
@@ -16,32 +20,43 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 import hyperforget
-from hyperforget import stages
+from hyperforget import hyperstages, stages
+from hyperforget import zoo as zoo_mod
 from hyperforget.config import Params, load_params
 from hyperforget.errors import ConfigError
+from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON
+from hyperforget.io import sha256_file
 
 SECTIONS = {"import_data": ("data",), "prepare": ("data",), "train": ("model", "train"),
-            "compare": ("seed", "train", "forget", "evaluation", "unlearn")}
+            "hypernet": ("seed", "hypernet"), "compare": ("seed", "train", "forget", "evaluation", "unlearn")}
+RUNNERS = ("thread", "dask", "ray")
 
 
 def task_runner():
-    """The task runner HYPERFORGET_TASK_RUNNER names: `thread` (default) or `ray`."""
+    """The task runner HYPERFORGET_TASK_RUNNER names (see the module docstring)."""
     kind = os.environ.get("HYPERFORGET_TASK_RUNNER", "thread")
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner  # optional: pip install 'hyperforget[scale]'
+
+        address = os.environ.get("HYPERFORGET_DASK_ADDRESS")
+        return DaskTaskRunner(address=address) if address else \
+            DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
     if kind == "ray":
         from prefect_ray import RayTaskRunner  # optional: pip install 'hyperforget[scale]'
 
-        return RayTaskRunner()
+        return RayTaskRunner(address=os.environ.get("HYPERFORGET_RAY_ADDRESS"))
     if kind != "thread":
-        raise ConfigError(f"HYPERFORGET_TASK_RUNNER={kind!r}: choose thread or ray")
+        raise ConfigError(f"HYPERFORGET_TASK_RUNNER={kind!r}: choose one of {', '.join(RUNNERS)}")
     return ThreadPoolTaskRunner(max_workers=2)
 
 
@@ -55,6 +70,13 @@ def project(params_path: str) -> Iterator[Path]:
         yield Path(path.name)
     finally:
         os.chdir(before)
+
+
+def enter(root: str) -> None:
+    """Make the project folder the working directory of a task's process. In the flow's own process
+    (thread runner) it already is, so nothing changes; a Dask/Ray worker process is moved there."""
+    if os.getcwd() != root:
+        os.chdir(root)
 
 
 def _dump(value):
@@ -71,35 +93,69 @@ def code_digest() -> str:
 
 def stage_key(ctx, inputs: dict) -> str:
     params: Params = inputs["params"]
-    blob = {"stage": ctx.task.name, "upstream": inputs.get("upstream"), "project": os.getcwd(), "code": code_digest(),
+    blob = {"stage": ctx.task.name, "variant": inputs.get("variant"), "upstream": inputs.get("upstream"),
+            "project": inputs["root"], "code": code_digest(),
             "params": {s: _dump(getattr(params, s)) for s in SECTIONS[ctx.task.name]}}
     return f"hyperforget-{ctx.task.name}-" + hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 cached = task(cache_key_fn=stage_key, persist_result=True, result_serializer="json")
+plain = task(persist_result=False)
 
 
 @cached(name="import_data")
-def import_data(params: Params) -> dict:
+def import_data(params: Params, root: str) -> dict:
+    enter(root)
     out = stages.import_data(params)
     digest = hashlib.sha256(json.dumps(out["files"], sort_keys=True).encode()).hexdigest()
     return {"raw_dir": out["raw_dir"], "sha256": digest}
 
 
 @cached(name="prepare")
-def prepare(params: Params, upstream: str) -> dict:
+def prepare(params: Params, root: str, upstream: str) -> dict:
+    enter(root)
     out = stages.prepare(params)
     return {"dataset": out["dataset"], "sha256": out["card"]["sha256"]}
 
 
 @cached(name="train")
-def train(params: Params, upstream: str) -> dict:
+def train(params: Params, root: str, upstream: str) -> dict:
+    enter(root)
     out = stages.train(params)
     return {"model": out["model"], "sha256": out["metrics"]["sha256"], "test_acc": out["metrics"]["test_acc"]}
 
 
+@plain(name="zoo_plan")
+def zoo_plan(params: Params, root: str, upstream: str) -> dict:
+    """The zoo units not yet on disk (upstream, θ0's digest, only orders the task after `train`)."""
+    enter(root)
+    return hyperstages.zoo_plan(params)
+
+
+@plain(name="zoo_unit", retries=1)
+def zoo_unit(params: Params, root: str, unit: int) -> dict:
+    enter(root)
+    return hyperstages.zoo_unit(params, unit)
+
+
+@plain(name="zoo_finish")
+def zoo_finish(params: Params, root: str, seconds: float, resumed: int) -> dict:
+    enter(root)
+    out = hyperstages.zoo_finish(params, seconds, resumed)
+    return out | {"sha256": sha256_file(hyperstages.zoo_dir() / zoo_mod.INDEX)}
+
+
+@cached(name="hypernet")
+def hypernet(params: Params, root: str, variant: str, upstream: str) -> dict:
+    enter(root)
+    metrics = hyperstages.hypernet_stage(params, variant)
+    return {"variant": variant, "mean_r2": metrics["mean_r2"],
+            "sha256": sha256_file(hyperstages.hypernet_dir(variant) / CHECKPOINT_JSON)}
+
+
 @cached(name="compare")
-def compare(params: Params, upstream: str) -> dict:
+def compare(params: Params, root: str, upstream: str) -> dict:
+    enter(root)
     return stages.compare(params)["written"]
 
 
@@ -110,13 +166,21 @@ def _fresh(outputs: list[Path]) -> dict:
 
 @flow(name="build", task_runner=task_runner())
 def build(params_path: str = "params.yaml") -> dict:
-    """Prepare the data, train the original model and compare the methods on the configured request
-    (evaluation.methods against the retrain reference); return where everything went."""
+    """Prepare the data, train the original model, build the zoo, train both hypernetworks and compare
+    the methods on the configured request (evaluation.methods against the retrain reference)."""
     with project(params_path) as path:
-        params = load_params(path)
-        p = stages.paths()
-        raw = import_data.with_options(**_fresh([Path(params.data.raw_dir) / params.data.name]))(params)
-        data = prepare.with_options(**_fresh([p["dataset"], p["card"]]))(params, raw["sha256"])
-        model = train.with_options(**_fresh([p["model"], p["train_metrics"]]))(params, data["sha256"])
-        report = compare.with_options(**_fresh([p["compare"] / "comparison.json"]))(params, model["sha256"])
-        return {"project": os.getcwd(), "raw": raw, "data": data, "model": model, "compare": report}
+        params, root, p = load_params(path), os.getcwd(), stages.paths()
+        raw = import_data.with_options(**_fresh([Path(params.data.raw_dir) / params.data.name]))(params, root)
+        data = prepare.with_options(**_fresh([p["dataset"], p["card"]]))(params, root, raw["sha256"])
+        model = train.with_options(**_fresh([p["model"], p["train_metrics"]]))(params, root, data["sha256"])
+        t0, plan = time.perf_counter(), zoo_plan(params, root, model["sha256"])
+        for unit in zoo_unit.map(unmapped(params), root, plan["todo"]):
+            unit.result()  # raises if a unit failed its retries: the finished ones stay on disk for the rerun
+        zoo = zoo_finish(params, root, time.perf_counter() - t0, plan["units"] - len(plan["todo"]))
+        nets = {v: hypernet.with_options(**_fresh([hyperstages.hypernet_dir(v) / "metrics.json"]))
+                .submit(params, root, v, zoo["sha256"]) for v in hyperstages.VARIANTS}
+        nets = {v: f.result() for v, f in nets.items()}
+        upstream = hashlib.sha256(json.dumps([model["sha256"], zoo["sha256"], nets], sort_keys=True).encode())
+        report = compare.with_options(**_fresh([p["compare"] / "comparison.json"]))(params, root, upstream.hexdigest())
+        return {"project": root, "raw": raw, "data": data, "model": model, "zoo": zoo, "hypernet": nets,
+                "compare": report}

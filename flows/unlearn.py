@@ -7,7 +7,9 @@ never exported, and the flow then fails with the reasons, so `--watch` exits non
 shipped. Every request gets a Markdown artifact; all MLflow runs nest under one `request/<slug>` run.
 
 It runs from the folder holding params_path (the project root), which must hold the prepared data
-and the original model (the `build` flow or `dvc repro train`).
+and the original model (the `build` flow or `dvc repro train`). Each flow run writes its model and report
+under `artifacts/requests/<request>/<method>/runs/<flow-run-id>/`, so concurrent requests never share a
+file; the registry run holds the same files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from flows.build import project, task_runner
 from hyperforget import publish, stages, tracking
@@ -28,7 +31,10 @@ io_task = task(persist_result=False, retries=3, retry_delay_seconds=[2, 5, 10])
 
 @plain(name="unlearn")
 def unlearn_request(params: Params, method: str | None) -> dict:
-    return stages.unlearn(params, method=method)
+    """Outputs go to a folder of this flow run's own: concurrent requests never share a file."""
+    out = stages.paths()["requests"] / params.forget.slug() / (method or params.unlearn.method) / "runs" / \
+        str(flow_run.get_id())
+    return stages.unlearn(params, method=method, out_dir=out)
 
 
 @plain(name="gate")

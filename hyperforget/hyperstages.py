@@ -1,6 +1,7 @@
 """DiHyFo pipeline stages: build the zoo, train a hypernetwork variant, compare DiHyFo on a request, and
 report generalisation to held-out class pairs. Like `stages`, each reads `artifacts/`, writes there
-atomically and returns a JSON-able summary (kept apart so the lead can merge it into stages.py).
+atomically, logs one MLflow run and returns a JSON-able summary. The zoo is also offered in its three
+steps (plan, one unit, finish) so the Prefect `build` flow can fan the units out as tasks.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import numpy as np
 import torch
 
 from hyperforget import stages
+from hyperforget import zoo as zoo_mod
 from hyperforget.config import ForgetConfig, Params
 from hyperforget.data import Dataset, forget_split
 from hyperforget.evaluate import compare, jsonable, write_report
 from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
 from hyperforget.hypernet.honesty import baseline_weights, honesty_report, prompt_alignment, zoo_spacing
-from hyperforget.io import write_json
+from hyperforget.io import read_json, write_json
 from hyperforget.metrics import Evaluator, gaps
 from hyperforget.models import ModelSpec, flatten, load_flat
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.base import UnlearnInputs
-from hyperforget.zoo import build_zoo, load_zoo
+from hyperforget.zoo import load_zoo
 
 VARIANTS = ("dihyfo1", "dihyfo2")
 
@@ -36,9 +38,31 @@ def hypernet_dir(variant: str, root: Path = stages.ARTIFACTS) -> Path:
 
 
 def zoo_stage(params: Params) -> dict[str, Any]:
-    """Build (or resume) the zoo from the prepared data and the original model θ0."""
+    """Build (or resume) the zoo from the prepared data and the original model θ0, unit after unit."""
     model, spec = stages.load_original()
-    return build_zoo(model, spec, stages.load_data(), params.zoo, params.train, zoo_dir())
+    return _track_zoo(params, zoo_mod.build_zoo(model, spec, stages.load_data(), params.zoo, params.train, zoo_dir()))
+
+
+def zoo_plan(params: Params) -> dict[str, Any]:
+    """The zoo's number of work units and those still to build (see `zoo.plan_zoo`)."""
+    model, spec = stages.load_original()
+    todo = zoo_mod.plan_zoo(model, spec, stages.load_data(), params.zoo, params.train, zoo_dir())
+    return {"units": len(read_json(zoo_dir() / zoo_mod.MANIFEST)["requests"]) + 1, "todo": todo}
+
+
+def zoo_unit(params: Params, unit: int) -> dict[str, Any]:
+    model, spec = stages.load_original()
+    return zoo_mod.build_unit(model, spec, stages.load_data(), params.zoo, params.train, zoo_dir(), unit)
+
+
+def zoo_finish(params: Params, seconds: float, resumed: int) -> dict[str, Any]:
+    return _track_zoo(params, zoo_mod.finish_zoo(zoo_dir(), seconds, resumed))
+
+
+def _track_zoo(params: Params, summary: dict[str, Any]) -> dict[str, Any]:
+    stages.track(params, "zoo", {k: summary[k] for k in ("rows", "shards", "counts", "resumed_units", "seconds")},
+                 [zoo_dir() / zoo_mod.MANIFEST])
+    return summary
 
 
 def _alignment_requests(params: Params, num_classes: int) -> list[list[int]]:
@@ -60,6 +84,7 @@ def hypernet_stage(params: Params, variant: str) -> dict[str, Any]:
                "held_out": bool(params.zoo.holdout_pairs), "alignment": alignment,
                "mean_r2": float(np.nanmean([a["r2"] for a in alignment.values()]))}
     write_json(out / "metrics.json", jsonable(metrics))
+    stages.track(params, f"hypernet/{variant}", metrics, [out / "metrics.json"])
     return metrics
 
 

@@ -83,9 +83,22 @@ def sidecar(path: str | Path) -> Path:
     return Path(f"{path}.sha256")
 
 
+def canonical_header(data: bytes) -> bytes:
+    """safetensors bytes with the JSON header re-serialised with sorted keys. Why: the writer emits the
+    metadata in hash-map order, which changes from process to process, so identical weights saved by two
+    processes would get two sha256s (and the registry, DVC and the zoo key on those). Tensor offsets are
+    relative to the data section, which is unchanged; the header keeps its 8-byte-aligned padding."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-(8 + len(header)) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-    """Write safetensors atomically plus a `.sha256` sidecar; return the digest."""
-    data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    """Write safetensors atomically (byte-identical for identical inputs) plus a `.sha256` sidecar;
+    return the digest."""
+    data = canonical_header(st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                                    metadata=metadata))
     digest = sha256_bytes(data)
     write_bytes(path, data)
     write_text(sidecar(path), f"{digest}  {Path(path).name}\n")

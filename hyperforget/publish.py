@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from uuid import uuid4
 
 import torch
 
@@ -44,15 +45,27 @@ def _lineage(request_result: dict) -> dict[str, str]:
 
 def register(request_result: dict, gate_result: GateResult | dict, params: Params, parent=None) -> dict:
     """Log the request's model, report and gate verdict to an MLflow run and register it as a new
-    version of `registry.model_name(params)`; `candidate` moves to it only if the gates passed."""
+    version of `registry.model_name(params)`; `candidate` moves to it only if the gates passed.
+
+    Retry-safe under a `parent` run: the version is keyed by `<parent>:<weights sha256>`, so a retried
+    attempt (same parent, same weights) returns the version an earlier attempt created rather than
+    adding an alias-less duplicate. Each attempt still logs its own run; a retry's extra run is
+    harmless evidence, and the returned `run_id` is the one the version points at. Without a parent
+    (a plain CLI call) every call registers a new version."""
     import mlflow
 
     g = gate_result if isinstance(gate_result, GateResult) else GateResult.from_dict(gate_result)
     model_path = Path(request_result["model_path"])
     weights_sha = sha256_file(model_path)
+    if request_result.get("sha256", weights_sha) != weights_sha:
+        raise IntegrityError(f"{model_path} changed after the unlearning step wrote it (sha256 {weights_sha[:12]}…, "
+                             f"expected {request_result['sha256'][:12]}…): another run wrote to the same folder; "
+                             "give concurrent requests their own output folders (the unlearn flow does)")
     method = request_result["method"]
     name = registry.model_name(params)
-    with tracking.start_stage_run(params, "register", parent=parent, tags={"method": method}) as run:
+    key = f"{tracking.run_id_of(parent)}:{weights_sha}" if parent is not None else uuid4().hex
+    with tracking.start_stage_run(params, "register", parent=parent,
+                                  tags={"method": method, registry.KEY_TAG: key}) as run:
         tracking.log_metrics(request_result["report"])
         tracking.log_metrics(request_result["reference"], prefix="reference.")
         tracking.log_metrics({f"gates.{k}": c["passed"] for k, c in g.checks.items()} | {"gates.passed": g.passed})
@@ -60,8 +73,8 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
         mlflow.log_dict(g.to_dict(), f"{MODEL_DIR}/gates.json")
         run_id = run.info.run_id
         tags = registry.version_tags(request_result["report"], g, weights_sha, method, _lineage(request_result))
-        mv = registry.register(name, f"runs:/{run_id}/{MODEL_DIR}", run_id, tags, tracking.client(params))
-    return {"name": name, "version": str(mv.version), "run_id": run_id, "candidate": g.passed}
+        mv = registry.register(name, f"runs:/{run_id}/{MODEL_DIR}", run_id, tags, tracking.client(params), key=key)
+    return {"name": name, "version": str(mv.version), "run_id": mv.run_id, "candidate": g.passed}
 
 
 def _check_inputs(input_shape: tuple[int, ...]) -> torch.Tensor:

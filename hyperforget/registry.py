@@ -8,6 +8,10 @@ gates.*, sha256.*, lineage.*, method). `promote` moves `champion` only if the ve
 A local sqlite store rejects concurrent writers with "database is locked" (and racing version
 numbers or aliases with a UNIQUE violation); those are retried with jittered backoff, and `candidate`
 is re-checked after each move so that concurrent registrations leave it on the newest passing version.
+
+A registration may carry an idempotency key (version tag `request.key`): a retried register whose
+first attempt created the version but failed later (say, setting `candidate`) must not add a
+second, alias-less version — it finds the keyed one, settles `candidate` and returns it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hyperforget.errors import ConfigError, GateFailed
 from hyperforget.gates import GateResult
 
 CANDIDATE, CHAMPION = "candidate", "champion"
+KEY_TAG = "request.key"  # the idempotency key of a registration
 _TRANSIENT = ("database is locked", "unique constraint failed", "deadlock", "could not serialize")
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 _REF = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
@@ -83,13 +88,27 @@ def ensure_registered_model(name: str, client: Any = None) -> None:
     _retry(create)
 
 
-def register(name: str, source: str, run_id: str | None, tags: dict[str, str], client: Any = None) -> Any:
+def find_version(name: str, key: str, client: Any = None) -> Any:
+    """The version of `name` registered with idempotency key `key`, or None."""
+    c = _client(client)
+    versions = _retry(lambda: c.search_model_versions(f"name = '{name}'"))
+    return next((v for v in versions if v.tags.get(KEY_TAG) == key), None)
+
+
+def register(name: str, source: str, run_id: str | None, tags: dict[str, str], client: Any = None,
+             key: str | None = None) -> Any:
     """Create a new version of `name` (the registered model too, if new); sets `candidate` if the
-    tags say the gates passed (it always names the newest passing version). Returns the ModelVersion."""
+    tags say the gates passed (it always names the newest passing version). Returns the ModelVersion.
+
+    With `key`, a version already registered under that key is settled and returned instead of
+    creating another (the key is written with the version, so a retry always sees it)."""
     c = _client(client)
     ensure_registered_model(name, c)
-    mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id, tags=tags, await_creation_for=0))
-    if tags.get("gates.passed") == "true":
+    mv = find_version(name, key, c) if key is not None else None
+    if mv is None:
+        tags = tags | ({KEY_TAG: key} if key is not None else {})
+        mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id, tags=tags, await_creation_for=0))
+    if mv.tags.get("gates.passed") == "true":
         _settle_candidate(c, name)
     return mv
 

@@ -153,8 +153,9 @@ def reference(params: Params, ds: Dataset, original, spec: ModelSpec, split: For
     return summary
 
 
-def unlearn(params: Params, method: str | None = None) -> dict:
-    """Answer the configured forget request with one method; write the model and its report."""
+def unlearn(params: Params, method: str | None = None, out_dir: Path | str | None = None) -> dict:
+    """Answer the configured forget request with one method; write the model and its report to
+    `out_dir` (default `artifacts/requests/<request>/<method>/`; concurrent requests pass their own)."""
     from hyperforget.unlearn import run_method
     from hyperforget.unlearn.base import UnlearnInputs
 
@@ -165,13 +166,14 @@ def unlearn(params: Params, method: str | None = None) -> dict:
     ref = reference(params, ds, original, spec, split, ev)
     res = run_method(method, UnlearnInputs(original, spec, ds, split, params.seed), options)
     report = ev.report(res.model)
-    out = paths()["requests"] / params.forget.slug() / method
+    out = Path(out_dir) if out_dir is not None else paths()["requests"] / params.forget.slug() / method
     digest = save_model(out / "model.safetensors", res.model, spec)
     record = {"request": params.forget.slug(), "method": method, "report": report, "reference": ref,
               "unlearning": res.record(), "sha256": digest}
     write_json(out / "report.json", record)
     return {"model_path": str(out / "model.safetensors"), "report_path": str(out / "report.json"),
-            "report": report, "reference": ref, "method": method, "request_slug": params.forget.slug(),
+            "sha256": digest, "report": report, "reference": ref, "method": method,
+            "request_slug": params.forget.slug(),
             "wall_time_s": res.wall_time_s, "info": res.info, "lineage": res.info.get("lineage", {})}
 
 

@@ -133,7 +133,7 @@ def data_tags(card_path: str | Path | None = None) -> dict[str, str]:
         return {}
 
 
-def _run_id(parent: Any) -> str | None:
+def run_id_of(parent: Any) -> str | None:
     return getattr(getattr(parent, "info", None), "run_id", parent)
 
 
@@ -149,7 +149,7 @@ def start_stage_run(params: Params, stage: str, parent: Any = None, tags: dict[s
 
     c = client(params)
     mlflow.set_tracking_uri(tracking_uri(params))
-    parent_id = _run_id(parent)
+    parent_id = run_id_of(parent)
     run_tags = {"stage": stage, "request": params.forget.slug(), **git_tags(), **data_tags(), **(tags or {})}
     nested = parent_id is not None or mlflow.active_run() is not None
     with mlflow.start_run(experiment_id=experiment_id(params, c), run_name=stage, nested=nested,

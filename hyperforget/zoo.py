@@ -14,11 +14,13 @@ Per request (every single class plus `pairs`, minus `holdout_pairs`) the zoo hol
 - θ0 itself once (forget mask all zero).
 Every checkpoint records per-class mean cross-entropy and accuracy on the train and validation splits.
 
-Storage: `shard-NNNNN.safetensors` ([rows, P] float32 in `models.flatten` order, sha256 sidecar), `index.json`
-(one row per checkpoint, rewritten atomically after each shard) and `zoo.json` (config, spec, layout, θ0
-sha256, counts, `complete`). The work unit is one request and a shard never spans two. A rerun verifies
-the recorded shards, keeps the intact prefix and recomputes the rest; CPU runs are bitwise repeatable, so
-a resumed build equals an uninterrupted one.
+Storage: `shard-UUU-KKK.safetensors` ([rows, P] float32 in `models.flatten` order, sha256 sidecar), one
+record per work unit `units/unit-UUU.json` (its shards and rows, written after them), `index.json` (every
+row, joined in unit order once all units are built) and `zoo.json` (config, spec, layout, θ0 sha256,
+counts, `complete`). The work unit is θ0 or one request; units are independent, so the Prefect `build`
+flow fans them out as tasks, and a rerun keeps every unit whose shards pass their checksums and rebuilds
+the rest. CPU runs are bitwise repeatable, so a resumed or thread-parallel build equals a sequential one
+(with the same torch thread count: worker processes set to one thread differ in the last bits).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from hyperforget.models import Layout, ModelSpec, flatten, load_flat, param_layo
 from hyperforget.progress import progress as progress_iter
 from hyperforget.train import batched_logits, train_many
 
-INDEX, MANIFEST = "index.json", "zoo.json"
+INDEX, MANIFEST, UNITS = "index.json", "zoo.json", "units"
 RETRAIN_SEED_OFFSET = 5000  # disjoint from the original's seed and unlearn.retrain's 1000 + seed + i
 
 
@@ -197,29 +199,28 @@ def _manifest(original_vec: torch.Tensor, spec: ModelSpec, layout: Layout, data:
             "data_sha256": data_sha, "requests": [list(r) for r in requests]}
 
 
-def _intact_index(out: Path) -> dict[str, Any]:
-    """The recorded index cut at the first shard that is missing or fails its checksum."""
-    if not (out / INDEX).exists():
-        return {"shards": [], "rows": []}
-    index = read_json(out / INDEX)
-    keep = []
-    for shard in index["shards"]:
-        path = out / shard["file"]
-        if not path.exists() or sha256_file(path) != shard["sha256"]:
-            break
-        keep.append(shard)
-    files = {s["file"] for s in keep}
-    return {"shards": keep, "rows": [r for r in index["rows"] if r["shard"] in files]}
+def _unit_record(out: Path, u: int) -> Path:
+    return out / UNITS / f"unit-{u:03d}.json"
 
 
-def build_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
-              out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Build (or resume building) the zoo in `out_dir`; returns a JSON-able summary."""
-    t0 = time.perf_counter()
+def _unit_done(out: Path, u: int) -> bool:
+    """A unit counts as built when its record exists and every shard it lists passes its checksum."""
+    path = _unit_record(out, u)
+    if not path.exists():
+        return False
+    shards = read_json(path)["shards"]
+    return all((out / s["file"]).exists() and sha256_file(out / s["file"]) == s["sha256"] for s in shards)
+
+
+def plan_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
+             out_dir: str | Path) -> list[int]:
+    """Record the manifest (refusing a folder built with other settings) and return the work units still
+    to build: unit 0 is θ0, unit u ≥ 1 the zoo's (u-1)-th request. Units are independent, so callers may
+    build them in any order or in parallel (the Prefect `build` flow fans them out as tasks)."""
     out = Path(out_dir)
-    layout, original_vec = param_layout(original), flatten(original).float()
+    original_vec = flatten(original).float()
     requests = zoo_requests(cfg, data.num_classes)
-    manifest = _manifest(original_vec, spec, layout, data, cfg, train_cfg, requests)
+    manifest = _manifest(original_vec, spec, param_layout(original), data, cfg, train_cfg, requests)
     if (out / MANIFEST).exists():
         old = read_json(out / MANIFEST)
         changed = sorted(k for k, v in manifest.items() if old.get(k) != v)
@@ -227,38 +228,70 @@ def build_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfi
             raise ConfigError(f"{out} holds a zoo built with different {', '.join(changed)}; "
                               "delete the folder (or choose another zoo dir) to build this one")
     write_json(out / MANIFEST, {**manifest, "complete": False})
-    index = _intact_index(out)
-    resumed = len(index["shards"])
-    done = {s["unit"] for s in index["shards"] if s["last"]}
-    units = [(), *requests]
-    for u, request in enumerate(progress_iter(units, "zoo") if progress else units):
-        if u in done:
-            continue
-        weights, rows = _unit(original_vec, spec, data, request, u, cfg, train_cfg)
-        metrics = [class_metrics(spec, weights, data.x_train, data.y_train),
-                   class_metrics(spec, weights, data.x_val, data.y_val)]
-        for i, row in enumerate(rows):
-            for (loss, acc), split in zip(metrics, ("train", "val"), strict=True):
-                row[f"{split}_loss"], row[f"{split}_acc"] = loss[i].tolist(), acc[i].tolist()
-        written = sum(s["rows"] for s in index["shards"] if s["unit"] == u)
-        for start in range(written, len(rows), cfg.shard_rows):
-            stop = min(start + cfg.shard_rows, len(rows))
-            _write_shard(out, index, u, weights[start:stop], rows[start:stop], last=stop == len(rows))
+    return [u for u in range(len(requests) + 1) if not _unit_done(out, u)]
+
+
+def build_unit(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
+               out_dir: str | Path, u: int) -> dict[str, Any]:
+    """Compute unit `u` (after `plan_zoo`), write its shards, then its record; a no-op if already built."""
+    out = Path(out_dir)
+    if _unit_done(out, u):
+        return {"unit": u, "rows": sum(s["rows"] for s in read_json(_unit_record(out, u))["shards"]), "built": False}
+    requests = [tuple(r) for r in read_json(out / MANIFEST)["requests"]]
+    if not 0 <= u <= len(requests):
+        raise ConfigError(f"zoo unit {u} does not exist: the zoo in {out} has units 0..{len(requests)}")
+    request = ((), *requests)[u]
+    weights, rows = _unit(flatten(original).float(), spec, data, request, u, cfg, train_cfg)
+    metrics = [class_metrics(spec, weights, data.x_train, data.y_train),
+               class_metrics(spec, weights, data.x_val, data.y_val)]
+    for i, row in enumerate(rows):
+        for (loss, acc), split in zip(metrics, ("train", "val"), strict=True):
+            row[f"{split}_loss"], row[f"{split}_acc"] = loss[i].tolist(), acc[i].tolist()
+    record: dict[str, Any] = {"unit": u, "request": list(request), "shards": [], "rows": []}
+    for k, start in enumerate(range(0, len(rows), cfg.shard_rows)):
+        stop = min(start + cfg.shard_rows, len(rows))
+        _write_shard(out, record, f"shard-{u:03d}-{k:03d}.safetensors", weights[start:stop], rows[start:stop])
+    write_json(_unit_record(out, u), record)
+    return {"unit": u, "rows": len(rows), "built": True}
+
+
+def finish_zoo(out_dir: str | Path, seconds: float = 0.0, resumed: int = 0) -> dict[str, Any]:
+    """Join the unit records, in unit order, into `index.json` and mark the zoo complete."""
+    out = Path(out_dir)
+    manifest = read_json(out / MANIFEST)
+    units = range(len(manifest["requests"]) + 1)
+    missing = [u for u in units if not _unit_done(out, u)]
+    if missing:
+        raise IntegrityError(f"zoo units {missing} in {out} are missing or corrupt; re-run the zoo stage to build them")
+    index: dict[str, Any] = {"shards": [], "rows": []}
+    for u in units:
+        record = read_json(_unit_record(out, u))
+        index["shards"] += record["shards"]
+        index["rows"] += record["rows"]
+    write_json(out / INDEX, index)
     counts = {k: sum(r["kind"] == k for r in index["rows"]) for k in ("original", "trajectory", "retrain")}
     summary = {"rows": len(index["rows"]), "shards": len(index["shards"]), "counts": counts,
-               "num_requests": len(requests), "resumed_shards": resumed, "seconds": time.perf_counter() - t0}
+               "num_requests": len(manifest["requests"]), "resumed_units": resumed, "seconds": seconds}
     write_json(out / MANIFEST, {**manifest, **summary, "complete": True})
     return {"out_dir": str(out), **summary}
 
 
-def _write_shard(out: Path, index: dict[str, Any], unit: int, weights: torch.Tensor,
-                 rows: list[dict[str, Any]], last: bool) -> None:
-    """Write one shard, then commit it (and its rows) to the index atomically."""
-    name = f"shard-{len(index['shards']):05d}.safetensors"
+def build_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
+              out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Build (or resume building) the zoo in `out_dir`, unit after unit; returns a JSON-able summary."""
+    t0 = time.perf_counter()
+    todo = plan_zoo(original, spec, data, cfg, train_cfg, out_dir)
+    resumed = len(read_json(Path(out_dir) / MANIFEST)["requests"]) + 1 - len(todo)
+    for u in progress_iter(todo, "zoo") if progress else todo:
+        build_unit(original, spec, data, cfg, train_cfg, out_dir, u)
+    return finish_zoo(out_dir, time.perf_counter() - t0, resumed)
+
+
+def _write_shard(out: Path, record: dict[str, Any], name: str, weights: torch.Tensor,
+                 rows: list[dict[str, Any]]) -> None:
     digest = save_tensors(out / name, {"weights": weights.float().contiguous()})
-    index["shards"].append({"file": name, "sha256": digest, "rows": len(rows), "unit": unit, "last": last})
-    index["rows"] += [{**r, "shard": name, "row": i, "shard_sha256": digest} for i, r in enumerate(rows)]
-    write_json(out / INDEX, index)
+    record["shards"].append({"file": name, "sha256": digest, "rows": len(rows), "unit": record["unit"]})
+    record["rows"] += [{**r, "shard": name, "row": i, "shard_sha256": digest} for i, r in enumerate(rows)]
 
 
 def read_zoo_losses(out_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +65,29 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """S3 + MLflow (artifacts in S3) + Prefect server, `hyperforget` process pool and a worker."""
     yield from _run_stack(tmp_path_factory, ["s3", "mlflow", "prefect"], "full-stack")
+
+
+def write_small_params(folder: Path) -> Path:
+    """params.yaml of a throw-away project folder: the default pipeline (digits, every stage, both
+    hypernetworks) shrunk to seconds: 10 epochs, a 2-trajectory zoo, 20 hypernet steps, ∇τ compared."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["train"]["epochs"] = 10
+    raw["evaluation"].update(retrain_seeds=1, methods=["gradtau"])
+    raw["zoo"].update(trajectories=2, steps=20, save_every=10, retrain_seeds=1, holdout_pairs=[[3, 8]])
+    raw["hypernet"].update(steps=20, checkpoint_every=20)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small project (see write_small_params) shared by one test module's tests."""
+    return write_small_params(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture
+def fresh_small_project(tmp_path: Path) -> Path:
+    """A small project of the test's own."""
+    return write_small_params(tmp_path / "project")

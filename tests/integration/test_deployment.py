@@ -1,4 +1,5 @@
-"""The Prefect deployments end to end against real servers: deploy, build, unlearn, fetch, promote.
+"""The Prefect deployments end to end against real servers: deploy, build, unlearn, fetch, promote, and
+ten deletion requests at once.
 
 Runs the CLIs exactly as an operator would (`prefect deploy --all`, `prefect deployment run … --watch`,
 `hyperforget fetch`, `hyperforget promote`) against the `full_stack` fixture (S3 + MLflow with artifacts
@@ -8,16 +9,16 @@ stops every server afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from hyperforget import registry, storage
-from hyperforget.io import sha256_file
+from hyperforget import registry, storage, tracking
+from hyperforget.io import read_json, sha256_file
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NAME = "digits-mlp-forget-classes-3"
 METHOD = "gradtau"  # passes the gates on digits in ~2 s (finetune keeps class 3: forget acc ~0.9)
-
-
-def small_params(folder: Path) -> Path:
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["train"]["epochs"] = 10
-    raw["evaluation"].update(retrain_seeds=1, methods=[METHOD])
-    path = folder / "params.yaml"
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def prefect(*args: str, env: dict, timeout: float = 240) -> str:
@@ -55,13 +46,17 @@ def cli(*args: str, env: dict) -> str:
     return r.stdout
 
 
-def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, tmp_path):
+def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, small_project, tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-cli"), "MLFLOW_DISABLE_TELEMETRY": "true",
            "STACK_DIR": full_stack["STACK_DIR"]}
-    params = small_params(tmp_path / "project")
+    params = small_project
     prefect("deploy", "--all", env=env)
     prefect("deployment", "run", "build/default", "--param", f"params_path={params}", "--watch", env=env)
-    assert (params.parent / "artifacts" / "train" / "model.safetensors").exists()
+    artifacts = params.parent / "artifacts"
+    assert read_json(artifacts / "zoo" / "zoo.json")["complete"]  # θ0 + 10 single-class units, one task each
+    assert len(list((artifacts / "zoo" / "units").glob("unit-*.json"))) == 11
+    assert all((artifacts / "hypernet" / v / "metrics.json").exists() for v in ("dihyfo1", "dihyfo2"))
+    assert "gradtau" in read_json(artifacts / "compare" / "comparison.json")["methods"]
     prefect("deployment", "run", "unlearn/default", "--param", "forget_classes=[3]", "--param", f"method={METHOD}",
             "--param", f"params_path={params}", "--watch", env=env)
 
@@ -77,3 +72,49 @@ def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, t
 
     cli("promote", NAME, str(candidate.version), "--params", str(params), env=env)
     assert str(registry.resolve(f"{NAME}@champion").version) == str(candidate.version)
+
+
+SUBMIT_AND_WAIT = """
+import asyncio, json, sys
+from prefect import get_client
+from prefect.deployments import run_deployment
+
+async def main(params_path, n):
+    runs = [await run_deployment("unlearn/default", timeout=0, parameters={
+        "forget_classes": [3], "method": "gradtau", "params_path": params_path}) for _ in range(n)]
+    async with get_client() as client:
+        while True:
+            states = [(await client.read_flow_run(r.id)).state for r in runs]
+            if all(s.is_final() for s in states):
+                break
+            await asyncio.sleep(2)
+    print(json.dumps([s.type.value for s in states]))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_ten_concurrent_unlearn_runs_register_ten_versions(full_stack, small_project, tmp_path):
+    """Ten deletion requests submitted at once run side by side on the worker (each flow run its own
+    process), all through the same registry: ten new, distinct versions, candidate on the newest."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-cli"), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "STACK_DIR": full_stack["STACK_DIR"]}
+    params = small_project
+    prefect("deploy", "--all", env=env)
+    prefect("deployment", "run", "build/default", "--param", f"params_path={params}", "--watch", env=env)
+    client = tracking.client()
+    before = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
+
+    r = subprocess.run([sys.executable, "-c", SUBMIT_AND_WAIT, str(params), "10"], env=env, capture_output=True,
+                       text=True, timeout=540)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["COMPLETED"] * 10
+
+    new = [v for v in client.search_model_versions(f"name = '{NAME}'") if v.version not in before]
+    assert len(new) == 10 and len({v.version for v in new}) == 10
+    assert len({v.tags[registry.KEY_TAG] for v in new}) == 10  # ten requests, not one retried ten times
+    assert len({v.run_id for v in new}) == 10
+    newest = max(int(v.version) for v in new)
+    assert str(registry.resolve(f"{NAME}@candidate").version) == str(newest)
+    keys = storage.list_keys(full_stack["HYPERFORGET_S3_BUCKET"], f"models/{NAME}/")
+    assert all(f"models/{NAME}/{v.version}/model.onnx" in keys for v in new)

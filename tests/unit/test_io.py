@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from hyperforget.errors import IntegrityError
-from hyperforget.io import atomic_path, load_tensors, read_json, save_tensors, sha256_file, sidecar, write_json
+from hyperforget.io import (
+    atomic_path,
+    load_tensors,
+    read_json,
+    save_tensors,
+    sha256_file,
+    sidecar,
+    tensor_metadata,
+    write_json,
+)
 
 
 @pytest.fixture
@@ -29,6 +41,23 @@ def test_save_then_load_round_trips_tensors_exactly(tmp_path, tensors):
     for name, t in tensors.items():
         assert loaded[name].dtype == t.dtype
         assert torch.equal(loaded[name], t)
+
+
+SAVE = """
+import sys, torch
+from hyperforget.io import save_tensors
+meta = {"arch": "mlp", "width": "10", "input_shape": "[1, 8, 8]", "num_classes": "10", "seed": "0"}
+print(save_tensors(sys.argv[1], {"w": torch.arange(6.0), "b": torch.ones(2)}, metadata=meta))
+"""
+
+
+def test_identical_weights_saved_by_different_processes_are_byte_identical(tmp_path):
+    # the safetensors writer orders metadata by a per-process hash seed; registry and DVC key on sha256
+    digests = {subprocess.run([sys.executable, "-c", SAVE, str(tmp_path / f"{i}.safetensors")], check=True,
+                              capture_output=True, text=True).stdout.strip() for i in range(4)}
+    assert len(digests) == 1
+    assert tensor_metadata(tmp_path / "0.safetensors")["input_shape"] == "[1, 8, 8]"
+    assert torch.equal(load_tensors(tmp_path / "3.safetensors")["w"], torch.arange(6.0))
 
 
 def test_flipped_byte_is_an_integrity_error(tmp_path, tensors):

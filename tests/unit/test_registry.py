@@ -9,7 +9,7 @@ import pytest
 
 from hyperforget import publish, registry, tracking
 from hyperforget.config import Params
-from hyperforget.errors import ConfigError, GateFailed, StorageError
+from hyperforget.errors import ConfigError, GateFailed, IntegrityError, StorageError
 from hyperforget.io import sha256_file, write_json
 from hyperforget.models import ModelSpec, save_model
 
@@ -41,13 +41,13 @@ def client(template_db, tmp_path, monkeypatch):
 def request(tmp_path, forget_acc=0.0, seed=0):
     spec = ModelSpec("mlp", (1, 8, 8), 10, 10)
     folder = tmp_path / "artifacts" / "requests" / "classes-3" / f"finetune-{seed}"
-    save_model(folder / "model.safetensors", spec.build(seed=seed), spec)
+    digest = save_model(folder / "model.safetensors", spec.build(seed=seed), spec)
     report = {"forget_acc": forget_acc, "retain_acc": 0.99, "test_acc": 0.9, "test_retained_acc": 0.95, "mia": 0.1,
               "per_class_test_acc": [0.9] * 10}
     write_json(folder / "report.json", {"report": report, "reference": REFERENCE})
     return {"model_path": str(folder / "model.safetensors"), "report_path": str(folder / "report.json"),
-            "report": report, "reference": REFERENCE, "method": "finetune", "request_slug": "classes-3",
-            "lineage": {"zoo": "zoo-sha"}}
+            "sha256": digest, "report": report, "reference": REFERENCE, "method": "finetune",
+            "request_slug": "classes-3", "lineage": {"zoo": "zoo-sha"}}
 
 
 def publish_request(tmp_path, forget_acc=0.0, seed=0):
@@ -137,3 +137,55 @@ def test_unreachable_server_fails_fast_with_the_fix(monkeypatch):
     with pytest.raises(StorageError, match=rf"127\.0\.0\.1:{port}.*make stack-up"):
         tracking.client()
     assert time.monotonic() - t0 < 10
+
+
+def test_same_key_registers_one_version_different_keys_two(client):
+    tags = {"gates.passed": "true"}
+    first = registry.register("keyed", "/tmp/a", None, tags, client, key="req-1")
+    again = registry.register("keyed", "/tmp/a", None, tags, client, key="req-1")
+    assert again.version == first.version and again.tags[registry.KEY_TAG] == "req-1"
+    assert len(client.search_model_versions("name = 'keyed'")) == 1
+    other = registry.register("keyed", "/tmp/b", None, tags, client, key="req-2")
+    assert other.version != first.version
+    assert len(client.search_model_versions("name = 'keyed'")) == 2
+
+
+def test_retried_register_after_alias_failure_keeps_one_candidate_version(client, tmp_path, monkeypatch):
+    req = request(tmp_path)
+    verdict = publish.gate(req, PARAMS)
+    with tracking.start_stage_run(PARAMS, "request") as parent:
+        settle = registry._settle_candidate
+        calls = []
+
+        def drop_first_connection(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise ConnectionError("connection dropped")
+            return settle(*args, **kwargs)
+
+        monkeypatch.setattr(registry, "_settle_candidate", drop_first_connection)
+        with pytest.raises(ConnectionError):
+            publish.register(req, verdict, PARAMS, parent=parent.info.run_id)
+        assert len(client.search_model_versions(f"name = '{NAME}'")) == 1  # created, but no alias yet
+        assert client.get_registered_model(NAME).aliases == {}
+
+        reg = publish.register(req, verdict, PARAMS, parent=parent.info.run_id)  # the task's retry
+    [mv] = client.search_model_versions(f"name = '{NAME}'")
+    assert reg["version"] == str(mv.version) and reg["run_id"] == mv.run_id
+    assert str(client.get_model_version_by_alias(NAME, registry.CANDIDATE).version) == reg["version"]
+
+
+def test_registering_without_parent_is_never_deduplicated(client, tmp_path):
+    _, first = publish_request(tmp_path)
+    _, second = publish_request(tmp_path)  # identical deterministic run: a second registration
+    assert first["version"] != second["version"]
+    assert str(registry.resolve(f"{NAME}@candidate").version) == second["version"]
+
+
+def test_weights_overwritten_after_unlearning_are_refused_not_registered(client, tmp_path):
+    req = request(tmp_path, seed=0)
+    other = ModelSpec("mlp", (1, 8, 8), 10, 10)
+    save_model(req["model_path"], other.build(seed=99), other)  # a concurrent run wrote to the same folder
+    with pytest.raises(IntegrityError, match="changed after the unlearning step"):
+        publish.register(req, publish.gate(req, PARAMS), PARAMS)
+    assert client.search_model_versions(f"name = '{NAME}'") == []

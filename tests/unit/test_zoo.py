@@ -1,6 +1,10 @@
-"""The weight zoo: resumable sharded build, checksums, rows that match their weights, aligned retrains."""
+"""The weight zoo: resumable sharded build in independent units, checksums, rows that match their weights,
+aligned retrains."""
 
 from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -11,7 +15,7 @@ from hyperforget.config import TrainConfig, ZooConfig
 from hyperforget.errors import ConfigError, IntegrityError
 from hyperforget.io import read_json
 from hyperforget.models import flatten, load_flat, param_layout
-from hyperforget.zoo import align_hidden, build_zoo, load_zoo, zoo_requests
+from hyperforget.zoo import align_hidden, build_unit, build_zoo, finish_zoo, load_zoo, plan_zoo, zoo_requests
 
 TINY = ZooConfig(pairs=[], holdout_pairs=[], trajectories=2, steps=4, save_every=2, retrain_seeds=1, shard_rows=3)
 TINY_RETRAIN = TrainConfig(epochs=1, batch_size=64)
@@ -41,7 +45,7 @@ def test_resumed_build_equals_uninterrupted(tiny_zoo, tmp_path, monkeypatch, ori
     real_write, calls = zoo_mod._write_shard, []
 
     def crash_after_four(*args, **kwargs):
-        if len(calls) == 4:  # original, class 0 (2 shards), first shard of class 1: mid-request
+        if len(calls) == 4:  # original, class 0 (2 shards), first shard of class 1: mid-unit
             raise KeyboardInterrupt
         calls.append(1)
         real_write(*args, **kwargs)
@@ -54,25 +58,39 @@ def test_resumed_build_equals_uninterrupted(tiny_zoo, tmp_path, monkeypatch, ori
     with pytest.raises(IntegrityError, match="incomplete"):
         load_zoo(tmp_path)
     resumed = build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
-    assert resumed["resumed_shards"] == 4
+    assert resumed["resumed_units"] == 2  # θ0 and class 0; class 1's lone shard had no record, so it is redone
     assert read_json(tmp_path / "index.json") == read_json(full / "index.json")
     assert shard_bytes(tmp_path) == shard_bytes(full)
 
 
 def test_corrupted_shard_is_detected_and_rebuilt(tiny_zoo, tmp_path, original_mlp, digits_spec, digits):
     full, _ = tiny_zoo
-    for p in full.iterdir():
-        (tmp_path / p.name).write_bytes(p.read_bytes())
-    shard = tmp_path / "shard-00002.safetensors"
+    shutil.copytree(full, tmp_path, dirs_exist_ok=True)
+    shard = tmp_path / "shard-001-001.safetensors"  # class 0's second shard
     data = bytearray(shard.read_bytes())
     data[-3] ^= 0xFF
     shard.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=r"shard-00002.*re-run the zoo stage"):
+    with pytest.raises(IntegrityError, match=r"shard-001-001.*re-run the zoo stage"):
         load_zoo(tmp_path)
     repaired = build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
-    assert repaired["resumed_shards"] == 2 and shard_bytes(tmp_path) == shard_bytes(full)
+    assert repaired["resumed_units"] == 10 and shard_bytes(tmp_path) == shard_bytes(full)
     with pytest.raises(ConfigError, match="different config"):
         build_zoo(original_mlp, digits_spec, digits, TINY.model_copy(update={"steps": 6}), TINY_RETRAIN, tmp_path)
+
+
+def test_units_built_in_parallel_equal_the_sequential_build(tiny_zoo, tmp_path, original_mlp, digits_spec, digits):
+    full, _ = tiny_zoo
+    todo = plan_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path)
+    assert todo == list(range(11))
+    with pytest.raises(IntegrityError, match=r"units \[0, 1, .*re-run the zoo stage"):
+        finish_zoo(tmp_path)
+    with ThreadPoolExecutor(2) as pool:  # as the build flow's thread task runner does, last unit first
+        list(pool.map(lambda u: build_unit(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, u),
+                      reversed(todo)))
+    finish_zoo(tmp_path)
+    assert read_json(tmp_path / "index.json") == read_json(full / "index.json")
+    assert shard_bytes(tmp_path) == shard_bytes(full)
+    assert plan_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path) == []
 
 
 def test_index_rows_point_at_their_weights(tiny_zoo, original_mlp, digits_spec, digits):

@@ -1,0 +1,54 @@
+"""The `build` flow on the Dask task runner: every stage, the zoo units as tasks in worker processes,
+each stage tracked in MLflow, and a second run that reuses everything (against the `full_stack` servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hyperforget import tracking
+from hyperforget.io import read_json
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_TWICE = """
+import json, sys
+from flows.build import build
+print(json.dumps([build(sys.argv[1]), build(sys.argv[1])]))
+"""
+
+
+def test_build_flow_fans_zoo_units_out_to_dask_workers_and_reruns_from_cache(full_stack, fresh_small_project,
+                                                                             tmp_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "HYPERFORGET_TASK_RUNNER": "dask",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    started_ms = int(time.time() * 1000)
+    r = subprocess.run([sys.executable, "-c", BUILD_TWICE, str(fresh_small_project)], cwd=REPO_ROOT, env=env,
+                       capture_output=True, text=True, timeout=540)
+    assert r.returncode == 0, r.stderr[-4000:]
+    first, second = json.loads(r.stdout.strip().splitlines()[-1])
+
+    artifacts = fresh_small_project.parent / "artifacts"
+    assert first["zoo"]["resumed_units"] == 0 and first["zoo"]["counts"] == {"original": 1, "trajectory": 40,
+                                                                            "retrain": 10}
+    assert read_json(artifacts / "zoo" / "zoo.json")["complete"]
+    assert set(first["hypernet"]) == {"dihyfo1", "dihyfo2"}
+    assert first["compare"]["json"] == "artifacts/compare/comparison.json"  # relative to first["project"]
+    assert "gradtau" in read_json(artifacts / "compare" / "comparison.json")["methods"]
+
+    assert second["zoo"]["resumed_units"] == 11  # nothing rebuilt: every unit's shards verified on disk
+    assert second["zoo"]["sha256"] == first["zoo"]["sha256"]
+    assert second["hypernet"] == first["hypernet"] and second["compare"] == first["compare"]
+
+    c = tracking.client()
+    exp = c.get_experiment_by_name("hyperforget/digits")
+    runs = c.search_runs([exp.experiment_id], f"attributes.start_time >= {started_ms}")
+    stages = sorted(run.data.tags["stage"] for run in runs)  # cached stages log nothing the second time
+    assert stages == ["compare", "hypernet/dihyfo1", "hypernet/dihyfo2", "prepare", "train", "zoo", "zoo"]
