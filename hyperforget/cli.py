@@ -179,7 +179,7 @@ def export(name: str, version: str, params: ParamsOpt = Path("params.yaml")) -> 
 @app.command()
 def summary(params: ParamsOpt = Path("params.yaml")) -> None:
     """Print the comparison table and where the registered models and ONNX files are."""
-    console.print(stages.summary(load_params(params)), highlight=False)
+    print(stages.summary(load_params(params)))  # plain: a wide table must not be re-wrapped at 80 columns
 
 
 def main() -> None:
