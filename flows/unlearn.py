@@ -30,11 +30,11 @@ io_task = task(persist_result=False, retries=3, retry_delay_seconds=[2, 5, 10])
 
 
 @plain(name="unlearn")
-def unlearn_request(params: Params, method: str | None) -> dict:
+def unlearn_request(params: Params, method: str | None, parent: str) -> dict:
     """Outputs go to a folder of this flow run's own: concurrent requests never share a file."""
     out = stages.paths()["requests"] / params.forget.slug() / (method or params.unlearn.method) / "runs" / \
         str(flow_run.get_id())
-    return stages.unlearn(params, method=method, out_dir=out)
+    return stages.unlearn(params, method=method, out_dir=out, parent=parent)
 
 
 @plain(name="gate")
@@ -67,7 +67,7 @@ def unlearn(forget_classes: list[int] | None = None, forget_fraction: float | No
     with project(params_path) as path:
         params = load_params(path, overrides(forget_classes, forget_fraction))
         with tracking.start_stage_run(params, f"request/{params.forget.slug()}") as parent:
-            request = unlearn_request(params, method)
+            request = unlearn_request(params, method, parent.info.run_id)
             verdict = gate(request, params)
             registered = register(request, verdict, params, parent.info.run_id)
             exported = export_and_upload(registered["name"], registered["version"], params) \

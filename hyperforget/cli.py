@@ -141,7 +141,7 @@ def compare(
     from hyperforget.evaluate import format_table
 
     out = stages.compare(_params(params, set_), methods.split(",") if methods else None)
-    console.print(format_table(out["result"]), highlight=False)
+    print(format_table(out["result"]))  # plain: a wide table must not be re-wrapped at 80 columns
     _wrote(*out["written"].values())
 
 
@@ -184,6 +184,8 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("HYPERFORGET_LOG", "INFO"), format="%(message)s")
+    for chatty in ("onnxscript", "onnx_ir"):  # the ONNX optimiser narrates every pass at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         app()

@@ -38,11 +38,12 @@ def paths(root: Path = ARTIFACTS) -> dict[str, Path]:
     }
 
 
-def track(params: Params, stage: str, metrics: dict, files: list[Path | str] = ()) -> None:
-    """One MLflow run for this stage execution: flattened params, metrics (per-class too), artifacts."""
+def track(params: Params, stage: str, metrics: dict, files: list[Path | str] = (), parent=None) -> None:
+    """One MLflow run for this stage execution (nested under `parent` if given): flattened params,
+    metrics (per-class too), artifacts."""
     from hyperforget import tracking
 
-    with tracking.start_stage_run(params, stage):
+    with tracking.start_stage_run(params, stage, parent=parent):
         tracking.log_metrics(metrics)
         tracking.log_artifacts([f for f in files if Path(f).exists()], stage)
 
@@ -153,7 +154,7 @@ def reference(params: Params, ds: Dataset, original, spec: ModelSpec, split: For
     return summary
 
 
-def unlearn(params: Params, method: str | None = None, out_dir: Path | str | None = None) -> dict:
+def unlearn(params: Params, method: str | None = None, out_dir: Path | str | None = None, parent=None) -> dict:
     """Answer the configured forget request with one method; write the model and its report to
     `out_dir` (default `artifacts/requests/<request>/<method>/`; concurrent requests pass their own)."""
     from hyperforget.unlearn import run_method
@@ -171,6 +172,8 @@ def unlearn(params: Params, method: str | None = None, out_dir: Path | str | Non
     record = {"request": params.forget.slug(), "method": method, "report": report, "reference": ref,
               "unlearning": res.record(), "sha256": digest}
     write_json(out / "report.json", record)
+    track(params, f"unlearn/{method}", {**report, "wall_time_s": res.wall_time_s, "steps": res.steps},
+          [out / "report.json"], parent=parent)
     return {"model_path": str(out / "model.safetensors"), "report_path": str(out / "report.json"),
             "sha256": digest, "report": report, "reference": ref, "method": method,
             "request_slug": params.forget.slug(),
