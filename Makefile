@@ -43,6 +43,7 @@ stack-down:
 
 bench: setup
 	$(BIN)/python bench/zoo_vmap.py
+	$(BIN)/python bench/zoo_units.py
 
 clean:
 	rm -rf artifacts mlruns.db mlartifacts .stack

@@ -85,11 +85,15 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 
 
 @app.command()
-def zoo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def zoo(
+    workers: Annotated[int, typer.Option(min=1, help="work units built at once (threads); same zoo for any")] = 2,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
     """Build the weight zoo: unlearning trajectories and retrains from θ0, sharded, resumable."""
     from hyperforget import hyperstages
 
-    out = hyperstages.zoo_stage(_params(params, set_))
+    out = hyperstages.zoo_stage(_params(params, set_), workers=workers)
     console.print(f"zoo: {out['rows']} checkpoints in {out['shards']} shards ({out['seconds']:.0f} s)")
     _wrote(out["out_dir"])
 

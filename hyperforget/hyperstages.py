@@ -37,10 +37,11 @@ def hypernet_dir(variant: str, root: Path = stages.ARTIFACTS) -> Path:
     return root / "hypernet" / variant
 
 
-def zoo_stage(params: Params) -> dict[str, Any]:
-    """Build (or resume) the zoo from the prepared data and the original model θ0, unit after unit."""
+def zoo_stage(params: Params, workers: int = 1) -> dict[str, Any]:
+    """Build (or resume) the zoo from the prepared data and the original model θ0, `workers` units at once."""
     model, spec = stages.load_original()
-    return _track_zoo(params, zoo_mod.build_zoo(model, spec, stages.load_data(), params.zoo, params.train, zoo_dir()))
+    return _track_zoo(params, zoo_mod.build_zoo(model, spec, stages.load_data(), params.zoo, params.train, zoo_dir(),
+                                                workers=workers))
 
 
 def zoo_plan(params: Params) -> dict[str, Any]:

@@ -8,7 +8,9 @@ flat vector from one model of an architecture is a valid vector for every other.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -55,19 +57,34 @@ class CNN(nn.Module):
 
 
 ARCHITECTURES = ("mlp", "cnn")
+_GLOBAL_RNG = threading.Lock()
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's global RNG seeded with `seed` for the block and restored afterwards, one block at a time.
+    Why: module initialisers draw from that RNG, and threads that build models at once (zoo units,
+    the two hypernetworks in the build flow) would otherwise interleave their draws."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def build_model(
     arch: str, input_shape: tuple[int, ...], num_classes: int, width: int, seed: int | None = None
 ) -> nn.Module:
-    """Build a freshly initialised model; with `seed`, initialisation is reproducible."""
-    if seed is not None:
-        torch.manual_seed(seed)
-    if arch == "mlp":
-        return MLP(prod(input_shape), num_classes, width)
-    if arch == "cnn":
-        return CNN(input_shape[0], num_classes, width)
-    raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    """Build a freshly initialised model; with `seed`, initialisation is reproducible (and thread-safe)."""
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+    def make() -> nn.Module:
+        return MLP(prod(input_shape), num_classes, width) if arch == "mlp" else CNN(input_shape[0], num_classes, width)
+
+    if seed is None:
+        with _GLOBAL_RNG:  # an unseeded draw must not land inside another thread's seeded block
+            return make()
+    with seeded(seed):
+        return make()
 
 
 def param_layout(model: nn.Module) -> Layout:

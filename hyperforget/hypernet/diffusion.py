@@ -25,7 +25,7 @@ from hyperforget.hypernet.config import HypernetConfig
 from hyperforget.hypernet.data import ZooTensors, conditioning
 from hyperforget.hypernet.denoiser import Denoiser
 from hyperforget.hypernet.tokenizer import Tokenizer, check_mlp_layout, permute_mlp_hidden
-from hyperforget.models import Layout
+from hyperforget.models import Layout, seeded
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_denoiser(cfg: HypernetConfig, layout: Layout, num_classes: int) -> Denoiser:
-    """A fresh denoiser initialised from cfg.seed without touching the global RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    """A fresh denoiser initialised from cfg.seed without touching the global RNG (thread-safe)."""
+    with seeded(cfg.seed):
         return Denoiser(Tokenizer(layout, cfg.chunk_size), num_classes, cfg.variant, cfg.width, cfg.depth, cfg.heads)
 
 

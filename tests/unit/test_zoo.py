@@ -92,6 +92,12 @@ def test_units_built_in_parallel_equal_the_sequential_build(tiny_zoo, tmp_path, 
     assert shard_bytes(tmp_path) == shard_bytes(full)
     assert plan_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path) == []
 
+    pooled = tmp_path / "pooled"  # `hyperforget zoo --workers 2`
+    build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, pooled, progress=False, workers=2)
+    assert shard_bytes(pooled) == shard_bytes(full)
+    # no timings in the folder: a rebuilt zoo is the same bytes, so DVC does not re-run what depends on it
+    assert (pooled / "zoo.json").read_bytes() == (full / "zoo.json").read_bytes()
+
 
 def test_index_rows_point_at_their_weights(tiny_zoo, original_mlp, digits_spec, digits):
     out, _ = tiny_zoo
