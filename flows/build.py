@@ -45,19 +45,23 @@ RUNNERS = ("thread", "dask", "ray")
 def task_runner():
     """The task runner HYPERFORGET_TASK_RUNNER names (see the module docstring)."""
     kind = os.environ.get("HYPERFORGET_TASK_RUNNER", "thread")
-    if kind == "dask":
-        from prefect_dask import DaskTaskRunner  # optional: pip install 'hyperforget[scale]'
+    if kind not in RUNNERS:
+        raise ConfigError(f"HYPERFORGET_TASK_RUNNER={kind!r}: choose one of {', '.join(RUNNERS)}")
+    if kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=2)
+    try:
+        if kind == "dask":
+            from prefect_dask import DaskTaskRunner
 
-        address = os.environ.get("HYPERFORGET_DASK_ADDRESS")
-        return DaskTaskRunner(address=address) if address else \
-            DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
-    if kind == "ray":
-        from prefect_ray import RayTaskRunner  # optional: pip install 'hyperforget[scale]'
+            address = os.environ.get("HYPERFORGET_DASK_ADDRESS")
+            return DaskTaskRunner(address=address) if address else \
+                DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
+        from prefect_ray import RayTaskRunner
 
         return RayTaskRunner(address=os.environ.get("HYPERFORGET_RAY_ADDRESS"))
-    if kind != "thread":
-        raise ConfigError(f"HYPERFORGET_TASK_RUNNER={kind!r}: choose one of {', '.join(RUNNERS)}")
-    return ThreadPoolTaskRunner(max_workers=2)
+    except ImportError as e:
+        raise ConfigError(f"HYPERFORGET_TASK_RUNNER={kind} needs prefect-{kind} ({e}); install it with "
+                          "`pip install 'hyperforget[scale]'`, or unset the variable for threads") from e
 
 
 @contextmanager
