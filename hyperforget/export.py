@@ -5,6 +5,9 @@ model here after a one-off ~3 s warm-up, and the TorchScript exporter cannot exp
 (its AdaptiveAvgPool2d to 3×3 from a 2×2 map is "unsupported"). The batch axis is dynamic, so one
 file serves any batch size. The file is written to a temp path, checked (onnx.checker) and compared
 with PyTorch in onnxruntime; only then is it renamed into place, so a bad export never looks done.
+The exporter's per-node stack traces are dropped: they hold this checkout's absolute paths and line
+numbers, which have no place in a shipped model and would give identical weights a different sha256 in
+every checkout.
 """
 
 from __future__ import annotations
@@ -25,6 +28,17 @@ from hyperforget.io import atomic_path, sha256_file
 from hyperforget.models import ModelSpec
 
 INPUT, OUTPUT = "x", "logits"
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(graph) -> None:
+    for node in graph.node:
+        keep = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+        for attr in node.attribute:  # subgraphs (If/Loop bodies)
+            for sub in [attr.g, *attr.graphs]:
+                _drop_stack_traces(sub)
 
 
 def onnx_outputs(path: str | Path, x: torch.Tensor) -> np.ndarray:
@@ -68,6 +82,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out_path: str | Path, x_sampl
     with atomic_path(out_path) as tmp:
         _export(model, x_sample, tmp)
         proto = onnx.load(str(tmp))
+        _drop_stack_traces(proto.graph)
         meta = {**spec.to_metadata(), "producer": "hyperforget", "input": INPUT, "output": OUTPUT}
         onnx.helper.set_model_props(proto, meta)
         onnx.checker.check_model(proto, full_check=True)

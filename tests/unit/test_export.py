@@ -1,9 +1,12 @@
-"""ONNX export: parity with PyTorch on real digits, a dynamic batch axis, no file on failure."""
+"""ONNX export: parity with PyTorch on real digits, a dynamic batch axis, no local paths, no file on failure."""
+
+from pathlib import Path
 
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
+import hyperforget
 from hyperforget.errors import IntegrityError
 from hyperforget.export import export_onnx, onnx_outputs
 from hyperforget.io import sha256_file
@@ -29,6 +32,8 @@ def test_export_matches_pytorch_for_any_batch_size(arch, width, digits, tmp_path
         assert got.shape == (batch, 10)
         assert abs(got - model(x).detach().numpy()).max() < 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temp file left
+    data = (tmp_path / "model.onnx").read_bytes()
+    assert b"stack_trace" not in data and str(Path(hyperforget.__file__).parent).encode() not in data
 
 
 def test_failed_parity_leaves_no_file(digits, tmp_path):
