@@ -19,7 +19,7 @@ from hyperforget.data import Dataset, forget_split
 from hyperforget.evaluate import compare, jsonable, write_report
 from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
 from hyperforget.hypernet.honesty import baseline_weights, honesty_report, prompt_alignment, zoo_spacing
-from hyperforget.io import read_json, write_json
+from hyperforget.io import write_json
 from hyperforget.metrics import Evaluator, gaps
 from hyperforget.models import ModelSpec, flatten, load_flat
 from hyperforget.unlearn import run_method
@@ -48,7 +48,7 @@ def zoo_plan(params: Params) -> dict[str, Any]:
     """The zoo's number of work units and those still to build (see `zoo.plan_zoo`)."""
     model, spec = stages.load_original()
     todo = zoo_mod.plan_zoo(model, spec, stages.load_data(), params.zoo, params.train, zoo_dir())
-    return {"units": len(read_json(zoo_dir() / zoo_mod.MANIFEST)["requests"]) + 1, "todo": todo}
+    return {"units": len(zoo_mod.zoo_units(zoo_dir())), "todo": todo}
 
 
 def zoo_unit(params: Params, unit: int) -> dict[str, Any]:

@@ -213,6 +213,11 @@ def _unit_done(out: Path, u: int) -> bool:
     return all((out / s["file"]).exists() and sha256_file(out / s["file"]) == s["sha256"] for s in shards)
 
 
+def zoo_units(out_dir: str | Path) -> list[tuple[int, ...]]:
+    """The work units of the zoo recorded in `out_dir`, as forget requests: θ0's empty one, then the manifest's."""
+    return [(), *(tuple(r) for r in read_json(Path(out_dir) / MANIFEST)["requests"])]
+
+
 def plan_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
              out_dir: str | Path) -> list[int]:
     """Record the manifest (refusing a folder built with other settings) and return the work units still
@@ -238,10 +243,10 @@ def build_unit(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConf
     out = Path(out_dir)
     if _unit_done(out, u):
         return {"unit": u, "rows": sum(s["rows"] for s in read_json(_unit_record(out, u))["shards"]), "built": False}
-    requests = [tuple(r) for r in read_json(out / MANIFEST)["requests"]]
-    if not 0 <= u <= len(requests):
-        raise ConfigError(f"zoo unit {u} does not exist: the zoo in {out} has units 0..{len(requests)}")
-    request = ((), *requests)[u]
+    units = zoo_units(out)
+    if not 0 <= u < len(units):
+        raise ConfigError(f"zoo unit {u} does not exist: the zoo in {out} has units 0..{len(units) - 1}")
+    request = units[u]
     weights, rows = _unit(flatten(original).float(), spec, data, request, u, cfg, train_cfg)
     metrics = [class_metrics(spec, weights, data.x_train, data.y_train),
                class_metrics(spec, weights, data.x_val, data.y_val)]
@@ -259,8 +264,7 @@ def build_unit(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConf
 def finish_zoo(out_dir: str | Path, seconds: float = 0.0, resumed: int = 0) -> dict[str, Any]:
     """Join the unit records, in unit order, into `index.json` and mark the zoo complete."""
     out = Path(out_dir)
-    manifest = read_json(out / MANIFEST)
-    units = range(len(manifest["requests"]) + 1)
+    manifest, units = read_json(out / MANIFEST), range(len(zoo_units(out)))
     missing = [u for u in units if not _unit_done(out, u)]
     if missing:
         raise IntegrityError(f"zoo units {missing} in {out} are missing or corrupt; re-run the zoo stage to build them")
@@ -284,7 +288,7 @@ def build_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfi
     result does not depend on it); returns a JSON-able summary."""
     t0 = time.perf_counter()
     todo = plan_zoo(original, spec, data, cfg, train_cfg, out_dir)
-    resumed = len(read_json(Path(out_dir) / MANIFEST)["requests"]) + 1 - len(todo)
+    resumed = len(zoo_units(out_dir)) - len(todo)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         built = pool.map(lambda u: build_unit(original, spec, data, cfg, train_cfg, out_dir, u), todo)
         for _ in progress_iter(built, "zoo", total=len(todo)) if progress else built:
