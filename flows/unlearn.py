@@ -32,9 +32,7 @@ io_task = task(persist_result=False, retries=3, retry_delay_seconds=[2, 5, 10])
 @plain(name="unlearn")
 def unlearn_request(params: Params, method: str | None, parent: str) -> dict:
     """Outputs go to a folder of this flow run's own: concurrent requests never share a file."""
-    out = stages.paths()["requests"] / params.forget.slug() / (method or params.unlearn.method) / "runs" / \
-        str(flow_run.get_id())
-    return stages.unlearn(params, method=method, out_dir=out, parent=parent)
+    return stages.unlearn(params, method=method, run_name=str(flow_run.get_id()), parent=parent)
 
 
 @plain(name="gate")

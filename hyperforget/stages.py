@@ -154,9 +154,9 @@ def reference(params: Params, ds: Dataset, original, spec: ModelSpec, split: For
     return summary
 
 
-def unlearn(params: Params, method: str | None = None, out_dir: Path | str | None = None, parent=None) -> dict:
+def unlearn(params: Params, method: str | None = None, run_name: str | None = None, parent=None) -> dict:
     """Answer the configured forget request with one method; write the model and its report to
-    `out_dir` (default `artifacts/requests/<request>/<method>/`; concurrent requests pass their own)."""
+    `artifacts/requests/<request>/<method>/`, or to its `runs/<run_name>/` (concurrent requests pass one)."""
     from hyperforget.unlearn import run_method
     from hyperforget.unlearn.base import UnlearnInputs
 
@@ -167,7 +167,8 @@ def unlearn(params: Params, method: str | None = None, out_dir: Path | str | Non
     ref = reference(params, ds, original, spec, split, ev)
     res = run_method(method, UnlearnInputs(original, spec, ds, split, params.seed), options)
     report = ev.report(res.model)
-    out = Path(out_dir) if out_dir is not None else paths()["requests"] / params.forget.slug() / method
+    out = paths()["requests"] / params.forget.slug() / method
+    out = out / "runs" / run_name if run_name is not None else out
     digest = save_model(out / "model.safetensors", res.model, spec)
     record = {"request": params.forget.slug(), "method": method, "report": report, "reference": ref,
               "unlearning": res.record(), "sha256": digest}
