@@ -181,15 +181,3 @@ def ensure_bucket(bucket: str, client: Any = None) -> None:
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
-
-
-def dvc_remote_config(bucket: str, prefix: str) -> dict[str, str]:
-    """Settings for a DVC S3 remote (`dvc remote add` / `modify`); credentials stay in AWS_* env, never here."""
-    endpoint = os.environ.get(ENDPOINT_VAR)
-    if not endpoint:
-        raise StorageError(f"{ENDPOINT_VAR} is not set; set it to the S3 endpoint (locally: `source .stack/env`)")
-    return {
-        "url": f"s3://{bucket}/{prefix.strip('/')}" if prefix.strip("/") else f"s3://{bucket}",
-        "endpointurl": endpoint,
-        "region": os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
-    }
