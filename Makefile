@@ -30,6 +30,7 @@ run: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q

@@ -1,21 +1,30 @@
-"""Shared set-up for the bench scripts: a data set, its original model and a forget request."""
+"""Shared set-up for the bench scripts: a data set, its original model and a forget request; and the
+DiHyFo build (prepare → train θ0 → zoo → hypernetworks) in a project folder of its own."""
 
 from __future__ import annotations
 
 import argparse
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from hyperforget.config import DataConfig, ForgetConfig, TrainConfig
+from hyperforget import stages
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import DataConfig, EvaluationConfig, ForgetConfig, Params, TrainConfig
 from hyperforget.data import forget_split as make_split
 from hyperforget.data import import_raw, prepare
-from hyperforget.models import ModelSpec
-from hyperforget.train import accuracy, train_model
-from hyperforget.unlearn.options import RetrainOptions, UnlearnConfig
+from hyperforget.metrics import accuracy
+from hyperforget.models import ModelSpec, predict
+from hyperforget.options import VARIANTS
+from hyperforget.train import train_model
+from hyperforget.unlearn.method import UnlearnInputs
 
-# The original's recipe per data set; the retrain reference uses the same one.
+# The MNIST IDX files: the repository's sibling shared/ folder (<x>/main beside <x>/shared).
+MNIST_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist-t10k"
+# The original's recipe per data set; the retrain reference uses the same one (it comes from `train:`).
 RECIPES = {"digits": TrainConfig(epochs=30, batch_size=32, lr=1e-2),
            "mnist": TrainConfig(epochs=40, batch_size=64, lr=1e-3)}
 BASELINES = ["finetune", "neggrad", "neggrad_plus", "gradtau", "gradtau_paper", "forsaken", "ssd"]
@@ -23,19 +32,22 @@ BASELINES = ["finetune", "neggrad", "neggrad_plus", "gradtau", "gradtau_paper", 
 
 def add_request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(RECIPES), default="digits")
-    parser.add_argument("--source", help="folder of the MNIST IDX files (e.g. /work/shared/datasets/mnist-t10k)")
+    parser.add_argument("--source", default=str(MNIST_SOURCE),
+                        help="folder of the MNIST IDX files (default ../shared/datasets/mnist-t10k)")
     parser.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",")], help="e.g. 3 or 2,5")
     parser.add_argument("--fraction", type=float, help="forget a random fraction of the training set instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
 
 
-def setup(args: argparse.Namespace):
-    """Prepare the data, train the original with its recipe and split; returns what compare() needs."""
+def setup(args: argparse.Namespace, retrain_seeds: int = 3, mia_splits: int = 10) -> tuple[Params, UnlearnInputs]:
+    """Prepare the data, train the original with its recipe and split; returns the params (the recipe as
+    `train:`, the request as `forget:`, the one `seed`) and the inputs every method and compare() take."""
     if args.threads:
         torch.set_num_threads(args.threads)
     raw = tempfile.mkdtemp(prefix="hyperforget-bench-")
-    cfg = DataConfig(name=args.dataset, source=args.source, raw_dir=raw)
+    source = args.source if args.dataset != "digits" else None
+    cfg = DataConfig(name=args.dataset, source=source, raw_dir=raw)
     import_raw(cfg)
     data = prepare(cfg)
     spec = ModelSpec("mlp", data.input_shape, data.num_classes, 10)
@@ -44,8 +56,22 @@ def setup(args: argparse.Namespace):
     t0 = time.perf_counter()
     train_model(original, data.x_train, data.y_train, recipe, seed=args.seed)
     print(f"original: {args.dataset} MLP trained in {time.perf_counter() - t0:.1f} s, "
-          f"test acc {accuracy(original, data.x_test, data.y_test):.3f}")
+          f"test acc {accuracy(predict(original, data.x_test), data.y_test):.3f}")
     request = ForgetConfig(fraction=args.fraction, seed=args.seed) if args.fraction else \
         ForgetConfig(classes=args.classes or [3])
-    unlearn = UnlearnConfig(retrain=RetrainOptions(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr))
-    return data, spec, original.eval(), make_split(data, request), unlearn
+    params = Params(seed=args.seed, data=cfg, train=recipe, forget=request,
+                    evaluation=EvaluationConfig(retrain_seeds=retrain_seeds, mia_splits=mia_splits))
+    inputs = UnlearnInputs(original.eval(), spec, data, make_split(data, request), args.seed, gates=params.gates)
+    return params, inputs
+
+
+def run_pipeline(params: Params, art: Artifacts, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """import → prepare → train θ0 (each only if its output is missing) → zoo → one hypernetwork per variant,
+    reusing what `art` already holds (the zoo and hypernet training resume, and refuse artifacts built with
+    other settings). Returns {"zoo": zoo summary, variant: hypernet metrics (with "seconds")}."""
+    if not art.dataset.exists():
+        stages.import_data(params, art)
+        stages.prepare(params, art)
+    if not art.model.exists():
+        stages.train(params, art)
+    return {"zoo": stages.zoo(params, art), **{v: stages.hypernet(params, art, v) for v in variants}}

@@ -1,12 +1,13 @@
 """Compare every baseline unlearning method with retraining on one request; print and write the report.
 
-    .venv/bin/python bench/compare.py --dataset mnist --source /work/shared/datasets/mnist-t10k \
+    .venv/bin/python bench/compare.py --dataset mnist --source ../shared/datasets/mnist-t10k \
         --classes 3 --out artifacts/bench/mnist-class3 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from _common import BASELINES, add_request_args, setup
 
@@ -18,12 +19,14 @@ def main() -> None:
     add_request_args(parser)
     parser.add_argument("--methods", default=",".join(BASELINES))
     parser.add_argument("--retrain-seeds", type=int, default=3)
-    parser.add_argument("--out", required=True, help="folder for comparison.json/.md and per_class.png")
+    parser.add_argument("--out", required=True,
+                        help="folder for comparison.json/.md, headline.json, timing.json and per_class.png")
     args = parser.parse_args()
-    data, spec, original, split, cfg = setup(args)
-    result = compare(original, spec, data, split, args.methods.split(","), cfg, args.retrain_seeds, 10, args.seed)
+    params, inputs = setup(args, retrain_seeds=args.retrain_seeds, mia_splits=10)
+    result = compare(params, inputs, args.methods.split(","))
     print(format_table(result))
-    for kind, path in write_report(result, args.out).items():
+    out = Path(args.out)
+    for kind, path in write_report(result, out, out / "timing.json").items():
         print(f"{kind}: {path}")
 
 

@@ -1,10 +1,11 @@
 """DiHyFo per class: both variants against retrain, ∇τ and the retrieval baselines, with the gate pass rate
 and the memorisation distances, on MNIST (G.pt's 784→10→10 MLP, the t10k file split 8k/2k) or digits.
 
-    python bench/dihyfo_mnist.py [--data mnist] [--source /work/shared/datasets/mnist-t10k]
+    python bench/dihyfo_mnist.py [--data mnist] [--source ../shared/datasets/mnist-t10k]
                                  [--work /tmp/hyperforget-mnist] [--classes 0 1 ... 9] [--set KEY=VALUE ...]
 
-Runs the library stages inside --work (its own artifacts/, reused by a rerun) and prints one Markdown
+Runs the library stages on the project folder --work (the params it ran with in --work/params.yaml, its
+own artifacts/, reused by a rerun; the working directory is never changed) and prints one Markdown
 table: a row per class and model, Δ = retained test acc − retrain mean, pass = gate pass rate among the
 K samples, NN/spacing = distance to the nearest zoo checkpoint over the zoo's median nearest-neighbour
 spacing, R² = prompt alignment over 20 prompts. Per-request JSON lands in --work/artifacts/compare/.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,12 +25,15 @@ import yaml
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP threads must not spin
 
 import torch
+from _common import MNIST_SOURCE, run_pipeline
 
-from hyperforget.config import Params, apply_override, parse_params
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import Params, apply_override, load_params, parse_params
 from hyperforget.evaluate import machine
-from hyperforget.hyperstages import dihyfo_comparison, generalisation_report, run_pipeline
+from hyperforget.hypernet_report import dihyfo_comparison, generalisation_report
+from hyperforget.io import write_text
 
-MNIST_SOURCE = "/work/shared/datasets/mnist-t10k"
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the repository's params: the base
 MNIST = {"data.name": "mnist", "hypernet.chunk_size": 1000}  # G.pt's chunk for this MLP: 11 tokens, not 65
 HEADER = ["class", "model", "forget acc", "retained test acc", "Δ retrain", "worst retained", "MIA", "pass",
           "NN/spacing", "R²", "time s"]
@@ -57,27 +62,30 @@ def table_rows(c: int, result: dict) -> list[list[str]]:
 
 def add_setup_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", default="mnist", choices=["mnist", "digits"])
-    ap.add_argument("--source", default=MNIST_SOURCE)
-    ap.add_argument("--work", default=None, help="working folder (default /tmp/hyperforget-<data>)")
+    ap.add_argument("--source", default=str(MNIST_SOURCE),
+                    help="folder of the MNIST IDX files (default ../shared/datasets/mnist-t10k)")
+    ap.add_argument("--work", default=None, help="project folder (default <temp dir>/hyperforget-<data>)")
     ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE (YAML value)")
 
 
-def setup(args: argparse.Namespace) -> Params:
-    """params.yaml + the data set's and the command line's overrides; then chdir into the work folder."""
-    raw = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").exists() else {}
-    overrides = {**MNIST, "data.source": args.source} if args.data == "mnist" else {}
+def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
+    """The repository's params.yaml + the data set's and the command line's overrides, written as the work
+    folder's params.yaml; returns them and that project's `Artifacts` (nothing changes directory)."""
+    raw = yaml.safe_load(REPO_PARAMS.read_text()) if REPO_PARAMS.exists() else {}
+    overrides = {**MNIST, "data.source": str(Path(args.source).resolve())} if args.data == "mnist" else {}
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
     for key, value in overrides.items():
         apply_override(raw, key, value)
-    params = parse_params(raw, "params.yaml + bench overrides")
-    work = Path(args.work or f"/tmp/hyperforget-{args.data}")
-    work.mkdir(parents=True, exist_ok=True)
-    os.chdir(work)
+    parse_params(raw, "params.yaml + bench overrides")  # refuse bad overrides before writing anything
+    art = Artifacts(Path(args.work or Path(tempfile.gettempdir()) / f"hyperforget-{args.data}"))
+    art.root.mkdir(parents=True, exist_ok=True)
+    write_text(art.params, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    params = load_params(art.params)
     torch.set_num_threads(1)  # tiny models: one thread beats two contended ones
     logging.basicConfig(level=logging.WARNING)
-    return params
+    return params, art
 
 
 def main() -> None:
@@ -85,15 +93,15 @@ def main() -> None:
     add_setup_args(ap)
     ap.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
     args = ap.parse_args()
-    params = setup(args)
+    params, art = setup(args)
     t0 = time.perf_counter()
-    built = run_pipeline(params)
+    built = run_pipeline(params, art)
     t_build = time.perf_counter() - t0
     rows = []
     for c in args.classes:
-        rows += table_rows(c, dihyfo_comparison(params, [c]))
+        rows += table_rows(c, dihyfo_comparison(params, art, [c]))
     t_compare = time.perf_counter() - t0 - t_build
-    general = generalisation_report(params)
+    general = generalisation_report(params, art)
 
     mach = machine()
     print(f"# DiHyFo per class on {params.data.name} ({mach['cpu']}, {mach['cores']} cores, torch "

@@ -16,7 +16,6 @@ from _common import BASELINES, add_request_args, setup
 
 from hyperforget.evaluate import describe_request, machine
 from hyperforget.unlearn import run_method
-from hyperforget.unlearn.base import UnlearnInputs
 
 
 def main() -> None:
@@ -25,10 +24,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--methods", default=",".join(BASELINES))
     args = parser.parse_args()
-    data, spec, original, split, cfg = setup(args)
-    inputs = UnlearnInputs(original, spec, data, split, args.seed)
+    params, inputs = setup(args)
+    data, split = inputs.data, inputs.split
     names = ["retrain", *args.methods.split(",")]
-    options = {n: cfg.retrain.model_copy(update={"seeds": 1}) if n == "retrain" else cfg.options_for(n) for n in names}
+    options = {n: params.method_options(n) for n in names}  # retrain: one seed, the original's recipe
     times: dict[str, list[float]] = {n: [] for n in names}
     for n in names:  # warm-up: first calls pay for lazy initialisation
         run_method(n, inputs, options[n])

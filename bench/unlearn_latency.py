@@ -2,11 +2,12 @@
 
     python bench/unlearn_latency.py [--data digits] [--work DIR] [--classes 3 5 8] [--repeats 3] [--set K=V]
 
-Builds (or reuses) the pipeline in --work like bench/dihyfo_mnist.py, then times every method on every
-class, rotating the method order each repeat so background load hits all alike. Two clocks per method:
-`unlearn` is the method's own wall_time_s (DiHyFo: prompt + K samples + validation scoring; retrain: one
-seed, plain training loop, as a user would retrain), `end-to-end` also counts loading the hypernetwork
-and the zoo's loss index. Prints medians and the speed-up t_retrain / t_method with the machine named.
+Builds (or reuses) the pipeline in the project folder --work as bench/dihyfo_mnist.py does, then times
+every method on every class, rotating the method order each repeat so background load hits all alike.
+Two clocks per method: `unlearn` is the method's own wall_time_s (DiHyFo: prompt + K samples + validation
+scoring; retrain: one seed, plain training loop, as a user would retrain), `end-to-end` also counts loading
+the hypernetwork and the zoo's loss index. Prints medians and the speed-up t_retrain / t_method with the
+machine named.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import argparse
 import statistics
 import time
 
+from _common import run_pipeline
 from dihyfo_mnist import add_setup_args, setup
 
-from hyperforget import stages
 from hyperforget.config import ForgetConfig
-from hyperforget.data import forget_split
+from hyperforget.data import forget_split, load_dataset
 from hyperforget.evaluate import machine
-from hyperforget.hyperstages import run_pipeline
+from hyperforget.models import load_model
 from hyperforget.unlearn import run_method
-from hyperforget.unlearn.base import UnlearnInputs
+from hyperforget.unlearn.method import UnlearnInputs
 
 METHODS = ("retrain", "gradtau", "dihyfo1", "dihyfo2")
 
@@ -35,15 +36,15 @@ def main() -> None:
     ap.add_argument("--classes", type=int, nargs="*", default=[3, 5, 8])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    params = setup(args)
-    run_pipeline(params)
-    data, (model, spec) = stages.load_data(), stages.load_original()
-    options = {m: params.unlearn.options_for(m) for m in METHODS}
-    options["retrain"] = options["retrain"].model_copy(update={"seeds": 1})
+    params, art = setup(args)
+    run_pipeline(params, art)
+    data, (model, spec) = load_dataset(art.prepare), load_model(art.model)
+    options = {m: params.method_options(m) for m in METHODS}  # retrain: one seed, the `train:` recipe
     clocks: dict[str, dict[str, list[float]]] = {m: {"unlearn": [], "end-to-end": []} for m in METHODS}
     for r in range(args.repeats):
         for c in args.classes:
-            inputs = UnlearnInputs(model, spec, data, forget_split(data, ForgetConfig(classes=[c])), params.seed)
+            inputs = UnlearnInputs(model, spec, data, forget_split(data, ForgetConfig(classes=[c])), params.seed,
+                                   art, params.gates)
             for m in METHODS[r % len(METHODS):] + METHODS[: r % len(METHODS)]:
                 t0 = time.perf_counter()
                 result = run_method(m, inputs, options[m])

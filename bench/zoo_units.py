@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from _common import RECIPES, add_request_args, setup
+from _common import add_request_args, setup
 
-from hyperforget.config import Params
 from hyperforget.io import read_json
-from hyperforget.zoo import build_zoo
+from hyperforget.zoo import INDEX, build_zoo
 
 
 def main() -> None:
@@ -35,10 +34,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
-    data, spec, original, _, _ = setup(args)
-    cfg = Params().zoo.model_copy(update={"trajectories": args.trajectories, "steps": args.steps,
-                                          "save_every": max(1, args.steps // 10)})
-    recipe = RECIPES[args.dataset]
+    params, inputs = setup(args)
+    data, spec, original = inputs.data, inputs.spec, inputs.original
+    cfg = params.zoo.model_copy(update={"trajectories": args.trajectories, "steps": args.steps,
+                                        "save_every": max(1, args.steps // 10)})
+    recipe = params.train  # the original's recipe (RECIPES[args.dataset]): the zoo's retrain members use it
 
     def sequential(out: Path) -> None:
         build_zoo(original, spec, data, cfg, recipe, out, progress=False)
@@ -54,7 +54,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 fn(Path(tmp))
                 times[name].append(time.perf_counter() - t0)
-                indexes[name] = read_json(Path(tmp) / "index.json")
+                indexes[name] = read_json(Path(tmp) / INDEX)
     assert indexes["sequential"] == indexes["fanned out"], "the fanned-out zoo differs from the sequential one"
 
     seq, fan = statistics.median(times["sequential"]), statistics.median(times["fanned out"])

@@ -1,18 +1,19 @@
 """Prefect flow `build`: import data → prepare → train → zoo (units fanned out) → hypernetworks → compare.
 
-Each task is one library call. Why cache by input hash: a stage whose inputs are unchanged has its
-result on disk already, so re-running the flow skips it (like `dvc repro`). The key is the stage, the
-params sections it reads (as dvc.yaml lists them), the digest of its upstream outputs, the library's
-source and the project folder; a stage whose outputs were deleted runs again (refresh_cache). Results
-are stored as JSON (paths and digests), never pickled. The zoo needs no cache: its units are
-independent tasks and each one skips itself when its checksummed shards are already on disk, so an
-interrupted build resumes where it stopped.
+Each task is one library call (`hyperforget.stages`) on the project the params file lives in; nothing
+changes the working directory, so the tasks also run in the worker processes of a Dask or Ray task
+runner and two builds of two projects can share a process. Why cache by input hash: a stage whose
+inputs are unchanged has its result on disk already, so re-running the flow skips it (like `dvc
+repro`). The key is the stage, the params sections it reads (from `hyperforget.pipeline.STAGES`, the
+table dvc.yaml is checked against), the digest of its upstream outputs, the library's source and the
+project folder; a stage whose outputs were deleted runs again (refresh_cache). Results are stored as
+JSON (paths and digests), never pickled. The zoo needs no cache: its units are independent tasks and
+each one skips itself when its checksummed shards are on disk, so an interrupted build resumes.
 
-Stages run in the folder that holds the params file (`artifacts/` and `data/` live beside it); every
-task is given that folder, so it also works in the worker processes of a Dask or Ray task runner.
-`HYPERFORGET_TASK_RUNNER` (read when this module is loaded) picks the runner: `thread` (default, two
+`HYPERFORGET_TASK_RUNNER` picks the runner when a build starts (not at import): `thread` (default, two
 threads), `dask` (prefect-dask, a local cluster of worker processes or the scheduler at
-HYPERFORGET_DASK_ADDRESS) or `ray` (prefect-ray; HYPERFORGET_RAY_ADDRESS, else a local Ray).
+HYPERFORGET_DASK_ADDRESS) or `ray` (prefect-ray; HYPERFORGET_RAY_ADDRESS, else a local Ray). The
+`build` flow runs the stages as a subflow with that runner.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, task, unmapped
@@ -30,16 +29,19 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 import hyperforget
-from hyperforget import hyperstages, stages
+from hyperforget import stages
 from hyperforget import zoo as zoo_mod
+from hyperforget.artifacts import Artifacts
 from hyperforget.config import Params, load_params
 from hyperforget.errors import ConfigError
 from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON
 from hyperforget.io import sha256_file
+from hyperforget.options import VARIANTS
+from hyperforget.pipeline import stage
 
-SECTIONS = {"import_data": ("data",), "prepare": ("data",), "train": ("model", "train"),
-            "hypernet": ("seed", "hypernet"), "compare": ("seed", "train", "forget", "evaluation", "unlearn")}
 RUNNERS = ("thread", "dask", "ray")
+SECTIONS = {"import_data": ["data"], **{name: stage(name).sections for name in ("prepare", "train", "hypernet",
+                                                                                   "compare")}}
 
 
 def task_runner():
@@ -62,25 +64,6 @@ def task_runner():
     except ImportError as e:
         raise ConfigError(f"HYPERFORGET_TASK_RUNNER={kind} needs prefect-{kind} ({e}); install it with "
                           "`pip install 'hyperforget[scale]'`, or unset the variable for threads") from e
-
-
-@contextmanager
-def project(params_path: str) -> Iterator[Path]:
-    """Work in the folder holding the params file (the project root), yielding the file's path there;
-    the previous working directory is restored afterwards (flows may run in-process)."""
-    path, before = Path(params_path).resolve(), os.getcwd()
-    os.chdir(path.parent)
-    try:
-        yield Path(path.name)
-    finally:
-        os.chdir(before)
-
-
-def enter(root: str) -> None:
-    """Make the project folder the working directory of a task's process. In the flow's own process
-    (thread runner) it already is, so nothing changes; a Dask/Ray worker process is moved there."""
-    if os.getcwd() != root:
-        os.chdir(root)
 
 
 def _dump(value):
@@ -109,58 +92,51 @@ plain = task(persist_result=False)
 
 @cached(name="import_data")
 def import_data(params: Params, root: str) -> dict:
-    enter(root)
-    out = stages.import_data(params)
+    out = stages.import_data(params, Artifacts(root))
     digest = hashlib.sha256(json.dumps(out["files"], sort_keys=True).encode()).hexdigest()
     return {"raw_dir": out["raw_dir"], "sha256": digest}
 
 
 @cached(name="prepare")
 def prepare(params: Params, root: str, upstream: str) -> dict:
-    enter(root)
-    out = stages.prepare(params)
+    out = stages.prepare(params, Artifacts(root))
     return {"dataset": out["dataset"], "sha256": out["card"]["sha256"]}
 
 
 @cached(name="train")
 def train(params: Params, root: str, upstream: str) -> dict:
-    enter(root)
-    out = stages.train(params)
+    out = stages.train(params, Artifacts(root))
     return {"model": out["model"], "sha256": out["metrics"]["sha256"], "test_acc": out["metrics"]["test_acc"]}
 
 
 @plain(name="zoo_plan")
 def zoo_plan(params: Params, root: str, upstream: str) -> dict:
     """The zoo units not yet on disk (upstream, θ0's digest, only orders the task after `train`)."""
-    enter(root)
-    return hyperstages.zoo_plan(params)
+    return stages.zoo_plan(params, Artifacts(root))
 
 
 @plain(name="zoo_unit", retries=1)
 def zoo_unit(params: Params, root: str, unit: int) -> dict:
-    enter(root)
-    return hyperstages.zoo_unit(params, unit)
+    return stages.zoo_unit(params, Artifacts(root), unit)
 
 
 @plain(name="zoo_finish")
 def zoo_finish(params: Params, root: str, seconds: float, resumed: int) -> dict:
-    enter(root)
-    out = hyperstages.zoo_finish(params, seconds, resumed)
-    return out | {"sha256": sha256_file(hyperstages.zoo_dir() / zoo_mod.INDEX)}
+    art = Artifacts(root)
+    return stages.zoo_finish(params, art, seconds, resumed) | {"sha256": sha256_file(art.zoo / zoo_mod.INDEX)}
 
 
 @cached(name="hypernet")
 def hypernet(params: Params, root: str, variant: str, upstream: str) -> dict:
-    enter(root)
-    metrics = hyperstages.hypernet_stage(params, variant)
-    return {"variant": variant, "mean_r2": metrics["mean_r2"],
-            "sha256": sha256_file(hyperstages.hypernet_dir(variant) / CHECKPOINT_JSON)}
+    art = Artifacts(root)
+    metrics = stages.hypernet(params, art, variant)
+    return {"variant": variant, "mean_r2": metrics["mean_r2"], "sha256": sha256_file(art.hypernet(variant) /
+                                                                                       CHECKPOINT_JSON)}
 
 
 @cached(name="compare")
 def compare(params: Params, root: str, upstream: str) -> dict:
-    enter(root)
-    return stages.compare(params)["written"]
+    return stages.compare(params, Artifacts(root))["written"]
 
 
 def _fresh(outputs: list[Path]) -> dict:
@@ -168,23 +144,30 @@ def _fresh(outputs: list[Path]) -> dict:
     return {"refresh_cache": not all(p.exists() for p in outputs)}
 
 
-@flow(name="build", task_runner=task_runner())
+@flow(name="build-stages")
+def build_stages(params_path: str = "params.yaml") -> dict:
+    """The stages, on the task runner `build` chose."""
+    art = Artifacts.for_params(params_path)
+    params, root = load_params(params_path), str(art.root)
+    raw = import_data.with_options(**_fresh([art.resolve(params.data.raw_dir) / params.data.name]))(params, root)
+    data = prepare.with_options(**_fresh([art.dataset, art.card]))(params, root, raw["sha256"])
+    model = train.with_options(**_fresh([art.model, art.train_metrics]))(params, root, data["sha256"])
+    t0, plan = time.perf_counter(), zoo_plan(params, root, model["sha256"])
+    for unit in zoo_unit.map(unmapped(params), root, plan["todo"]):
+        unit.result()  # raises if a unit failed its retries: the finished ones stay on disk for the rerun
+    zoo = zoo_finish(params, root, time.perf_counter() - t0, plan["units"] - len(plan["todo"]))
+    nets = {v: hypernet.with_options(**_fresh([art.hypernet(v) / "metrics.json"])).submit(params, root, v,
+                                                                                           zoo["sha256"])
+            for v in VARIANTS}
+    nets = {v: f.result() for v, f in nets.items()}
+    upstream = hashlib.sha256(json.dumps([model["sha256"], zoo["sha256"], nets], sort_keys=True).encode())
+    report = compare.with_options(**_fresh([art.compare / "comparison.json"]))(params, root, upstream.hexdigest())
+    return {"project": root, "raw": raw, "data": data, "model": model, "zoo": zoo, "hypernet": nets,
+            "compare": report}
+
+
+@flow(name="build")
 def build(params_path: str = "params.yaml") -> dict:
     """Prepare the data, train the original model, build the zoo, train both hypernetworks and compare
     the methods on the configured request (evaluation.methods against the retrain reference)."""
-    with project(params_path) as path:
-        params, root, p = load_params(path), os.getcwd(), stages.paths()
-        raw = import_data.with_options(**_fresh([Path(params.data.raw_dir) / params.data.name]))(params, root)
-        data = prepare.with_options(**_fresh([p["dataset"], p["card"]]))(params, root, raw["sha256"])
-        model = train.with_options(**_fresh([p["model"], p["train_metrics"]]))(params, root, data["sha256"])
-        t0, plan = time.perf_counter(), zoo_plan(params, root, model["sha256"])
-        for unit in zoo_unit.map(unmapped(params), root, plan["todo"]):
-            unit.result()  # raises if a unit failed its retries: the finished ones stay on disk for the rerun
-        zoo = zoo_finish(params, root, time.perf_counter() - t0, plan["units"] - len(plan["todo"]))
-        nets = {v: hypernet.with_options(**_fresh([hyperstages.hypernet_dir(v) / "metrics.json"]))
-                .submit(params, root, v, zoo["sha256"]) for v in hyperstages.VARIANTS}
-        nets = {v: f.result() for v, f in nets.items()}
-        upstream = hashlib.sha256(json.dumps([model["sha256"], zoo["sha256"], nets], sort_keys=True).encode())
-        report = compare.with_options(**_fresh([p["compare"] / "comparison.json"]))(params, root, upstream.hexdigest())
-        return {"project": root, "raw": raw, "data": data, "model": model, "zoo": zoo, "hypernet": nets,
-                "compare": report}
+    return build_stages.with_options(task_runner=task_runner())(params_path)

@@ -1,7 +1,10 @@
 """Typed params: `params.yaml` is validated once, here, and every stage reads its sections from it.
 
 Unknown keys and out-of-range values are errors with one message that names the key, the value and
-what is allowed. Sections a later stage adds are mounted here so there is still one validation point.
+what is allowed. The method and hypernetwork sections are defined in `hyperforget.options` (pure
+pydantic, like this module) and mounted here, so there is still one validation point. Every key has
+one source: the retrain recipe is `train:`, seeds are the top-level `seed` (sections that train
+something of their own, data/train/zoo/hypernet, keep theirs), DiHyFo selects by `gates:`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from hyperforget.errors import ConfigError
-from hyperforget.hypernet.config import HypernetConfig
-from hyperforget.unlearn.options import UnlearnConfig
+from hyperforget.options import HypernetConfig, MethodOptions, RetrainOptions, UnlearnConfig
 
 DATASETS = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
@@ -52,7 +54,10 @@ class TrainConfig(Section):
 
 
 class ForgetConfig(Section):
-    classes: list[int] | None = None
+    """The deletion request. Classes are strict integers: `true` or `"3"` is refused, never read as 1 or 3
+    (a deletion request must be exactly what was asked)."""
+
+    classes: list[StrictInt] | None = None
     fraction: float | None = Field(None, gt=0, le=0.9)
     seed: int = 0
 
@@ -79,7 +84,6 @@ class EvaluationConfig(Section):
     methods: list[str] = ["retrain", "finetune", "neggrad", "neggrad_plus", "gradtau", "forsaken", "ssd"]
     retrain_seeds: int = Field(3, ge=1, le=64)
     mia_splits: int = Field(10, ge=2)
-    seed: int = 0
 
 
 class ZooConfig(Section):
@@ -145,6 +149,14 @@ class Params(Section):
     gates: GatesConfig = GatesConfig()
     tracking: TrackingConfig = TrackingConfig()
     storage: StorageConfig = StorageConfig()
+
+    def method_options(self, name: str, seeds: int = 1) -> MethodOptions:
+        """A method's options: its `unlearn:` section, or for retrain the `train:` recipe with `seeds` models."""
+        if name == "retrain":
+            t = self.train
+            return RetrainOptions(seeds=seeds, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                                  weight_decay=t.weight_decay)
+        return self.unlearn.options_for(name)
 
     @model_validator(mode="after")
     def _forget_fits_data(self) -> Params:

@@ -3,7 +3,10 @@
 `compare` runs the reference (retrain, several seeds in one vmapped batch, summarised as mean ± std)
 and every requested method on the same inputs, evaluates each with one `metrics.Evaluator` (whose
 fixed attack is fitted on the original), and returns one JSON-able result; `write_report` writes it
-as comparison.json (DVC metrics), comparison.md and per_class.png; `format_table` prints it.
+as comparison.json (every deterministic number), headline.json (the few numbers `dvc metrics show`
+prints), comparison.md and per_class.png (a methods × classes heatmap of the gap to retrain), and
+the volatile part (wall times, speed-ups, the machine) to a separate timing file that DVC does not
+hash; `load_report` joins them again and `format_table` prints the result.
 
 Speed-up = t_retrain / t_method, where t_retrain is the wall time of ONE retrain with the plain
 training loop (timed separately with the same recipe): that is what a user pays per request. The
@@ -22,15 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from hyperforget.config import Params
 from hyperforget.data import Dataset, ForgetSplit
-from hyperforget.io import atomic_path, write_json, write_text
+from hyperforget.errors import ConfigError
+from hyperforget.io import atomic_path, read_json, write_json, write_text
 from hyperforget.metrics import Evaluator, gaps, summarise
-from hyperforget.models import ModelSpec, flatten
-from hyperforget.unlearn import run_method
-from hyperforget.unlearn.base import UnlearnInputs
-from hyperforget.unlearn.options import UnlearnConfig
+from hyperforget.models import flatten
+from hyperforget.unlearn import METHODS, run_method
+from hyperforget.unlearn.method import UnlearnInputs
 
 COLUMNS = [  # (key in a report, header)
     ("forget_acc", "forget acc"), ("retain_acc", "retain acc"), ("test_acc", "test acc"),
@@ -59,16 +62,23 @@ def describe_request(data: Dataset, split: ForgetSplit) -> dict[str, Any]:
             "n_forget": n_f, "n_retain": len(split.retain_idx), "forget_fraction": n_f / n}
 
 
-def compare(original: nn.Module, spec: ModelSpec, data: Dataset, split: ForgetSplit, methods: list[str],
-            unlearn_cfg: UnlearnConfig | None = None, retrain_seeds: int = 3, mia_splits: int = 10,
-            seed: int = 0) -> dict[str, Any]:
+def check_methods(methods: list[str]) -> None:
+    """Refuse unknown method names before anything runs (not after minutes of retraining)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"choose from {', '.join(METHODS)}")
+
+
+def compare(params: Params, inputs: UnlearnInputs, methods: list[str]) -> dict[str, Any]:
     """Run the retrain reference and each method (errors propagate); see the module docstring."""
-    cfg = unlearn_cfg or UnlearnConfig()
-    inputs = UnlearnInputs(original, spec, data, split, seed)
+    check_methods(methods)
+    original, spec, data, split = inputs.original, inputs.spec, inputs.data, inputs.split
+    retrain_seeds, mia_splits, seed = params.evaluation.retrain_seeds, params.evaluation.mia_splits, params.seed
     before = flatten(original).clone()
     ev = Evaluator.for_original(original, data, split, mia_splits, seed)
-    reference = run_method("retrain", inputs, cfg.retrain.model_copy(update={"seeds": retrain_seeds}))
-    single = run_method("retrain", inputs, cfg.retrain.model_copy(update={"seeds": 1}))
+    reference = run_method("retrain", inputs, params.method_options("retrain", seeds=retrain_seeds))
+    single = run_method("retrain", inputs, params.method_options("retrain"))
     t_retrain = single.wall_time_s
     ref_reports = [ev.report(m) for m in reference.models]
     summary = summarise(ref_reports)
@@ -91,7 +101,7 @@ def compare(original: nn.Module, spec: ModelSpec, data: Dataset, split: ForgetSp
     for name in methods:
         if name == "retrain":
             continue
-        res = run_method(name, inputs, cfg.options_for(name))
+        res = run_method(name, inputs, params.method_options(name))
         if not torch.equal(flatten(original), before):
             raise RuntimeError(f"unlearning method {name} modified the original model; methods must work on a copy")
         report = ev.report(res.model)
@@ -184,34 +194,84 @@ def _markdown(result: dict[str, Any]) -> str:
     ])
 
 
-def plot_per_class(result: dict[str, Any], path: str | Path) -> Path:
-    """Grouped bars: per-class test accuracy of the retrain mean and of each method."""
+def plot_gaps(result: dict[str, Any], path: str | Path) -> Path:
+    """A methods × classes heatmap of per-class test accuracy minus the retrain mean (0 = like a retrain;
+    blue below, red above), each cell labelled: readable with any number of methods."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {"original": result["original"]["per_class_test_acc"], "retrain": result["retrain"]["per_class_test_acc"]}
+    ref = np.array([np.nan if v is None else v for v in result["retrain"]["per_class_test_acc"]], dtype=float)
+    series = {"original": result["original"]["per_class_test_acc"]}
     series |= {n: m["report"]["per_class_test_acc"] for n, m in result["methods"].items()}
+    gap = np.array([[np.nan if v is None else v for v in values] for values in series.values()], dtype=float) - ref
     classes = np.arange(result["dataset"]["num_classes"])
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(8, len(classes) * len(series) * 0.18), 4))
-    for i, (name, values) in enumerate(series.items()):
-        ax.bar(classes + (i - (len(series) - 1) / 2) * width, [np.nan if v is None else v for v in values],
-               width, label=name)
-    ax.set(xticks=classes, xlabel="class", ylabel="test accuracy", ylim=(0, 1.05),
-           title=f"{result['dataset']['name']}: {result['request']['label']}")
-    ax.legend(ncols=min(5, len(series)), fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1.0 + 0.4 * len(series)))
+    limit = max(0.05, float(np.nanmax(np.abs(gap)))) if np.isfinite(gap).any() else 1.0
+    im = ax.imshow(gap, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    for (i, j), v in np.ndenumerate(gap):
+        ax.text(j, i, "–" if np.isnan(v) else f"{v:+.2f}", ha="center", va="center", fontsize=7)
+    ax.set(xticks=classes, yticks=range(len(series)), yticklabels=list(series), xlabel="class",
+           title=f"{result['dataset']['name']}, {result['request']['label']}: test acc − retrain mean")
+    fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
     return Path(path)
 
 
-def write_report(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write comparison.json, comparison.md and per_class.png under `out_dir` (atomically)."""
+VOLATILE = {"machine", "timing", "wall_time_s", "speedup", "prompt_s", "sample_s", "score_s", "load_s", "seconds",
+            "steps_per_s"}  # wall-clock facts: never in a file DVC hashes
+HEADLINE = ("forget_acc", "test_retained_acc", "worst_retained_acc", "mia")
+
+
+def split_volatile(obj: Any) -> tuple[Any, Any]:
+    """(stable, volatile): the same nested dict split by key, the VOLATILE keys going to the second."""
+    if not isinstance(obj, dict):
+        return obj, None
+    stable, volatile = {}, {}
+    for k, v in obj.items():
+        if k in VOLATILE:
+            volatile[k] = v
+            continue
+        s, vol = split_volatile(v)
+        stable[k] = s
+        if vol:
+            volatile[k] = vol
+    return stable, volatile
+
+
+def merge(stable: Any, volatile: Any) -> Any:
+    if not isinstance(stable, dict) or not isinstance(volatile, dict):
+        return stable if volatile is None else volatile
+    return {**stable, **{k: merge(stable.get(k), v) for k, v in volatile.items()}}
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers worth a terminal: per model, forget / retained / worst-class accuracy, MIA, gap."""
+    out = {"retrain": {k: result["retrain"]["summary"][k]["mean"] for k in HEADLINE
+                       if k in result["retrain"]["summary"]}}
+    for name, m in result["methods"].items():
+        out[name] = {k: m["report"].get(k) for k in HEADLINE} | {"avg_gap": m["gaps"].get("avg_gap")}
+    return out
+
+
+def write_report(result: dict[str, Any], out_dir: str | Path, timing_path: str | Path) -> dict[str, Path]:
+    """Write comparison.json, headline.json, comparison.md and per_class.png under `out_dir` and the
+    volatile part to `timing_path` (all atomically)."""
     out = Path(out_dir)
-    return {"json": write_json(out / "comparison.json", result),
+    stable, volatile = split_volatile(result)
+    return {"json": write_json(out / "comparison.json", stable),
+            "headline": write_json(out / "headline.json", headline(stable)),
+            "timing": write_json(timing_path, volatile),
             "md": write_text(out / "comparison.md", _markdown(result)),
-            "png": plot_per_class(result, out / "per_class.png")}
+            "png": plot_gaps(stable, out / "per_class.png")}
+
+
+def load_report(out_dir: str | Path, timing_path: str | Path) -> dict[str, Any]:
+    """comparison.json joined with its timing file (if present)."""
+    stable = read_json(Path(out_dir) / "comparison.json")
+    timing = Path(timing_path)
+    return merge(stable, read_json(timing)) if timing.exists() else stable

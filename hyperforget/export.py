@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from hyperforget.io import atomic_path, sha256_file
 from hyperforget.models import ModelSpec
 
 INPUT, OUTPUT = "x", "logits"
+_EXPORTING = threading.Lock()
 STACK_TRACE = "pkg.torch.onnx.stack_trace"
 
 
@@ -50,6 +52,13 @@ def onnx_outputs(path: str | Path, x: torch.Tensor) -> np.ndarray:
 
 
 def _export(model: nn.Module, x_sample: torch.Tensor, path: Path) -> None:
+    """One export at a time per process: torch.export traces through process-global state (two threads
+    exporting at once fail with "SymInt is not tracked"), and stdout/logging are redirected around it."""
+    with _EXPORTING:
+        _export_unlocked(model, x_sample, path)
+
+
+def _export_unlocked(model: nn.Module, x_sample: torch.Tensor, path: Path) -> None:
     if len(x_sample) < 2:  # a batch of 1 would be specialised to a constant by torch.export
         x_sample = x_sample.expand(2, *x_sample.shape[1:])
     batch = torch.export.Dim("batch")

@@ -73,8 +73,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def read_json(path: str | Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IntegrityError(f"{path} is not valid JSON ({e}); delete it and re-run the stage") from e
 

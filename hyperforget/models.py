@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from hyperforget.errors import ConfigError, IntegrityError
 from hyperforget.io import load_tensors, save_tensors, tensor_metadata
 
 Layout = list[tuple[str, tuple[int, ...]]]
+MLP_LAYOUT_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 
 
 class MLP(nn.Module):
@@ -32,8 +34,14 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden)
         self.fc2 = nn.Linear(hidden, num_classes)
 
+    head = "fc2"  # the classifier head: the last Linear, fed by `features`
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features relu(fc1(x)) [B, hidden]: what a linear probe reads."""
+        return torch.relu(self.fc1(x.flatten(1)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+        return self.fc2(self.features(x))
 
 
 class CNN(nn.Module):
@@ -49,14 +57,28 @@ class CNN(nn.Module):
         self.squeeze = nn.AdaptiveAvgPool2d(3)
         self.fc = nn.Linear(w2 * 9, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    head = "fc"
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features [B, 2·width·9]: the flattened input of the head `fc`."""
         x = self.pool(torch.relu(self.conv1(x)))
         x = self.pool(torch.relu(self.conv2(x)))
-        x = self.squeeze(torch.relu(self.conv3(x)))
-        return self.fc(x.flatten(1))
+        return self.squeeze(torch.relu(self.conv3(x))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
 
 
 ARCHITECTURES = ("mlp", "cnn")
+HEAD_LAYERS = {"mlp": MLP.head, "cnn": CNN.head}  # the classifier head (last Linear) of each architecture
+
+
+def head_parameters(model: nn.Module) -> list[str]:
+    """Parameter names of the classifier head (the Linear that maps `features` to logits): weight, bias."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, str) or not isinstance(getattr(model, head, None), nn.Linear):
+        raise ConfigError(f"{type(model).__name__} declares no Linear classifier head; set its `head` attribute")
+    return [f"{head}.{name}" for name, _ in getattr(model, head).named_parameters()]
 _GLOBAL_RNG = threading.Lock()
 
 
@@ -173,3 +195,21 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec]:
     except RuntimeError as e:
         raise IntegrityError(f"{path} does not fit {spec}: {e}") from e
     return model.eval(), spec
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Logits of `model` on `x`, in eval mode, batched to bound memory."""
+    model.eval()
+    return torch.cat([model(xb) for xb in x.split(batch_size)]) if len(x) else torch.empty(0)
+
+
+def batched_logits(
+    template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, shared: bool = False
+) -> torch.Tensor:
+    """Logits [N, B, C] of N stacked models on per-model inputs [N, B, ...] (or one `shared` batch [B, ...])."""
+
+    def one(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, p, (xb,))
+
+    return torch.vmap(one, in_dims=(0, None if shared else 0))(params, x)

@@ -181,3 +181,19 @@ def ensure_bucket(bucket: str, client: Any = None) -> None:
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
+
+
+def reachable(endpoint: str, timeout: float = 2.0) -> bool:
+    """Whether anything answers HTTP at `endpoint` (any status counts: S3 answers 403 to an anonymous GET).
+    Used to say which server is down when a call through another one (MLflow's artifact proxy) fails."""
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # our servers are on loopback
+    try:
+        with opener.open(endpoint, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False

@@ -2,18 +2,24 @@
 
 Why a module: every stage, the registry and the flows must agree on the tracking URI, the
 experiment (`<prefix>/<dataset>`), where a local store keeps artifacts, and what a run records
-(flattened params, git commit, data hash). Nothing happens at import: the URI is read and set only
-when a run or client is asked for, and mlflow itself is imported then.
+(flattened params, git commit, data hash). Nothing happens at import, and nothing here touches
+MLflow's process-global state (the fluent API's tracking URI and active-run stack): every call goes
+through an explicit `MlflowClient` for the project's URI, so two requests of two projects can run in
+one process. A relative sqlite URI is resolved against the project root (`Artifacts`).
 
-A remote server that does not answer fails fast with a StorageError that says how to start it,
-after a short bounded retry; MLflow's own HTTP retries (minutes by default) are capped too.
+A run that is left by an exception (or a signal the CLI turns into one) is ended FAILED, never left
+RUNNING. A remote server that does not answer fails fast with a StorageError that says how to start
+it; MLflow's own HTTP retries (minutes by default) are capped, and an artifact upload that fails
+because the S3 store behind the server is down says so (`diagnose`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hyperforget.config import Params, TrackingConfig, flat_params
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import Params, flat_params
 from hyperforget.errors import IntegrityError, StorageError
 
 # Set only where the caller has not: bound MLflow's HTTP retries (default 7 with factor 2), never
@@ -34,21 +41,25 @@ _MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
+_NOT_RETRIED = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS")  # answers, not outages
 _FIX = "is the MLflow server running? `make stack-up` (then `source .stack/env`)"
 
 
-def tracking_uri(params: Params | None = None) -> str:
-    """MLFLOW_TRACKING_URI if set, else params.tracking.uri (default `sqlite:///mlruns.db`)."""
-    cfg = params.tracking if params is not None else TrackingConfig()
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+def tracking_uri(params: Params, art: Artifacts) -> str:
+    """MLFLOW_TRACKING_URI if set, else params.tracking.uri, a relative sqlite path made absolute under the
+    project root (so the store does not depend on the working directory)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(art.resolve(uri.removeprefix("sqlite:///")))
+    return uri
 
 
-def artifact_location(uri: str, params: Params | None = None) -> str | None:
+def artifact_location(uri: str, params: Params) -> str | None:
     """For a local sqlite store, artifacts go beside the database (`<db dir>/mlartifacts`);
     a server chooses its own (e.g. proxied S3), so None."""
     if not uri.startswith("sqlite:///"):
         return None
-    root = Path((params.tracking if params is not None else TrackingConfig()).artifact_root)
+    root = Path(params.tracking.artifact_root)
     if not root.is_absolute():
         root = Path(uri.removeprefix("sqlite:///")).resolve().parent / root
     return root.as_uri()
@@ -73,11 +84,11 @@ def check_server(uri: str, attempts: int = 3, timeout: float = 3.0) -> None:
     raise StorageError(f"cannot reach the MLflow tracking server at {uri} after {attempts} attempts ({err}); {_FIX}")
 
 
-def client(params: Params | None = None) -> Any:
-    """An MlflowClient for the configured URI, after checking a remote server answers."""
+def client(params: Params, art: Artifacts) -> Any:
+    """An MlflowClient for the project's URI, after checking a remote server answers."""
     for key, value in _MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    uri = tracking_uri(params)
+    uri = tracking_uri(params, art)
     check_server(uri)
     from mlflow import MlflowClient
 
@@ -97,7 +108,7 @@ def experiment_id(params: Params, mlflow_client: Any) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return mlflow_client.create_experiment(name, artifact_location(tracking_uri(params), params))
+        return mlflow_client.create_experiment(name, artifact_location(mlflow_client.tracking_uri, params))
     except MlflowException:
         exp = mlflow_client.get_experiment_by_name(name)
         if exp is None:
@@ -118,14 +129,8 @@ def git_tags(cwd: str | Path = ".") -> dict[str, str]:
         return {}
 
 
-def data_tags(card_path: str | Path | None = None) -> dict[str, str]:
+def data_tags(card_path: Path) -> dict[str, str]:
     """`data.name` and `data.sha256` from the dataset card, if `prepare` has written one."""
-    import json
-
-    if card_path is None:
-        from hyperforget.stages import paths
-
-        card_path = paths()["card"]
     try:
         card = json.loads(Path(card_path).read_text())
         return {"data.name": str(card["name"]), "data.sha256": str(card["sha256"])}
@@ -134,28 +139,120 @@ def data_tags(card_path: str | Path | None = None) -> dict[str, str]:
 
 
 def run_id_of(parent: Any) -> str | None:
-    return getattr(getattr(parent, "info", None), "run_id", parent)
+    return getattr(parent, "run_id", parent)
+
+
+def diagnose(uri: str, error: Exception) -> StorageError:
+    """Why a tracking call failed, said as the fix: the MLflow server, or the S3 store behind it."""
+    from hyperforget import storage
+
+    endpoint = os.environ.get(storage.ENDPOINT_VAR)
+    if endpoint and not storage.reachable(endpoint):
+        return StorageError(f"the S3 store at {endpoint} is down, so the MLflow server at {uri} cannot store "
+                            f"artifacts ({type(error).__name__}); start it with `make stack-up` (then "
+                            "`source .stack/env`) and retry: the request resumes where it stopped")
+    try:
+        check_server(uri, attempts=1)
+    except StorageError as down:
+        return down
+    return StorageError(f"the MLflow server at {uri} refused a request: {str(error).splitlines()[0][:300]}")
+
+
+def with_retries(fn: Any, uri: str, attempts: int = 3, base: float = 1.0) -> Any:
+    """Call `fn`, retrying a failed tracking call with bounded backoff (1 s, 2 s); then say which server
+    is down (`diagnose`). Only for idempotent calls (logging the same artifact twice is harmless)."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except (MlflowException, RequestException, OSError) as e:
+            if isinstance(e, MlflowException) and e.error_code in _NOT_RETRIED:
+                raise
+            if i == attempts - 1:
+                raise diagnose(uri, e) from e
+            time.sleep(base * 2**i)
+    raise AssertionError("unreachable")
+
+
+class StageRun:
+    """One MLflow run being recorded: metrics, artifacts and dicts go to it through the client."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def _call(self, fn: Any) -> Any:
+        return with_retries(fn, self.client.tracking_uri)
+
+    def log_metrics(self, metrics: dict, prefix: str = "", step: int | None = None) -> dict[str, float]:
+        """Log `metrics` (flattened) to this run; return what was logged."""
+        from mlflow.entities import Metric
+
+        flat = flatten_metrics(metrics, prefix)
+        now, items = int(time.time() * 1000), list(flat.items())
+        for start in range(0, len(items), 1000):
+            batch = [Metric(k, v, now, step or 0) for k, v in items[start:start + 1000]]
+            self._call(lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
+        return flat
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self._call(lambda b=items[start:start + 100]: self.client.log_batch(self.run_id, params=b))
+
+    def log_artifacts(self, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
+        """Log files (and whole folders) to this run under `artifact_path`."""
+        for p in map(Path, paths):
+            if p.is_dir():
+                sub = f"{artifact_path}/{p.name}" if artifact_path else p.name
+                self._call(lambda p=p, sub=sub: self.client.log_artifacts(self.run_id, str(p), sub))
+            elif p.is_file():
+                self._call(lambda p=p: self.client.log_artifact(self.run_id, str(p), artifact_path))
+            else:
+                raise IntegrityError(f"cannot log {p} to MLflow: it does not exist; re-run the stage that writes it")
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+            self.log_artifacts([path], folder or None)
 
 
 @contextmanager
-def start_stage_run(params: Params, stage: str, parent: Any = None, tags: dict[str, str] | None = None
-                    ) -> Iterator[Any]:
-    """One MLflow run named `stage` in the dataset's experiment, logging flattened params and tags.
-
-    `parent` (a run or run id) nests this run under it; with no parent, a run already active in this
-    thread becomes the parent. Yields mlflow's ActiveRun.
-    """
-    import mlflow
-
-    c = client(params)
-    mlflow.set_tracking_uri(tracking_uri(params))
+def start_stage_run(params: Params, art: Artifacts, stage: str, parent: Any = None,
+                    tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+    """One MLflow run named `stage` in the dataset's experiment, with flattened params and tags, nested
+    under `parent` (a StageRun or run id) if given. Ended FINISHED, or FAILED if the block raises
+    (including KeyboardInterrupt and the SystemExit the CLI turns SIGTERM into)."""
+    c = client(params, art)
+    run_tags = {"mlflow.runName": stage, "stage": stage, "request": params.forget.slug(),
+                **git_tags(art.root), **data_tags(art.card), **(tags or {})}
     parent_id = run_id_of(parent)
-    run_tags = {"stage": stage, "request": params.forget.slug(), **git_tags(), **data_tags(), **(tags or {})}
-    nested = parent_id is not None or mlflow.active_run() is not None
-    with mlflow.start_run(experiment_id=experiment_id(params, c), run_name=stage, nested=nested,
-                          parent_run_id=parent_id, tags=run_tags) as run:
-        mlflow.log_params({k: str(v) for k, v in flat_params(params).items()})
-        yield run
+    if parent_id is not None:
+        run_tags["mlflow.parentRunId"] = parent_id
+    exp = with_retries(lambda: experiment_id(params, c), c.tracking_uri)
+    run = with_retries(lambda: c.create_run(exp, run_name=stage, tags=run_tags), c.tracking_uri)
+    stage_run = StageRun(c, run.info.run_id)
+    try:
+        stage_run.log_params(flat_params(params))
+        yield stage_run
+    except BaseException:
+        _end(c, stage_run.run_id, "FAILED")
+        raise
+    _end(c, stage_run.run_id, "FINISHED")
+
+
+def _end(c: Any, run_id: str, status: str) -> None:
+    """End a run; a server that is down cannot be told, and must not hide the error that got us here."""
+    try:
+        with_retries(lambda: c.set_terminated(run_id, status), c.tracking_uri, attempts=2, base=0.5)
+    except StorageError:
+        if status == "FINISHED":
+            raise
 
 
 def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -171,26 +268,3 @@ def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
         elif isinstance(value, bool | int | float) and not (isinstance(value, float) and math.isinf(value)):
             out[name] = float(value)
     return out
-
-
-def log_metrics(metrics: dict, prefix: str = "", step: int | None = None) -> dict[str, float]:
-    """Log `metrics` (flattened) to the active run; return what was logged."""
-    import mlflow
-
-    flat = flatten_metrics(metrics, prefix)
-    if flat:
-        mlflow.log_metrics(flat, step=step)
-    return flat
-
-
-def log_artifacts(paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
-    """Log files (and whole folders) to the active run under `artifact_path`."""
-    import mlflow
-
-    for p in map(Path, paths):
-        if p.is_dir():
-            mlflow.log_artifacts(str(p), f"{artifact_path}/{p.name}" if artifact_path else p.name)
-        elif p.is_file():
-            mlflow.log_artifact(str(p), artifact_path)
-        else:
-            raise IntegrityError(f"cannot log {p} to MLflow: it does not exist; re-run the stage that writes it")

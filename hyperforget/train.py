@@ -13,26 +13,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state
+from torch.func import stack_module_state
 
 from hyperforget.config import TrainConfig
-from hyperforget.models import ModelSpec
+from hyperforget.metrics import accuracy
+from hyperforget.models import ModelSpec, batched_logits, predict
 from hyperforget.progress import progress
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     return list(torch.randperm(n, generator=generator).split(batch_size))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Logits of `model` on `x`, in eval mode, batched to bound memory."""
-    model.eval()
-    return torch.cat([model(xb) for xb in x.split(batch_size)]) if len(x) else torch.empty(0)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (predict(model, x).argmax(1) == y).float().mean().item() if len(y) else float("nan")
 
 
 def train_model(
@@ -61,7 +51,7 @@ def train_model(
             total += loss.item() * len(idx)
         history["loss"].append(total / len(y))
         if x_val is not None and y_val is not None:
-            acc = accuracy(model, x_val, y_val)
+            acc = accuracy(predict(model, x_val), y_val)
             history["val_acc"].append(acc)
             if acc > best:
                 best, best_state, since_best = acc, copy.deepcopy(model.state_dict()), 0
@@ -79,17 +69,6 @@ def stack(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
     """Stack the parameters of same-architecture models into leaf tensors with a leading model axis."""
     params, _ = stack_module_state(list(models))
     return params
-
-
-def batched_logits(
-    template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, shared: bool = False
-) -> torch.Tensor:
-    """Logits [N, B, C] of N stacked models on per-model inputs [N, B, ...] (or one `shared` batch [B, ...])."""
-
-    def one(p: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-        return functional_call(template, p, (xb,))
-
-    return torch.vmap(one, in_dims=(0, None if shared else 0))(params, x)
 
 
 def unstack(spec: ModelSpec, params: dict[str, torch.Tensor]) -> list[nn.Module]:

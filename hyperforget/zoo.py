@@ -25,9 +25,12 @@ the rest. CPU runs are bitwise repeatable, so a resumed or thread-parallel build
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +42,65 @@ from torch import nn
 from hyperforget.config import TrainConfig, ZooConfig
 from hyperforget.data import Dataset
 from hyperforget.errors import ConfigError, DataError, IntegrityError
-from hyperforget.hypernet.data import ZooTensors
-from hyperforget.hypernet.tokenizer import MLP_LAYOUT_NAMES
 from hyperforget.io import load_tensors, read_json, save_tensors, sha256_bytes, sha256_file, write_json
-from hyperforget.models import Layout, ModelSpec, flatten, load_flat, param_layout, unflatten
+from hyperforget.metrics import class_metrics
+from hyperforget.models import (
+    MLP_LAYOUT_NAMES,
+    Layout,
+    ModelSpec,
+    batched_logits,
+    flatten,
+    load_flat,
+    num_params,
+    param_layout,
+    unflatten,
+)
+from hyperforget.objectives import bounded_ascent, unseen_loss
 from hyperforget.progress import progress as progress_iter
-from hyperforget.train import batched_logits, train_many
+from hyperforget.train import train_many
 
 INDEX, MANIFEST, UNITS = "index.json", "zoo.json", "units"
 RETRAIN_SEED_OFFSET = 5000  # disjoint from the original's seed and unlearn.retrain's 1000 + seed + i
+
+
+@dataclass
+class ZooTensors:
+    """`weights` [N,P] targets; `start` [N,P] (or [1,P], broadcast) starting weights, usually θ0;
+    `class_loss` [N,C] validation cross-entropy per class (nats); `forget_mask` [N,C] 0/1, the classes
+    the row's trajectory was forgetting (all zero for the original model)."""
+
+    weights: torch.Tensor
+    start: torch.Tensor
+    class_loss: torch.Tensor
+    forget_mask: torch.Tensor
+    layout: Layout
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        n, p, c = self.weights.shape[0], num_params(self.layout), self.num_classes
+        expected = {"weights": (n, p), "class_loss": (n, c), "forget_mask": (n, c)}
+        for name, shape in expected.items():
+            t = getattr(self, name)
+            if tuple(t.shape) != shape:
+                raise DataError(f"zoo {name} has shape {tuple(t.shape)}, expected {shape} (N rows, P={p}, C={c})")
+        if self.start.dim() != 2 or self.start.shape[1] != p or self.start.shape[0] not in (1, n):
+            raise DataError(f"zoo start has shape {tuple(self.start.shape)}, expected ({n}, {p}) or (1, {p})")
+        for name in ("weights", "start", "class_loss"):
+            if not torch.isfinite(getattr(self, name)).all():
+                raise DataError(f"zoo {name} contains NaN or inf; rebuild the zoo")
+        if ((self.forget_mask != 0) & (self.forget_mask != 1)).any():
+            raise DataError("zoo forget_mask must hold only 0 and 1")
+
+    @property
+    def num_rows(self) -> int:
+        return self.weights.shape[0]
+
+    def fingerprint(self) -> str:
+        """sha256 over the tensors and layout: a resumed training must see the same data."""
+        h = hashlib.sha256(json.dumps([self.layout, self.num_classes]).encode())
+        for t in (self.weights, self.start, self.class_loss, self.forget_mask):
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
 
 def zoo_requests(cfg: ZooConfig, num_classes: int) -> list[tuple[int, ...]]:
@@ -65,25 +118,6 @@ def weights_sha256(vec: torch.Tensor) -> str:
     return sha256_bytes(vec.detach().float().contiguous().numpy().tobytes())
 
 
-@torch.no_grad()
-def class_metrics(spec: ModelSpec, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                  chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class mean cross-entropy and accuracy [R, C] of R flat weight vectors, vmapped in chunks."""
-    template = spec.build().to("meta")
-    layout = param_layout(template)
-    onehot = F.one_hot(y, spec.num_classes).float()
-    counts = onehot.sum(0)
-    if (counts == 0).any():
-        raise DataError(f"classes {(counts == 0).nonzero().flatten().tolist()} have no samples in a split")
-    losses, accs = [], []
-    for w in weights.float().split(chunk):
-        logits = batched_logits(template, unflatten(w, layout), x, shared=True)  # [r, B, C]
-        ce = -logits.log_softmax(-1).gather(-1, y.expand(len(w), -1)[..., None]).squeeze(-1)
-        losses.append(ce @ onehot / counts)
-        accs.append((logits.argmax(-1) == y).float() @ onehot / counts)
-    return torch.cat(losses), torch.cat(accs)
-
-
 def _stream(n: int, batch: int, steps: int, g: torch.Generator) -> torch.Tensor:
     """[steps, b] indices from successive seeded permutations (fixed b = min(batch, n), so runs vmap)."""
     b = min(batch, n)
@@ -94,47 +128,39 @@ def _stream(n: int, batch: int, steps: int, g: torch.Generator) -> torch.Tensor:
 def run_trajectories(spec: ModelSpec, theta0: torch.Tensor, xf: torch.Tensor, yf: torch.Tensor, xr: torch.Tensor,
                      yr: torch.Tensor, tau: float, lrs: torch.Tensor, ascent: torch.Tensor, seeds: list[int],
                      cfg: ZooConfig) -> tuple[list[int], torch.Tensor]:
-    """One request's trajectories in one vmapped batch (Adam, lr per trajectory): saved steps, weights
-    [N · len(steps), P] trajectory-major."""
+    """One request's trajectories in one vmapped batch: ∇τ's bounded ascent (`objectives.bounded_ascent`)
+    with torch's Adam, one parameter group (own lr, decaying linearly to 0.1×) per trajectory. Returns the
+    saved steps and the weights [N · len(steps), P], trajectory-major."""
     template = spec.build().to("meta")
     layout = param_layout(template)
     n = len(seeds)
-    params = {k: v.expand(n, *v.shape).clone().requires_grad_() for k, v in unflatten(theta0, layout).items()}
-    moments = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in params.items()}
+    start = unflatten(theta0, layout)
+    leaves = [{k: v.clone().requires_grad_() for k, v in start.items()} for _ in range(n)]
+    opt = torch.optim.Adam([{"params": list(p.values()), "lr": lr} for p, lr in zip(leaves, lrs.tolist(), strict=True)],
+                           foreach=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - 0.9 * step / cfg.steps)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     fidx = torch.stack([_stream(len(yf), cfg.batch_size, cfg.steps, g) for g in gens])
     ridx = torch.stack([_stream(len(yr), cfg.batch_size, cfg.steps, g) for g in gens])
 
-    def per_sample(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def per_sample(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                   idx: torch.Tensor) -> torch.Tensor:
         logits = batched_logits(template, params, x[idx])
         return F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(idx.shape)
 
     saved, snaps = [], []
     for step in range(cfg.steps):
-        lf = per_sample(xf, yf, fidx[:, step]).mean(1)
-        lr_ = per_sample(xr, yr, ridx[:, step]).mean(1)
-        loss = ascent * F.relu(tau - lf) ** 2 + (1 - ascent) * lr_
-        grads = torch.autograd.grad(loss.sum(), list(params.values()))
-        rate = lrs * (1 - 0.9 * step / cfg.steps)
-        with torch.no_grad():
-            for (k, p), g in zip(params.items(), grads, strict=True):
-                m, v = moments[k]
-                m.lerp_(g, 0.1)
-                v.mul_(0.999).addcmul_(g, g, value=0.001)
-                m_hat, v_hat = m / (1 - 0.9 ** (step + 1)), v / (1 - 0.999 ** (step + 1))
-                p.sub_(rate.view(n, *[1] * (p.dim() - 1)) * m_hat / (v_hat.sqrt() + 1e-8))
+        params = {k: torch.stack([p[k] for p in leaves]) for k in start}
+        loss = bounded_ascent(per_sample(params, xf, yf, fidx[:, step]).mean(1),
+                              per_sample(params, xr, yr, ridx[:, step]).mean(1), tau, ascent)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        sched.step()
         if (step + 1) % cfg.save_every == 0:
             saved.append(step + 1)
-            snaps.append(flatten(params, layout))
+            snaps.append(torch.stack([flatten(p, layout) for p in leaves]))
     return saved, torch.stack(snaps, 1).flatten(0, 1)
-
-
-@torch.no_grad()
-def class_level_tau(spec: ModelSpec, theta0: torch.Tensor, data: Dataset, request: tuple[int, ...]) -> float:
-    """∇τ's class-request level: the forgotten labels' loss on the other classes' validation samples."""
-    other = ~torch.isin(data.y_val, torch.tensor(request))
-    model = load_flat(spec.build(), theta0)
-    return -model(data.x_val[other]).log_softmax(1)[:, list(request)].mean().item()
 
 
 def align_hidden(weights: torch.Tensor, reference: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -176,7 +202,7 @@ def _unit(original_vec: torch.Tensor, spec: ModelSpec, data: Dataset, request: t
         steps = train_cfg.epochs * -(-len(yr) // train_cfg.batch_size)
         rows += [{"run": f"{slug}/retrain{i}", "kind": "retrain", "step": steps, "request": list(request),
                   "lr": train_cfg.lr, "forget_weight": None, "seed": s, "tau": None} for i, s in enumerate(seeds)]
-    tau = class_level_tau(spec, original_vec, data, request)
+    tau = unseen_loss(load_flat(spec.build(), original_vec), data.x_val, data.y_val, request)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + u)
     lo, hi = (math.log(v) for v in cfg.lr)
     lrs = torch.exp(torch.empty(cfg.trajectories).uniform_(lo, hi, generator=g))

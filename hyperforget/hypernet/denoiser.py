@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from hyperforget.errors import ConfigError
-from hyperforget.hypernet.data import VARIANTS
 from hyperforget.hypernet.tokenizer import Tokenizer
+from hyperforget.options import VARIANTS
 
 FREQ_DIM = 128  # sin+cos features per frequency embedding
 

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from hyperforget.errors import ConfigError
 from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON, load_checkpoint, read_meta, save_checkpoint
-from hyperforget.hypernet.config import HypernetConfig
-from hyperforget.hypernet.data import ZooTensors, conditioning
+from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.denoiser import Denoiser
 from hyperforget.hypernet.tokenizer import Tokenizer, check_mlp_layout, permute_mlp_hidden
 from hyperforget.models import Layout, seeded
+from hyperforget.options import HypernetConfig
+from hyperforget.zoo import ZooTensors
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,12 @@ def train_hypernet(data: ZooTensors, cfg: HypernetConfig, out_dir: str | Path, p
     opt = make_optimizer(model, cfg)
     meta = {"config": cfg.model_dump(), "layout": [[n, list(s)] for n, s in data.layout],
             "num_classes": data.num_classes, "data_sha256": data.fingerprint(), "num_tokens": tok.num_tokens}
-    step, losses, seconds, resumed_from = 0, [], 0.0, None
+    step, losses, resumed_from = 0, [], None
     if resume and (out / CHECKPOINT_JSON).exists():
         old = read_meta(out)
         _check_resumable(old, meta, out)
         load_checkpoint(out, old, ema=ema, model=model, opt=opt)
-        step, losses, seconds, resumed_from = old["step"], old["losses"], old["seconds"], old["step"]
+        step, losses, resumed_from = old["step"], old["losses"], old["step"]
 
     weights = tok.normalise(data.weights.to(device))
     start = tok.normalise(data.start.to(device)).expand_as(weights)
@@ -147,13 +148,13 @@ def train_hypernet(data: ZooTensors, cfg: HypernetConfig, out_dir: str | Path, p
             acc, acc_n = torch.zeros((), device=device), 0
             _report(bar, progress, step, cfg.steps, losses[-1][1], len(losses) % 10 == 0)
         if at_ckpt:
-            elapsed = seconds + time.perf_counter() - t0
-            save_checkpoint(out, step, model, ema, opt, tok, {**meta, "losses": losses, "seconds": elapsed})
+            # no wall time in the folder: it is a DVC output, and identical weights must hash the same
+            save_checkpoint(out, step, model, ema, opt, tok, {**meta, "losses": losses})
     if bar is not None:
         bar.close()
     session = time.perf_counter() - t0
     return {"out_dir": str(out), "step": step, "final_loss": losses[-1][1] if losses else None, "losses": losses,
-            "seconds": seconds + session, "steps_per_s": (step - first) / session if step > first else None,
+            "seconds": session, "steps_per_s": (step - first) / session if step > first else None,
             "resumed_from": resumed_from, "num_params": sum(p.numel() for p in model.parameters()),
             "num_tokens": tok.num_tokens, "device": str(device)}
 

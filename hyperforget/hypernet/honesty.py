@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from hyperforget.data import Dataset
-from hyperforget.hypernet.data import ZooTensors, conditioning
+from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.diffusion import Hypernet, sample
-from hyperforget.hypernet.prompts import class_levels, r2
+from hyperforget.hypernet.prompts import r2, sweep_targets
+from hyperforget.metrics import class_metrics
 from hyperforget.models import ModelSpec
-from hyperforget.unlearn.dihyfo import request_rows
-from hyperforget.zoo import class_metrics
+from hyperforget.zoo import ZooTensors
 
 
 @torch.no_grad()
@@ -33,11 +33,7 @@ def prompt_alignment(hypernet: Hypernet, zoo: ZooTensors, classes: Sequence[int]
                      n: int = 20, k: int = 2, hi_pct: float = 95, lo_pct: float = 5, seed: int = 0,
                      steps: int | None = None) -> dict[str, Any]:
     """R² of achieved vs prompted validation loss over `n` prompts (k samples each, averaged)."""
-    rows = request_rows(zoo.forget_mask, classes)
-    lo, hi = class_levels(zoo.class_loss[rows], zoo.num_classes, hi_pct, lo_pct, zoo.forget_mask[rows])
-    mask = torch.zeros(zoo.num_classes, dtype=torch.bool)
-    mask[list(classes)] = True
-    targets = torch.where(mask, lo + torch.linspace(0, 1, n)[:, None] * (hi - lo), lo)  # [n, C]
+    targets, mask = sweep_targets(zoo.class_loss, zoo.forget_mask, classes, n, hi_pct, lo_pct)  # [n, C], [C]
     conds = conditioning(targets, mask.float().expand(n, -1), hypernet.config.variant)
     achieved = torch.stack([
         class_metrics(spec, sample(hypernet, zoo.start[0], {key: v[i] for key, v in conds.items()}, k=k,

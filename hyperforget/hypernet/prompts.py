@@ -1,4 +1,5 @@
 """Prompts for the hypernetwork, drawn from the zoo's own loss statistics, and prompt alignment (R²).
+The one place prompts are built: DiHyFo's sampling and the honesty checks both call these.
 
 A prompt asks for forget-class losses at a high percentile of what the zoo reached on those classes
 and retained-class losses at a low percentile (papers.md "Prompt"): ambitious but inside the range
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from hyperforget.errors import ConfigError
-from hyperforget.hypernet.data import conditioning
+from hyperforget.hypernet.conditioning import conditioning
 
 
 def class_levels(class_loss: torch.Tensor, num_classes: int, hi_pct: float = 95, lo_pct: float = 5,
@@ -36,45 +37,60 @@ def class_levels(class_loss: torch.Tensor, num_classes: int, hi_pct: float = 95,
     return lo, hi
 
 
-def _forget_vector(forget_classes: Sequence[int], num_classes: int) -> torch.Tensor:
-    classes = [int(c) for c in forget_classes]
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad or len(set(classes)) != len(classes):
-        raise ConfigError(f"forget_classes {list(forget_classes)} must be distinct classes in 0..{num_classes - 1}")
-    mask = torch.zeros(num_classes)
-    mask[classes] = 1.0
-    return mask
+def request_rows(forget_mask: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Zoo rows [N] bool that forgot any of the request's classes: what the zoo reached while forgetting them."""
+    n = forget_mask.shape[1]
+    if not classes or any(not 0 <= c < n for c in classes) or len(set(classes)) != len(classes):
+        raise ConfigError(f"forget classes {list(classes)} must be distinct classes in 0..{n - 1}")
+    rows = forget_mask[:, list(classes)].amax(1) > 0
+    if not rows.any():
+        raise ConfigError(f"the zoo holds no rows that forget any of classes {list(classes)}; rebuild it with them")
+    return rows
 
 
-def make_prompt(class_loss: torch.Tensor, forget_classes: Sequence[int], num_classes: int, variant: str,
-                hi_pct: float = 95, lo_pct: float = 5,
-                forget_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Unbatched conditioning for one request: forget classes at the high level, the rest at the low."""
-    lo, hi = class_levels(class_loss, num_classes, hi_pct, lo_pct, forget_mask)
-    mask = _forget_vector(forget_classes, num_classes)
-    target = torch.where(mask > 0, hi, lo)
-    return {k: v[0] for k, v in conditioning(target[None], mask[None], variant).items()}
+def request_levels(class_loss: torch.Tensor, forget_mask: torch.Tensor, classes: Sequence[int], hi_pct: float = 95,
+                   lo_pct: float = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class (low, high) levels [C] over the request's rows only (`request_rows`)."""
+    rows = request_rows(forget_mask, classes)
+    return class_levels(class_loss[rows], class_loss.shape[1], hi_pct, lo_pct, forget_mask[rows])
 
 
-def sweep_prompts(class_loss: torch.Tensor, forget_classes: Sequence[int], num_classes: int, variant: str,
-                  n: int = 20, hi_pct: float = 95, lo_pct: float = 5, forget_mask: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """n evenly spaced forget-loss prompts for prompt alignment (G.pt prompts 20).
-
-    Each forget class moves from its low to its high level in n even steps; retained classes stay at
-    their low level. Returns the prompted forget loss (mean over forget classes) [n] and the conditions.
-    """
-    if not forget_classes:
-        raise ConfigError("sweep_prompts needs at least one forget class")
+def sweep_targets(class_loss: torch.Tensor, forget_mask: torch.Tensor, classes: Sequence[int], n: int = 20,
+                  hi_pct: float = 95, lo_pct: float = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """n evenly spaced prompts for prompt alignment (G.pt prompts 20): each forget class moves from its low
+    to its high level, retained classes stay low. Returns the targets [n, C] and the forget mask [C]."""
     if n < 2:
-        raise ConfigError(f"sweep_prompts needs n >= 2 prompts, got {n}")
-    lo, hi = class_levels(class_loss, num_classes, hi_pct, lo_pct, forget_mask)
-    mask = _forget_vector(forget_classes, num_classes)
-    frac = torch.linspace(0, 1, n)[:, None]
-    targets = torch.where(mask > 0, lo + frac * (hi - lo), lo)  # [n, C]
-    conds = conditioning(targets, mask.expand(n, -1), variant)
-    prompted = (targets * mask).sum(1) / mask.sum()
-    return prompted, [{k: v[i] for k, v in conds.items()} for i in range(n)]
+        raise ConfigError(f"a prompt sweep needs n >= 2 prompts, got {n}")
+    lo, hi = request_levels(class_loss, forget_mask, classes, hi_pct, lo_pct)
+    mask = torch.zeros(class_loss.shape[1], dtype=torch.bool)
+    mask[list(classes)] = True
+    return torch.where(mask, lo + torch.linspace(0, 1, n)[:, None] * (hi - lo), lo), mask
+
+
+def request_prompt(class_loss: torch.Tensor, forget_mask: torch.Tensor, classes: Sequence[int], variant: str,
+                   hi_pct: float = 95, lo_pct: float = 5) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The unbatched conditioning of one class request and its per-class target losses [C].
+
+    Percentiles are taken over the request's rows only (`request_rows`): forget classes at `hi_pct` of
+    the rows that forgot them, retained classes at `lo_pct` of the rows that kept them while forgetting
+    these. Over the whole zoo the retained levels come from other requests' rows, a combination no zoo
+    model reaches (on digits it halved the number of classes meeting the definition of done).
+    """
+    c = class_loss.shape[1]
+    lo, hi = request_levels(class_loss, forget_mask, classes, hi_pct, lo_pct)
+    mask = torch.zeros(c)
+    mask[list(classes)] = 1.0
+    target = torch.where(mask > 0, hi, lo)
+    return {k: v[0] for k, v in conditioning(target[None], mask[None], variant).items()}, target
+
+
+def prompt_ladder(hi_pct: float, lo_pct: float, levels: int) -> list[tuple[float, float]]:
+    """(hi, lo) percentile pairs from the zoo median (a typical endpoint) to (hi_pct, lo_pct) (the most
+    ambitious): the hypernetwork's samples for one prompt are near-identical, so the K candidates only
+    differ, and selection only has a choice, if their prompts differ."""
+    if levels == 1:
+        return [(hi_pct, lo_pct)]
+    return [(50 + (hi_pct - 50) * u, 50 - (50 - lo_pct) * u) for u in torch.linspace(0, 1, levels).tolist()]
 
 
 def r2(prompted: torch.Tensor | Sequence[float], achieved: torch.Tensor | Sequence[float]) -> float:

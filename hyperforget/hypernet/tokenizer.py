@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperforget.errors import ConfigError, IntegrityError
-from hyperforget.models import Layout, num_params
-
-MLP_LAYOUT_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+from hyperforget.models import MLP_LAYOUT_NAMES, Layout, num_params
 
 
 class Tokenizer(nn.Module):

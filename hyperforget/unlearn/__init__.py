@@ -1,57 +1,43 @@
-"""Unlearning methods behind one interface (`base.Method`), in a plain registry: name → Method.
+"""Unlearning methods behind one interface (`method.Method`), in a plain registry: name → Method.
 
-A new method is one module plus one entry in `_registry` and one options section in
-`options.UnlearnConfig`. `hyperforget.config` imports `unlearn.options`, which runs this file first,
-while the method modules import `train` → `config`: so the registry is built on first use
-(`METHODS` is resolved through the module `__getattr__`), never at import.
+A new method is one module plus one entry in `METHODS` and one options section in
+`hyperforget.options.UnlearnConfig` (retrain has none: its recipe is `train:`).
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from hyperforget import options as o
 from hyperforget.errors import ConfigError
-
-if TYPE_CHECKING:
-    from hyperforget.unlearn.base import Method, UnlearnInputs, UnlearnResult
+from hyperforget.unlearn import dihyfo, finetune, forsaken, gradtau, head_finetune, neggrad, retrain, salun, scrub, ssd
+from hyperforget.unlearn.method import Method, UnlearnInputs, UnlearnResult
 
 __all__ = ["METHODS", "get_method", "run_method"]
 
-
-@cache
-def _registry() -> dict[str, Method]:
-    from hyperforget.unlearn import dihyfo, finetune, forsaken, gradtau, neggrad, retrain, ssd
-    from hyperforget.unlearn import options as o
-    from hyperforget.unlearn.base import Method
-
-    return {
-        "retrain": Method(retrain.run, o.RetrainOptions, "retrain from scratch on D_r (the reference)"),
-        "finetune": Method(finetune.run, o.FinetuneOptions, "fine-tune on D_r only"),
-        "neggrad": Method(neggrad.run, o.NegGradOptions, "gradient ascent on D_f, fixed number of steps"),
-        "neggrad_plus": Method(neggrad.run_plus, o.NegGradPlusOptions, "ascent on D_f + descent on D_r"),
-        "gradtau": Method(gradtau.run, o.GradTauOptions, "∇τ: adaptive ascent to the unseen-data loss + descent"),
-        "gradtau_paper": Method(gradtau.run, o.GradTauPaperOptions, "∇τ exactly as its authors run it"),
-        "forsaken": Method(forsaken.run, o.ForsakenOptions, "mask neurons until the forgetting-rate target"),
-        "ssd": Method(ssd.run, o.SSDOptions, "selective synaptic dampening (Fisher importance ratio)"),
-        "dihyfo1": Method(dihyfo.run, o.DiHyFo1Options, "sample from the hypernet prompted with forget/retain loss"),
-        "dihyfo2": Method(dihyfo.run, o.DiHyFo2Options, "sample from the hypernet prompted with per-class losses"),
-    }
-
-
-def __getattr__(name: str) -> Any:
-    if name == "METHODS":
-        return _registry()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+METHODS: dict[str, Method] = {
+    "retrain": Method(retrain.run, o.RetrainOptions, "retrain from scratch on D_r (the reference)"),
+    "finetune": Method(finetune.run, o.FinetuneOptions, "fine-tune on D_r only"),
+    "neggrad": Method(neggrad.run, o.NegGradOptions, "gradient ascent on D_f, fixed number of steps"),
+    "neggrad_plus": Method(neggrad.run_plus, o.NegGradPlusOptions, "ascent on D_f + descent on D_r"),
+    "gradtau": Method(gradtau.run, o.GradTauOptions, "∇τ: adaptive ascent to the unseen-data loss + descent"),
+    "gradtau_paper": Method(gradtau.run, o.GradTauPaperOptions, "∇τ exactly as its authors run it"),
+    "forsaken": Method(forsaken.run, o.ForsakenOptions, "mask neurons until the forgetting-rate target"),
+    "ssd": Method(ssd.run, o.SSDOptions, "selective synaptic dampening (Fisher importance ratio)"),
+    "dihyfo1": Method(dihyfo.run, o.DiHyFo1Options, "sample from the hypernet prompted with forget/retain loss"),
+    "dihyfo2": Method(dihyfo.run, o.DiHyFo2Options, "sample from the hypernet prompted with per-class losses"),
+    "salun": Method(salun.run, o.SalUnOptions, "SalUn: random wrong labels on D_f through a forget-saliency mask"),
+    "scrub": Method(scrub.run, o.ScrubOptions, "SCRUB: teacher-student, KL ascent on D_f, KL + CE descent on D_r"),
+    "head_finetune": Method(head_finetune.run, o.HeadFinetuneOptions, "weak control: only the head, random labels"),
+}
 
 
 def get_method(name: str) -> Method:
-    methods = _registry()
-    if name not in methods:
-        raise ConfigError(f"unknown unlearning method {name!r}; known methods: {', '.join(methods)}")
-    return methods[name]
+    if name not in METHODS:
+        raise ConfigError(f"unknown unlearning method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 def run_method(name: str, inputs: UnlearnInputs, options: BaseModel | dict[str, Any] | None = None) -> UnlearnResult:

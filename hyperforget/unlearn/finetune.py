@@ -9,11 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hyperforget.options import FinetuneOptions
 from hyperforget.progress import progress
 from hyperforget.train import batch_order
-from hyperforget.unlearn.base import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.unlearn.common import linear_lr, working_copy
-from hyperforget.unlearn.options import FinetuneOptions
+from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, linear_lr, working_copy
 
 
 def run(inputs: UnlearnInputs, opts: FinetuneOptions) -> UnlearnResult:

@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperforget.metrics import MembershipAttack, attack_features, forgetting_rate
-from hyperforget.train import predict
-from hyperforget.unlearn.base import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.unlearn.common import batch_stream, working_copy
-from hyperforget.unlearn.options import ForsakenOptions
+from hyperforget.metrics import MembershipAttack, accuracy, attack_features, forgetting_rate
+from hyperforget.models import predict
+from hyperforget.options import ForsakenOptions
+from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, batch_stream, working_copy
 
 Neuron = tuple[str, int, slice]  # (outgoing weight's parameter name, neuron index, its input columns)
 
@@ -58,10 +57,6 @@ def importance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, groups: list[
     return total / len(batches)
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (predict(model, x).argmax(1) == y).float().mean().item()
-
-
 def _members(attack: MembershipAttack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     return attack.is_member(attack_features(predict(model, x), y))
 
@@ -78,7 +73,7 @@ def run(inputs: UnlearnInputs, opts: ForsakenOptions) -> UnlearnResult:
         attack = MembershipAttack.fit(attack_features(predict(orig, xr), yr),
                                       attack_features(predict(orig, inputs.data.x_val), inputs.data.y_val), inputs.seed)
         before = _members(attack, orig, xf, yf)
-        base_acc = _accuracy(orig, xr, yr)
+        base_acc = accuracy(predict(orig, xr), yr)
         groups = neurons(model)
         budget = max(1, math.floor(opts.max_neurons * len(groups)))
         gen = torch.Generator().manual_seed(inputs.seed)
@@ -107,7 +102,7 @@ def run(inputs: UnlearnInputs, opts: ForsakenOptions) -> UnlearnResult:
                 F.cross_entropy(model(xr[idx]), yr[idx]).backward()
                 opt.step()
                 enforce(params, frozen, values)
-            if base_acc - _accuracy(model, xr, yr) > opts.max_retain_drop:
+            if base_acc - accuracy(predict(model, xr), yr) > opts.max_retain_drop:
                 model.load_state_dict(saved[0])
                 opt.load_state_dict(saved[1])
                 frozen = saved[2]

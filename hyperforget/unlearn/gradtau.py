@@ -36,23 +36,20 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from hyperforget.objectives import bounded_ascent, unseen_loss
+from hyperforget.options import GradTauOptions
 from hyperforget.progress import progress
 from hyperforget.train import batch_order
-from hyperforget.unlearn.base import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.unlearn.common import batch_stream, linear_lr, num_batches, working_copy
-from hyperforget.unlearn.options import GradTauOptions
-
-
-@torch.no_grad()
-def unseen_loss(model: nn.Module, xv: torch.Tensor, yv: torch.Tensor, classes: tuple[int, ...] | None) -> float:
-    """τ: mean loss on unseen data; for forgotten `classes`, the loss of their labels on D_v samples of
-    the other classes (what a model that never learnt those classes would see)."""
-    if classes is None:
-        return F.cross_entropy(model(xv), yv).item()
-    logp = F.log_softmax(model(xv[~torch.isin(yv, torch.tensor(classes))]), 1)
-    return -logp[:, list(classes)].mean().item()
+from hyperforget.unlearn.method import (
+    Timer,
+    UnlearnInputs,
+    UnlearnResult,
+    batch_stream,
+    linear_lr,
+    num_batches,
+    working_copy,
+)
 
 
 def forget_epochs(n_forget: int, n_retain: int, opts: GradTauOptions) -> int:
@@ -84,10 +81,9 @@ def run(inputs: UnlearnInputs, opts: GradTauOptions) -> UnlearnResult:
             taus.append(tau)
             for fidx in batch_order(len(yf), opts.batch_size, gen):
                 ridx = next(retain)
-                loss = (1 - alpha) * F.cross_entropy(model(xr[ridx]), yr[ridx])
-                if alpha > 0:
-                    gap = tau - F.cross_entropy(model(xf[fidx]), yf[fidx])
-                    loss = loss + alpha * F.relu(gap) ** 2
+                retain_loss = F.cross_entropy(model(xr[ridx]), yr[ridx])
+                forget_loss = F.cross_entropy(model(xf[fidx]), yf[fidx]) if alpha > 0 else retain_loss.detach()
+                loss = bounded_ascent(forget_loss, retain_loss, tau, alpha)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hyperforget.options import NegGradOptions, NegGradPlusOptions
 from hyperforget.progress import progress
 from hyperforget.train import batch_order
-from hyperforget.unlearn.base import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.unlearn.common import batch_stream, working_copy
-from hyperforget.unlearn.options import NegGradOptions, NegGradPlusOptions
+from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, batch_stream, working_copy
 
 
 def run(inputs: UnlearnInputs, opts: NegGradOptions) -> UnlearnResult:

@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyperforget.options import SSDOptions
 from hyperforget.train import batch_order
-from hyperforget.unlearn.base import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.unlearn.common import working_copy
-from hyperforget.unlearn.options import SSDOptions
+from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, working_copy
 
 
 def importances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, passes: int,

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from hyperforget import tracking
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import Params
 from hyperforget.io import read_json
 
 pytestmark = pytest.mark.integration
@@ -40,14 +42,14 @@ def test_build_flow_fans_zoo_units_out_to_dask_workers_and_reruns_from_cache(ful
                                                                             "retrain": 10}
     assert read_json(artifacts / "zoo" / "zoo.json")["complete"]
     assert set(first["hypernet"]) == {"dihyfo1", "dihyfo2"}
-    assert first["compare"]["json"] == "artifacts/compare/comparison.json"  # relative to first["project"]
+    assert first["compare"]["json"] == str(artifacts / "compare" / "comparison.json")
     assert "gradtau" in read_json(artifacts / "compare" / "comparison.json")["methods"]
 
     assert second["zoo"]["resumed_units"] == 11  # nothing rebuilt: every unit's shards verified on disk
     assert second["zoo"]["sha256"] == first["zoo"]["sha256"]
     assert second["hypernet"] == first["hypernet"] and second["compare"] == first["compare"]
 
-    c = tracking.client()
+    c = tracking.client(Params(), Artifacts(artifacts.parent))  # MLFLOW_TRACKING_URI: the stack's server
     exp = c.get_experiment_by_name("hyperforget/digits")
     runs = c.search_runs([exp.experiment_id], f"attributes.start_time >= {started_ms}")
     stages = sorted(run.data.tags["stage"] for run in runs)  # cached stages log nothing the second time

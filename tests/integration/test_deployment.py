@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from hyperforget import registry, storage, tracking
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import Params
 from hyperforget.io import read_json, sha256_file
 
 pytestmark = pytest.mark.integration
@@ -60,7 +62,8 @@ def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, s
     prefect("deployment", "run", "unlearn/default", "--param", "forget_classes=[3]", "--param", f"method={METHOD}",
             "--param", f"params_path={params}", "--watch", env=env)
 
-    candidate = registry.resolve(f"{NAME}@candidate")
+    client = tracking.client(Params(), Artifacts(params.parent))  # MLFLOW_TRACKING_URI: the stack's server
+    candidate = registry.resolve(f"{NAME}@candidate", client)
     assert candidate.tags["gates.passed"] == "true" and candidate.tags["method"] == METHOD
     bucket, key = full_stack["HYPERFORGET_S3_BUCKET"], f"models/{NAME}/{candidate.version}/model.onnx"
     assert key in storage.list_keys(bucket, f"models/{NAME}/")
@@ -71,7 +74,7 @@ def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, s
     assert sha256_file(fetched) == candidate.tags["sha256.onnx"]
 
     cli("promote", NAME, str(candidate.version), "--params", str(params), env=env)
-    assert str(registry.resolve(f"{NAME}@champion").version) == str(candidate.version)
+    assert str(registry.resolve(f"{NAME}@champion", client).version) == str(candidate.version)
 
 
 SUBMIT_AND_WAIT = """
@@ -102,7 +105,7 @@ def test_ten_concurrent_unlearn_runs_register_ten_versions(full_stack, small_pro
     params = small_project
     prefect("deploy", "--all", env=env)
     prefect("deployment", "run", "build/default", "--param", f"params_path={params}", "--watch", env=env)
-    client = tracking.client()
+    client = tracking.client(Params(), Artifacts(params.parent))
     before = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
 
     r = subprocess.run([sys.executable, "-c", SUBMIT_AND_WAIT, str(params), "10"], env=env, capture_output=True,
@@ -115,6 +118,6 @@ def test_ten_concurrent_unlearn_runs_register_ten_versions(full_stack, small_pro
     assert len({v.tags[registry.KEY_TAG] for v in new}) == 10  # ten requests, not one retried ten times
     assert len({v.run_id for v in new}) == 10
     newest = max(int(v.version) for v in new)
-    assert str(registry.resolve(f"{NAME}@candidate").version) == str(newest)
+    assert str(registry.resolve(f"{NAME}@candidate", client).version) == str(newest)
     keys = storage.list_keys(full_stack["HYPERFORGET_S3_BUCKET"], f"models/{NAME}/")
     assert all(f"models/{NAME}/{v.version}/model.onnx" in keys for v in new)

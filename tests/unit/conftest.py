@@ -5,6 +5,8 @@ and the class-3 forget split. Built once per test session (~2 s); treat them as 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,3 +50,15 @@ def original_mlp(digits, digits_spec) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def split_class3(digits) -> ForgetSplit:
     return forget_split(digits, ForgetConfig(classes=[3]))
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+
+
+@pytest.fixture(scope="session")
+def mnist_t10k() -> Path:
+    """The real MNIST test split in ../shared (CI always has it): a missing folder fails, never skips."""
+    folder = SHARED / "datasets" / "mnist-t10k"
+    if not folder.is_dir():
+        pytest.fail(f"{folder} is missing: the tests run with ../shared beside the repository, as CI does")
+    return folder

@@ -63,3 +63,10 @@ def test_missing_or_malformed_file_is_a_config_error(tmp_path):
 def test_defaults_round_trip_through_yaml():
     params = Params()
     assert parse_params(yaml.safe_load(yaml.safe_dump(params.model_dump()))) == params
+
+
+@pytest.mark.parametrize("classes", [[True], ["3"], [3.0], [1, False]])
+def test_a_deletion_request_names_classes_exactly(classes):
+    """`[true]` is not class 1 and `["3"]` is not class 3: a request is exactly what was asked."""
+    with pytest.raises(ConfigError, match=r"forget\.classes"):
+        parse_params({"forget": {"classes": classes}})

@@ -1,7 +1,6 @@
 """Data: safe IDX/CIFAR readers, deterministic raw export, splits, and the forget/retain split."""
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,6 @@ from hyperforget.data import (
     write_idx,
 )
 from hyperforget.errors import DataError, IntegrityError
-
-MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "mnist-t10k"
 
 
 def test_idx_round_trip_raw_and_gzip(tmp_path):
@@ -114,9 +111,8 @@ def test_non_digits_set_without_source_says_how_to_fix(tmp_path):
         import_raw(DataConfig(name="mnist", raw_dir=str(tmp_path)))
 
 
-@pytest.mark.skipif(not MNIST_DIR.exists(), reason="shared MNIST test split not present")
-def test_mnist_test_split_alone_is_split_8k_2k(tmp_path):
-    cfg = DataConfig(name="mnist", source=str(MNIST_DIR), raw_dir=str(tmp_path))
+def test_mnist_test_split_alone_is_split_8k_2k(tmp_path, mnist_t10k):
+    cfg = DataConfig(name="mnist", source=str(mnist_t10k), raw_dir=str(tmp_path))
     import_raw(cfg)
     ds = prepare(cfg)
     assert len(ds.y_test) == 2000

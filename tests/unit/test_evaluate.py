@@ -9,9 +9,11 @@ import time
 import pytest
 
 from hyperforget import evaluate
+from hyperforget.config import parse_params
+from hyperforget.errors import ConfigError
 from hyperforget.metrics import Evaluator
-from hyperforget.unlearn import base
-from hyperforget.unlearn.options import RetrainOptions, UnlearnConfig
+from hyperforget.unlearn import method as base
+from hyperforget.unlearn.method import UnlearnInputs
 
 METHODS = ["finetune", "neggrad", "ssd"]
 
@@ -35,17 +37,18 @@ def timed_comparison(original_mlp, digits_spec, digits, split_class3):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(base.Timer, "__exit__", logged_exit)
         mp.setattr(Evaluator, "report", logged_report)
-        cfg = UnlearnConfig(retrain=RetrainOptions(epochs=10))
-        result = evaluate.compare(original_mlp, digits_spec, digits, split_class3, ["retrain", *METHODS], cfg,
-                                  retrain_seeds=2, mia_splits=5, seed=0)
+        params = parse_params({"train": {"epochs": 10}, "evaluation": {"retrain_seeds": 2, "mia_splits": 5}})
+        inputs = UnlearnInputs(original_mlp, digits_spec, digits, split_class3, params.seed)
+        result = evaluate.compare(params, inputs, ["retrain", *METHODS])
     return result, spans
 
 
 def test_compare_writes_json_markdown_and_png(timed_comparison, tmp_path):
     result, _ = timed_comparison
-    paths = evaluate.write_report(result, tmp_path / "compare")
+    paths = evaluate.write_report(result, tmp_path / "compare", tmp_path / "timing.json")
     on_disk = json.loads(paths["json"].read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
     assert set(on_disk["methods"]) == set(METHODS)
+    assert evaluate.load_report(tmp_path / "compare", tmp_path / "timing.json") == result
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = paths["md"].read_text()
     for text in ("retrain (2 seeds)", "original", *METHODS, "digits", "forget class 3", "cores", "threads"):
@@ -60,7 +63,10 @@ def test_compare_reports_gaps_and_speedups_against_one_retrain(timed_comparison)
     assert len(result["retrain"]["reports"]) == 2 and result["retrain"]["summary"]["forget_acc"]["mean"] <= 0.05
     for name, m in result["methods"].items():
         assert m["speedup"] == pytest.approx(t_retrain / m["wall_time_s"]), name
-        assert m["gaps"]["avg_gap"] >= 0 and "gap_forget_acc" in m["gaps"]
+        gap_values = [v for k, v in m["gaps"].items() if k != "avg_gap"]
+        assert m["gaps"]["avg_gap"] == pytest.approx(sum(gap_values) / len(gap_values)), name
+        assert m["gaps"]["gap_forget_acc"] == pytest.approx(
+            abs(m["report"]["forget_acc"] - result["retrain"]["summary"]["forget_acc"]["mean"])), name
         assert len(m["report"]["per_class_test_acc"]) == 10
 
 
@@ -71,3 +77,22 @@ def test_method_timings_exclude_evaluation(timed_comparison):
     assert len(spans["report"]) == 1 + 2 + len(METHODS)  # original, retrain seeds, methods
     for t0, t1 in spans["timer"]:
         assert all(r1 <= t0 or r0 >= t1 for r0, r1 in spans["report"])
+
+
+def test_no_wall_clock_fact_reaches_the_files_dvc_hashes(timed_comparison, tmp_path):
+    """comparison.json and headline.json hold no times, so an identical rerun leaves dvc.lock unchanged."""
+    result, _ = timed_comparison
+    paths = evaluate.write_report(result, tmp_path / "compare", tmp_path / "timing.json")
+    for name in ("json", "headline"):
+        text = paths[name].read_text()
+        assert not any(f'"{key}"' in text for key in evaluate.VOLATILE), name
+    assert json.loads(paths["timing"].read_text())["timing"]["t_retrain_s"] == result["timing"]["t_retrain_s"]
+
+
+def test_unknown_method_is_refused_before_anything_runs(original_mlp, digits_spec, digits, split_class3, monkeypatch):
+    ran = []
+    monkeypatch.setattr(evaluate, "run_method", lambda *a, **k: ran.append(a) or pytest.fail("ran a method"))
+    inputs = UnlearnInputs(original_mlp, digits_spec, digits, split_class3)
+    with pytest.raises(ConfigError, match="unknown method bogus"):
+        evaluate.compare(parse_params({}), inputs, ["retrain", "bogus"])
+    assert ran == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -29,11 +30,79 @@ def test_missing_runner_package_says_how_to_install_it(monkeypatch):
         task_runner()
 
 
-def test_dask_runner_is_a_local_cluster_of_worker_processes(monkeypatch):
-    from prefect_dask import DaskTaskRunner
+@pytest.fixture(scope="module")
+def two_projects(tmp_path_factory, digits):
+    """Two projects with the same prepared digits and θ0 (5 epochs), each with its own params and stores."""
+    import shutil
 
-    monkeypatch.setenv("HYPERFORGET_TASK_RUNNER", "dask")
-    monkeypatch.delenv("HYPERFORGET_DASK_ADDRESS", raising=False)
-    runner = task_runner()
-    assert isinstance(runner, DaskTaskRunner)
-    assert runner.cluster_kwargs == {"n_workers": 2, "threads_per_worker": 1, "processes": True}
+    import yaml
+
+    from hyperforget import stages
+    from hyperforget.artifacts import Artifacts
+    from hyperforget.config import load_params
+
+    first = tmp_path_factory.mktemp("project-a")
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    raw["train"]["epochs"] = 5
+    raw["evaluation"]["retrain_seeds"] = 1
+    (first / "params.yaml").write_text(yaml.safe_dump(raw))
+    art, params = Artifacts(first), load_params(first / "params.yaml")
+    for stage in (stages.import_data, stages.prepare, stages.train):
+        stage(params, art)
+    second = tmp_path_factory.mktemp("project-b")
+    shutil.copytree(first, second, dirs_exist_ok=True)
+    (second / "mlruns.db").unlink()
+    shutil.rmtree(second / "mlartifacts", ignore_errors=True)
+    return first, second
+
+
+@pytest.mark.slow
+def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_roots(two_projects, tmp_path,
+                                                                                       monkeypatch):
+    """The thread runner case: no working directory, tracking URI or active run is shared between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect import flow
+
+    from flows.unlearn import unlearn
+    from hyperforget import tracking
+    from hyperforget.artifacts import Artifacts
+    from hyperforget.config import load_params
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # first start: ~30 s here
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    flow(name="warm-up")(lambda: None)()  # one ephemeral API server, started before the two threads race for it
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda root: unlearn(forget_classes=[3], method="gradtau",
+                                                     params_path=str(root / "params.yaml")), two_projects))
+    assert list(elsewhere.iterdir()) == []  # nothing was written where the process happened to be
+    for root, result in zip(two_projects, results, strict=True):
+        art = Artifacts(root)
+        runs = list((art.request("classes-3", "gradtau") / "runs").iterdir())
+        assert len(runs) == 1 and (runs[0] / "model.safetensors").exists()
+        assert result["gates"]["passed"] and result["exported"]["onnx_path"].startswith(str(root))
+        c = tracking.client(load_params(root / "params.yaml"), art)
+        [mv] = c.search_model_versions("name = 'digits-mlp-forget-classes-3'")
+        assert mv.tags["sha256.weights"] == result["sha256"]
+        runs = c.search_runs([c.get_experiment_by_name("hyperforget/digits").experiment_id])
+        flow_runs = sorted(r.data.tags["stage"] for r in runs if r.data.tags["stage"] not in ("prepare", "train"))
+        assert flow_runs == ["register", "request/classes-3", "unlearn/gradtau"]  # this project's request only
+        assert all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.parametrize("classes", [[True], ["3"]])
+def test_the_unlearn_flow_refuses_parameters_that_are_not_exactly_integers(classes, tmp_path, monkeypatch):
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.unlearn import unlearn
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(ParameterTypeError, match="forget_classes"):
+        unlearn.validate_parameters({"forget_classes": classes})

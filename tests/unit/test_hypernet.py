@@ -6,23 +6,16 @@ import pytest
 import torch
 
 from hyperforget.errors import ConfigError, IntegrityError
-from hyperforget.hypernet import (
-    Denoiser,
-    HypernetConfig,
-    Tokenizer,
-    ZooTensors,
-    conditioning,
-    diffusion,
-    load_hypernet,
-    make_prompt,
-    permute_mlp_hidden,
-    r2,
-    sample,
-    sweep_prompts,
-    train_hypernet,
-)
+from hyperforget.hypernet import diffusion
+from hyperforget.hypernet.conditioning import conditioning
+from hyperforget.hypernet.denoiser import Denoiser
+from hyperforget.hypernet.diffusion import load_hypernet, sample, train_hypernet
+from hyperforget.hypernet.prompts import prompt_ladder, r2, request_prompt, sweep_targets
+from hyperforget.hypernet.tokenizer import Tokenizer, permute_mlp_hidden
 from hyperforget.io import load_tensors
 from hyperforget.models import build_model, flatten, load_flat, param_layout
+from hyperforget.options import HypernetConfig
+from hyperforget.zoo import ZooTensors
 
 C = 10
 
@@ -127,7 +120,7 @@ def test_training_lowers_loss_and_samples_deterministically(tmp_path, variant):
         after = diffusion.denoising_loss(hn.model, x0, start, cond, t, noise, diffusion.alphas_cumprod())
     assert after < 0.8 * before
 
-    prompt = make_prompt(zoo.class_loss, [3], C, variant, forget_mask=zoo.forget_mask)
+    prompt, _ = request_prompt(zoo.class_loss, zoo.forget_mask, [3], variant)
     a = sample(hn, zoo.start[0], prompt, k=4, seed=1)
     assert a.shape == (4, tok.num_params) and torch.isfinite(a).all()
     assert torch.equal(a, sample(hn, zoo.start[0], prompt, k=4, seed=1))
@@ -173,18 +166,28 @@ def test_corrupted_checkpoint_is_detected(tmp_path):
         load_hypernet(tmp_path / "missing")
 
 
-def test_prompts_follow_zoo_percentiles_and_r2():
+def test_prompts_follow_the_percentiles_of_the_requests_own_rows():
     zoo = synthetic_zoo()
-    prompt = make_prompt(zoo.class_loss, [2, 5], C, "dihyfo2", forget_mask=zoo.forget_mask)["class_loss"]
-    assert prompt.shape == (C,) and prompt[2] > 4 and prompt[5] > 4 and prompt[0] < 0.2
-    one = make_prompt(zoo.class_loss, [2], C, "dihyfo1")
+    rows = zoo.forget_mask[:, [2, 5]].amax(1) > 0
+    cond, target = request_prompt(zoo.class_loss, zoo.forget_mask, [2, 5], "dihyfo2")
+    assert torch.equal(cond["class_loss"], target) and target.shape == (C,)
+    forgot2 = rows & (zoo.forget_mask[:, 2] > 0)
+    assert target[2] == pytest.approx(torch.quantile(zoo.class_loss[forgot2, 2], 0.95).item())
+    kept0 = rows & (zoo.forget_mask[:, 0] == 0)
+    assert target[0] == pytest.approx(torch.quantile(zoo.class_loss[kept0, 0], 0.05).item())
+    one, _ = request_prompt(zoo.class_loss, zoo.forget_mask, [2], "dihyfo1")
     assert set(one) == {"forget_loss", "retain_loss", "forget_mask"} and one["forget_mask"][2] == 1
-    targets, conds = sweep_prompts(zoo.class_loss, [2], C, "dihyfo1", forget_mask=zoo.forget_mask)
-    assert len(conds) == 20 and torch.all(targets.diff() > 0)
-    assert torch.allclose(torch.stack([c["forget_loss"] for c in conds]), targets)
-    assert r2(targets, targets) == 1.0 and r2(targets, targets.flip(0)) < 0
-    with pytest.raises(ConfigError):
-        make_prompt(zoo.class_loss, [C], C, "dihyfo2")
+    with pytest.raises(ConfigError, match=r"distinct classes in 0\.\.9"):
+        request_prompt(zoo.class_loss, zoo.forget_mask, [C], "dihyfo2")
+
+
+def test_prompt_sweep_rises_on_forget_classes_only_and_r2_scores_it():
+    zoo = synthetic_zoo()
+    targets, mask = sweep_targets(zoo.class_loss, zoo.forget_mask, [2], n=20)
+    assert targets.shape == (20, C) and mask.tolist() == [c == 2 for c in range(C)]
+    assert torch.all(targets[:, 2].diff() > 0) and torch.all(targets[:, ~mask] == targets[0, ~mask])
+    assert r2(targets[:, 2], targets[:, 2]) == 1.0 and r2(targets[:, 2], targets[:, 2].flip(0)) < 0
+    assert prompt_ladder(95, 5, 3) == [(50.0, 50.0), (72.5, 27.5), (95.0, 5.0)]
 
 
 def test_config_rejects_unknown_keys_and_bad_heads():

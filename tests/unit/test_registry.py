@@ -1,4 +1,4 @@
-"""Registry, tracking and publish steps against an embedded sqlite MLflow store in tmp_path."""
+"""Registry, tracking and publish steps against an embedded sqlite MLflow store in a project in tmp_path."""
 
 import shutil
 import socket
@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hyperforget import publish, registry, tracking
+from hyperforget import publish, registry, storage, tracking
+from hyperforget.artifacts import Artifacts
 from hyperforget.config import Params
 from hyperforget.errors import ConfigError, GateFailed, IntegrityError, StorageError
 from hyperforget.io import sha256_file, write_json
@@ -29,13 +30,21 @@ def template_db(tmp_path_factory):
 
 
 @pytest.fixture
-def client(template_db, tmp_path, monkeypatch):
-    shutil.copy(template_db, tmp_path / "mlruns.db")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns.db")
+def art(tmp_path) -> Artifacts:
+    return Artifacts(tmp_path)
+
+
+@pytest.fixture
+def client(template_db, art, monkeypatch):
+    """The project's store: params' relative `sqlite:///mlruns.db`, resolved under the project root
+    (no MLFLOW_TRACKING_URI, no chdir)."""
+    shutil.copy(template_db, art.root / "mlruns.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
-    return tracking.client()
+    c = tracking.client(PARAMS, art)
+    assert c.tracking_uri == f"sqlite:///{art.root}/mlruns.db"
+    return c
 
 
 def request(tmp_path, forget_acc=0.0, seed=0):
@@ -50,92 +59,157 @@ def request(tmp_path, forget_acc=0.0, seed=0):
             "request_slug": "classes-3", "lineage": {"zoo": "zoo-sha"}}
 
 
-def publish_request(tmp_path, forget_acc=0.0, seed=0):
-    req = request(tmp_path, forget_acc, seed)
-    return req, publish.register(req, publish.gate(req, PARAMS), PARAMS)
+def publish_request(art, forget_acc=0.0, seed=0, key=None):
+    req = request(art.root, forget_acc, seed)
+    return req, publish.register(req, publish.gate(req, PARAMS), PARAMS, art, key=key)
 
 
-def test_passed_version_is_candidate_and_its_onnx_fetches_verified(client, tmp_path):
-    req, reg = publish_request(tmp_path)
-    assert reg["name"] == NAME == registry.model_name(PARAMS) and reg["candidate"]
-    mv = client.get_model_version_by_alias(NAME, registry.CANDIDATE)
-    assert str(mv.version) == reg["version"]
+def shipped(art, forget_acc=0.0, seed=0):
+    """Registered and exported: a complete version."""
+    req, reg = publish_request(art, forget_acc, seed)
+    publish.export_and_upload(NAME, reg["version"], PARAMS, art)
+    return req, reg
+
+
+def test_candidate_moves_only_once_the_onnx_is_shipped_then_fetches_verified(client, art, monkeypatch):
+    req, reg = publish_request(art)
+    assert reg["name"] == NAME == registry.model_name(PARAMS) and reg["gates_passed"]
+    assert client.get_registered_model(NAME).aliases == {}  # gated, but no ONNX yet: no alias
+    mv = client.get_model_version(NAME, reg["version"])
     assert mv.tags["gates.passed"] == "true" and mv.tags["gates.forget_acc"] == "true"
     assert mv.tags["sha256.weights"] == sha256_file(req["model_path"])
     assert mv.tags["metrics.forget_acc"] == "0" and mv.tags["method"] == "finetune"
     assert mv.tags["lineage.zoo"] == "zoo-sha"
     run = client.get_run(reg["run_id"])
     assert run.data.metrics["per_class_test_acc.3"] == 0.9 and run.data.params["data.name"] == "digits"
-    assert run.info.run_name == "register"
+    assert run.info.run_name == "register" and run.info.status == "FINISHED"
 
-    out = publish.export_and_upload(NAME, reg["version"], PARAMS)
+    out = publish.export_and_upload(NAME, reg["version"], PARAMS, art)
     assert out["s3_uri"] is None and out["max_abs_diff"] < 1e-4
-    assert client.get_model_version(NAME, reg["version"]).tags["sha256.onnx"] == out["sha256"]
-    got = publish.fetch(f"{NAME}@candidate", tmp_path / "fetched")
+    mv = client.get_model_version_by_alias(NAME, registry.CANDIDATE)
+    assert str(mv.version) == reg["version"] and mv.tags["sha256.onnx"] == out["sha256"]
+    got = publish.fetch(f"{NAME}@candidate", art.root / "fetched", PARAMS, art)
     assert got.name == f"{NAME}-v{reg['version']}.onnx" and sha256_file(got) == out["sha256"]
 
 
-def test_failed_gate_never_aliased_exported_or_fetched(client, tmp_path):
-    _, reg = publish_request(tmp_path, forget_acc=0.4)
-    assert not reg["candidate"]
+def test_a_version_is_an_mlflow_model_that_predicts_like_its_onnx(client, art, monkeypatch):
+    import mlflow.pyfunc
+    import numpy as np
+
+    from hyperforget.export import onnx_outputs
+
+    shipped(art)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@candidate")
+    x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    got = model.predict(x)["logits"]
+    onnx_file = publish.fetch(f"{NAME}@candidate", art.root / "fetched", PARAMS, art)
+    import torch
+
+    assert np.array_equal(got, onnx_outputs(onnx_file, torch.from_numpy(x)))
+
+
+def test_an_export_cut_short_leaves_no_alias_and_a_retry_completes_the_same_version(client, art, monkeypatch):
+    monkeypatch.setenv("HYPERFORGET_S3_ENDPOINT", "http://127.0.0.1:9")  # S3 "configured" but down
+
+    def s3_down(*args, **kwargs):
+        raise StorageError("cannot reach S3 at http://127.0.0.1:9")
+
+    monkeypatch.setattr(storage, "upload_file", s3_down)
+    req, reg = publish_request(art, key="flow-run-1")
+    with pytest.raises(StorageError):
+        publish.export_and_upload(NAME, reg["version"], PARAMS, art)
+    assert client.get_registered_model(NAME).aliases == {}
+    with pytest.raises(GateFailed, match="ONNX export is not complete"):
+        publish.promote(NAME, reg["version"], PARAMS, art)
+    with pytest.raises(ConfigError, match="no complete ONNX export"):
+        publish.fetch(f"{NAME}/{reg['version']}", art.root / "fetched", PARAMS, art)
+
+    monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT")  # the outage is over (embedded store: the run holds the ONNX)
+    again = publish.register(req, publish.gate(req, PARAMS), PARAMS, art, key="flow-run-1")  # the retry
+    assert again["version"] == reg["version"]
+    publish.export_and_upload(NAME, again["version"], PARAMS, art)
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
+    assert str(client.get_model_version_by_alias(NAME, registry.CANDIDATE).version) == reg["version"]
+    assert publish.promote(NAME, reg["version"], PARAMS, art)["version"] == reg["version"]
+
+
+def test_failed_gate_never_aliased_exported_or_fetched(client, art):
+    _, reg = publish_request(art, forget_acc=0.4)
+    assert not reg["gates_passed"]
     assert client.get_registered_model(NAME).aliases == {}
     with pytest.raises(GateFailed, match=r"forget acc 0\.4000 > 0\.0500"):
-        publish.export_and_upload(NAME, reg["version"], PARAMS)
+        publish.export_and_upload(NAME, reg["version"], PARAMS, art)
     assert "sha256.onnx" not in client.get_model_version(NAME, reg["version"]).tags
-    assert not (tmp_path / publish.EXPORTS).exists()
-    with pytest.raises(ConfigError, match="no ONNX export"):
-        publish.fetch(f"{NAME}/{reg['version']}", tmp_path / "fetched")
-    assert not (tmp_path / "fetched").exists() or not any((tmp_path / "fetched").iterdir())
+    assert not art.export.exists()
+    with pytest.raises(ConfigError, match="no complete ONNX export"):
+        publish.fetch(f"{NAME}/{reg['version']}", art.root / "fetched", PARAMS, art)
+    assert not (art.root / "fetched").exists() or not any((art.root / "fetched").iterdir())
 
 
-def test_promote_moves_champion_only_for_passed_versions(client, tmp_path):
-    _, good = publish_request(tmp_path, seed=0)
-    assert publish.promote(NAME, good["version"])["version"] == good["version"]
-    _, bad = publish_request(tmp_path, forget_acc=0.3, seed=1)
+def test_promote_moves_champion_only_for_passed_complete_versions(client, art):
+    _, good = shipped(art, seed=0)
+    assert publish.promote(NAME, good["version"], PARAMS, art)["version"] == good["version"]
+    _, bad = publish_request(art, forget_acc=0.3, seed=1)
     with pytest.raises(GateFailed, match=f"champion stays at version {good['version']}"):
-        publish.promote(NAME, bad["version"])
-    assert str(registry.resolve(f"{NAME}@champion").version) == good["version"]
-    _, newer = publish_request(tmp_path, seed=2)
-    publish.promote(NAME, newer["version"])
-    assert str(registry.resolve(f"models:/{NAME}@champion").version) == newer["version"]
+        publish.promote(NAME, bad["version"], PARAMS, art)
+    assert str(registry.resolve(f"{NAME}@champion", client).version) == good["version"]
+    _, newer = shipped(art, seed=2)
+    publish.promote(NAME, newer["version"], PARAMS, art)
+    assert str(registry.resolve(f"models:/{NAME}@champion", client).version) == newer["version"]
 
 
-def test_ten_concurrent_registrations_get_ten_versions(client):
+def test_ten_concurrent_registrations_get_ten_versions_and_candidate_the_newest_complete(client):
     tags = {"gates.passed": "true"}
+
+    def register_and_complete(i):
+        mv = registry.register("race", f"/tmp/src{i}", None, tags, client)
+        registry.mark_complete("race", mv.version, client)
+        return mv.version
+
     with ThreadPoolExecutor(10) as pool:
-        versions = list(pool.map(lambda i: registry.register("race", f"/tmp/src{i}", None, tags, client).version,
-                                 range(10)))
+        versions = list(pool.map(register_and_complete, range(10)))
     assert sorted(int(v) for v in versions) == list(range(1, 11))
     assert str(client.get_model_version_by_alias("race", registry.CANDIDATE).version) == "10"
 
 
 def test_resolve_names_what_is_wrong(client):
     with pytest.raises(ConfigError, match="NAME@ALIAS"):
-        registry.resolve("just-a-name")
+        registry.resolve("just-a-name", client)
     with pytest.raises(ConfigError, match="not in the registry"):
-        registry.resolve("missing@champion")
+        registry.resolve("missing@champion", client)
 
 
-def test_stage_run_logs_flattened_metrics_and_nests(client):
-    with tracking.start_stage_run(PARAMS, "request") as parent, tracking.start_stage_run(PARAMS, "unlearn") as child:
-        logged = tracking.log_metrics({"acc": 0.5, "per_class": [0.1, 0.2], "ref": {"mia": {"mean": 0.3}},
-                                       "ok": True, "name": "skipped"})
+def test_stage_run_logs_flattened_metrics_and_nests(client, art):
+    with tracking.start_stage_run(PARAMS, art, "request") as parent, \
+            tracking.start_stage_run(PARAMS, art, "unlearn", parent=parent) as child:
+        logged = child.log_metrics({"acc": 0.5, "per_class": [0.1, 0.2], "ref": {"mia": {"mean": 0.3}},
+                                    "ok": True, "name": "skipped"})
     assert logged == {"acc": 0.5, "per_class.0": 0.1, "per_class.1": 0.2, "ref.mia.mean": 0.3, "ok": 1.0}
-    run = client.get_run(child.info.run_id)
-    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    run = client.get_run(child.run_id)
+    assert run.data.metrics["per_class.1"] == 0.2 and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id
     assert run.data.tags["stage"] == "unlearn" and "git.commit" not in run.data.tags  # tmp_path is no repo
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == "hyperforget/digits" and exp.artifact_location.endswith("/mlartifacts")
 
 
-def test_unreachable_server_fails_fast_with_the_fix(monkeypatch):
+def test_a_crashed_stage_ends_its_runs_failed_not_running(client, art):
+    with pytest.raises(KeyboardInterrupt), tracking.start_stage_run(PARAMS, art, "request") as parent, \
+            tracking.start_stage_run(PARAMS, art, "unlearn", parent=parent) as child:
+        raise KeyboardInterrupt  # what the CLI turns SIGTERM and Ctrl-C into
+    assert client.get_run(parent.run_id).info.status == "FAILED"
+    assert client.get_run(child.run_id).info.status == "FAILED"
+
+
+def test_unreachable_server_fails_fast_with_the_fix(monkeypatch, art):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     t0 = time.monotonic()
     with pytest.raises(StorageError, match=rf"127\.0\.0\.1:{port}.*make stack-up"):
-        tracking.client()
+        tracking.client(PARAMS, art)
     assert time.monotonic() - t0 < 10
 
 
@@ -150,42 +224,17 @@ def test_same_key_registers_one_version_different_keys_two(client):
     assert len(client.search_model_versions("name = 'keyed'")) == 2
 
 
-def test_retried_register_after_alias_failure_keeps_one_candidate_version(client, tmp_path, monkeypatch):
-    req = request(tmp_path)
-    verdict = publish.gate(req, PARAMS)
-    with tracking.start_stage_run(PARAMS, "request") as parent:
-        settle = registry._settle_candidate
-        calls = []
-
-        def drop_first_connection(*args, **kwargs):
-            calls.append(args)
-            if len(calls) == 1:
-                raise ConnectionError("connection dropped")
-            return settle(*args, **kwargs)
-
-        monkeypatch.setattr(registry, "_settle_candidate", drop_first_connection)
-        with pytest.raises(ConnectionError):
-            publish.register(req, verdict, PARAMS, parent=parent.info.run_id)
-        assert len(client.search_model_versions(f"name = '{NAME}'")) == 1  # created, but no alias yet
-        assert client.get_registered_model(NAME).aliases == {}
-
-        reg = publish.register(req, verdict, PARAMS, parent=parent.info.run_id)  # the task's retry
-    [mv] = client.search_model_versions(f"name = '{NAME}'")
-    assert reg["version"] == str(mv.version) and reg["run_id"] == mv.run_id
-    assert str(client.get_model_version_by_alias(NAME, registry.CANDIDATE).version) == reg["version"]
-
-
-def test_registering_without_parent_is_never_deduplicated(client, tmp_path):
-    _, first = publish_request(tmp_path)
-    _, second = publish_request(tmp_path)  # identical deterministic run: a second registration
+def test_registering_without_a_key_is_never_deduplicated(client, art):
+    _, first = shipped(art)
+    _, second = shipped(art)  # identical deterministic run: a second registration
     assert first["version"] != second["version"]
-    assert str(registry.resolve(f"{NAME}@candidate").version) == second["version"]
+    assert str(registry.resolve(f"{NAME}@candidate", client).version) == second["version"]
 
 
-def test_weights_overwritten_after_unlearning_are_refused_not_registered(client, tmp_path):
-    req = request(tmp_path, seed=0)
+def test_weights_overwritten_after_unlearning_are_refused_not_registered(client, art):
+    req = request(art.root, seed=0)
     other = ModelSpec("mlp", (1, 8, 8), 10, 10)
     save_model(req["model_path"], other.build(seed=99), other)  # a concurrent run wrote to the same folder
     with pytest.raises(IntegrityError, match="changed after the unlearning step"):
-        publish.register(req, publish.gate(req, PARAMS), PARAMS)
+        publish.register(req, publish.gate(req, PARAMS), PARAMS, art)
     assert client.search_model_versions(f"name = '{NAME}'") == []
