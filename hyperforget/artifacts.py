@@ -122,6 +122,20 @@ class Artifacts:
     def exported(self, name: str, version: str | int) -> Path:
         return self.export / _safe(name) / str(version)
 
+    # deletion requests (hyperforget.deletion, hyperforget.trueup)
+    def deletion(self, request_id: str) -> Path:
+        """A request's own files: `ids.txt`, the resolved record ids it deletes (checked against the ledger)."""
+        return self.base / "deletion" / _safe(request_id)
+
+    def certificate(self, request_id: str) -> Path:
+        """A closed request's signed certificate (certificate.json, certificate.md) and the files it names."""
+        return self.base / "certificates" / _safe(request_id)
+
+    @property
+    def trueup(self) -> Path:
+        """Models retrained from scratch without every closed request (`hyperforget trueup`)."""
+        return self.base / "trueup"
+
 
 def _safe(part: str) -> str:
     """One path component: a run name or slug can never climb out of its folder."""

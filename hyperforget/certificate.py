@@ -279,12 +279,14 @@ def render_markdown(cert: dict) -> str:
 
 
 def _verdicts(results: Any) -> list[str]:
-    """One line per check: `- PASS name: detail`, from {name: {passed, detail?, ...}} (gates.GateResult shape)."""
+    """One line per check: `- PASS name: detail`, from {name: {passed, detail?, ...}} (gates.GateResult shape);
+    `passed: null` marks a measurement that is reported, not judged (INFO)."""
     if not isinstance(results, dict):
         return []
     out = []
     for name, r in results.items():
         r = r if isinstance(r, dict) else {"passed": bool(r)}
         detail = r.get("detail") or ", ".join(f"{k}={v}" for k, v in r.items() if k != "passed")
-        out.append(f"- {'PASS' if r.get('passed') else 'FAIL'} {name}" + (f": {detail}" if detail else ""))
+        verdict = "INFO" if "passed" in r and r["passed"] is None else "PASS" if r.get("passed") else "FAIL"
+        out.append(f"- {verdict} {name}" + (f": {detail}" if detail else ""))
     return out

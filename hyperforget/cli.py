@@ -164,7 +164,7 @@ def _report(out: answer.Answer) -> None:
                   f"(retrain {ref['test_retained_acc']['mean']:.1%}), MIA {r['mia']:.2f}, "
                   f"{out.request['wall_time_s']:.2f} s")
     _wrote(out.request["model_path"], out.request["report_path"])
-    console.print(out.summary, highlight=False)
+    print(out.summary)  # plain: Markdown, not rich markup
     if not out.passed:
         console.print("[bold red]gates failed:[/bold red] " + "; ".join(out.gates.reasons), highlight=False)
         raise SystemExit(1)

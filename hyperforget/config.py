@@ -9,14 +9,18 @@ something of their own, data/train/zoo/hypernet, keep theirs), DiHyFo selects by
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
+from hyperforget import records
 from hyperforget.errors import ConfigError
-from hyperforget.options import HypernetConfig, MethodOptions, RetrainOptions, UnlearnConfig
+from hyperforget.options import VARIANTS, HypernetConfig, MethodOptions, RetrainOptions, UnlearnConfig
 
 DATASETS = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
@@ -55,16 +59,19 @@ class TrainConfig(Section):
 
 class ForgetConfig(Section):
     """The deletion request. Classes are strict integers: `true` or `"3"` is refused, never read as 1 or 3
-    (a deletion request must be exactly what was asked)."""
+    (a deletion request must be exactly what was asked). `samples` is a record-ids file (`hyperforget.records`:
+    train-split indices and/or record hashes); `load_params` resolves a relative one against the params folder."""
 
     classes: list[StrictInt] | None = None
     fraction: float | None = Field(None, gt=0, le=0.9)
+    samples: str | None = Field(None, min_length=1, description="file of record ids, one per line")
     seed: int = 0
 
     @model_validator(mode="after")
     def _one_kind(self) -> ForgetConfig:
-        if (self.classes is None) == (self.fraction is None):
-            raise ValueError("give exactly one of forget.classes (a list of classes) or forget.fraction")
+        if sum(v is not None for v in (self.classes, self.fraction, self.samples)) != 1:
+            raise ValueError("give exactly one of forget.classes (a list of classes), forget.fraction or "
+                             "forget.samples (a file of record ids)")
         if self.classes is not None:
             if not self.classes:
                 raise ValueError("forget.classes is empty: name at least one class to forget")
@@ -77,6 +84,8 @@ class ForgetConfig(Section):
     def slug(self) -> str:
         if self.classes is not None:
             return "classes-" + "-".join(str(c) for c in sorted(self.classes))
+        if self.samples is not None:  # names the record set (its ids' sha256), not the file
+            return f"samples-{records.file_digest(self.samples)[:12]}"
         return f"random-{round(self.fraction * 100)}pct-seed{self.seed}"
 
 
@@ -86,12 +95,47 @@ class EvaluationConfig(Section):
     mia_splits: int = Field(10, ge=2)
 
 
+SET_SIZES = (2, 3)  # sizes of the random class sets (zoo requests, held-out and tuning sets)
+
+
+def draw_class_sets(num_classes: int, count: int, seed: int, salt: str,
+                    exclude: Iterable[Sequence[int]] = ()) -> list[tuple[int, ...]]:
+    """`count` distinct sorted class sets, sizes alternating 2, 3, 2, … (one size left: that one).
+
+    A seeded draw without replacement that no library version can change: every candidate set of a size
+    is ranked by sha256(salt, seed, set) and taken in that order, skipping `exclude`. Different salts give
+    independent lists (held-out sets, zoo requests, tuning sets) from the same seed.
+    """
+    banned = {tuple(sorted(s)) for s in exclude}
+    pools = {k: sorted((c for c in itertools.combinations(range(num_classes), k) if c not in banned),
+                       key=lambda c: hashlib.sha256(f"{salt}:{seed}:{list(c)}".encode()).hexdigest())
+             for k in SET_SIZES}
+    out: list[tuple[int, ...]] = []
+    while len(out) < count:
+        size = SET_SIZES[len(out) % len(SET_SIZES)]
+        pool = pools[size] or next((p for p in pools.values() if p), None)
+        if pool is None:
+            raise ConfigError(f"only {len(out)} class sets of sizes {SET_SIZES} are left for {salt} sets "
+                              f"({num_classes} classes, {len(banned)} excluded); {count} were asked for")
+        out.append(pool.pop(0))
+    return out
+
+
 class ZooConfig(Section):
-    """The weight zoo: unlearning trajectories from θ0 for each request in the zoo's request set."""
+    """The weight zoo: unlearning trajectories from θ0 for each request in the zoo's request set.
+
+    Requests: every single class, the explicit `pairs`, then `class_sets` random sets of size 2–3 (seeded
+    by `seed`). The `holdout_sets` held-out sets (size 2–3, seeded by `holdout_seed`, a list of their own)
+    never enter the zoo, the hypernetwork's training or any tuning: the zoo build and hypernet training
+    refuse rows of them (ConfigError), and an explicit pair that is one of them is a params error.
+    """
 
     pairs: list[list[int]] = Field([], description="class pairs added to the single-class requests")
-    holdout_pairs: list[list[int]] = Field([[3, 8], [1, 7]], description="pairs kept out of the zoo to test "
-                                           "generalisation (never sampled as zoo requests)")
+    class_sets: int = Field(0, ge=0, le=1000, description="random class sets of size 2-3 added to the requests "
+                            "(drawn from zoo.seed, never a held-out set)")
+    holdout_sets: int = Field(24, ge=0, le=1000, description="held-out class sets of size 2-3 (drawn from "
+                              "holdout_seed): never in the zoo, the hypernet's training or tuning")
+    holdout_seed: int = Field(0, ge=0, description="seed of the held-out list (independent of zoo.seed)")
     trajectories: int = Field(16, ge=1, le=100_000, description="trajectories per request, one vmapped batch")
     steps: int = Field(300, ge=1, le=1_000_000, description="optimiser steps per trajectory")
     save_every: int = Field(30, ge=1, description="keep every k-th step as a checkpoint")
@@ -108,13 +152,27 @@ class ZooConfig(Section):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"zoo.{name} must be a range (low, high) with 0 < low <= high, got {(lo, hi)}")
-        for pair in (*self.pairs, *self.holdout_pairs):
+        for pair in self.pairs:
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"zoo pairs must hold two different classes, got {pair}")
         if self.save_every > self.steps:
             raise ValueError(f"zoo.save_every ({self.save_every}) exceeds zoo.steps ({self.steps}): "
                              "nothing would be saved")
         return self
+
+    def held_out(self, num_classes: int) -> list[tuple[int, ...]]:
+        """The held-out class sets: a fixed, seeded list (`holdout_sets`, `holdout_seed`)."""
+        return draw_class_sets(num_classes, self.holdout_sets, self.holdout_seed, "holdout")
+
+    def random_sets(self, num_classes: int) -> list[tuple[int, ...]]:
+        """The zoo's `class_sets` random requests: never a held-out set or an explicit pair."""
+        return draw_class_sets(num_classes, self.class_sets, self.seed, "zoo",
+                               exclude=[*self.held_out(num_classes), *self.pairs])
+
+    def tuning_sets(self, num_classes: int, count: int, seed: int = 0) -> list[tuple[int, ...]]:
+        """Sets neither in the zoo nor held out: where settings (sampling steps, prompts) may be tuned."""
+        return draw_class_sets(num_classes, count, seed, "tuning",
+                               exclude=[*self.held_out(num_classes), *self.random_sets(num_classes), *self.pairs])
 
 
 class GatesConfig(Section):
@@ -136,6 +194,29 @@ class StorageConfig(Section):
     prefix: str = "models"
 
 
+class RequestsConfig(Section):
+    """Deletion requests (`hyperforget request ...`): policy, and where the ledger and the signing key live."""
+
+    fallback_method: str = Field("gradtau", description="answers what the configured method refuses "
+                                 "(DiHyFo: record-level requests)")
+    deadline_days: int = Field(30, ge=1, le=3660, description="a request is due this many days after submission")
+    ledger_url: str = Field("sqlite:///ledger.db", min_length=1, description="SQLAlchemy URL; a relative sqlite "
+                            "path is under the project root; HYPERFORGET_LEDGER_URL overrides")
+    signing_key: str = Field(".hyperforget/signing_key.pem", min_length=1, description="Ed25519 key (PEM) for "
+                             "certificates, created on first use; HYPERFORGET_SIGNING_KEY overrides")
+
+    @model_validator(mode="after")
+    def _fallback_answers_records(self) -> RequestsConfig:
+        names = UnlearnConfig.method_names()
+        if self.fallback_method not in names:
+            raise ValueError(f"requests.fallback_method {self.fallback_method!r} is not a method; choose one of "
+                             f"{', '.join(n for n in names if n not in VARIANTS)}")
+        if self.fallback_method in VARIANTS:
+            raise ValueError(f"requests.fallback_method cannot be {self.fallback_method}: DiHyFo answers class "
+                             "requests only, and the fallback must answer record-level ones (e.g. gradtau)")
+        return self
+
+
 class Params(Section):
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -149,6 +230,7 @@ class Params(Section):
     gates: GatesConfig = GatesConfig()
     tracking: TrackingConfig = TrackingConfig()
     storage: StorageConfig = StorageConfig()
+    requests: RequestsConfig = RequestsConfig()
 
     def method_options(self, name: str, seeds: int = 1) -> MethodOptions:
         """A method's options: its `unlearn:` section, or for retrain the `train:` recipe with `seeds` models."""
@@ -162,9 +244,18 @@ class Params(Section):
     def _forget_fits_data(self) -> Params:
         n = self.data.num_classes
         classes = self.forget.classes
-        for pair in (*self.zoo.pairs, *self.zoo.holdout_pairs):
+        for pair in self.zoo.pairs:
             if max(pair) >= n or min(pair) < 0:
                 raise ValueError(f"zoo pair {pair} out of range: {self.data.name} has classes 0..{n - 1}")
+        try:
+            held = set(self.zoo.held_out(n))
+            self.zoo.random_sets(n)
+        except ConfigError as e:
+            raise ValueError(f"zoo.class_sets + zoo.holdout_sets: {e}") from None
+        for pair in self.zoo.pairs:
+            if tuple(sorted(pair)) in held:
+                raise ValueError(f"zoo.pairs {pair} is a held-out set (zoo.holdout_sets/holdout_seed): held-out "
+                                 "sets never enter the zoo; remove it or change zoo.holdout_seed")
         if classes is not None:
             bad = [c for c in classes if c >= n]
             if bad:
@@ -207,7 +298,12 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
         apply_override(raw, dotted, value)
-    return parse_params(raw, str(path))
+    forget = raw.get("forget")
+    if isinstance(forget, dict) and isinstance(forget.get("samples"), str) and forget["samples"]:
+        forget["samples"] = str(path.resolve().parent / forget["samples"])  # an absolute path stays as it is
+    # name what the user typed: a bad flow parameter or --set value is not a bad params.yaml
+    given = ", ".join(f"{k}={v!r}" for k, v in (overrides or {}).items())
+    return parse_params(raw, f"{path} with the overrides {given}" if given else str(path))
 
 
 def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -218,10 +314,11 @@ def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {dotted}: {key} is not a section")
     node[leaf] = value
-    if dotted == "forget.classes":
-        node.pop("fraction", None)
-    elif dotted == "forget.fraction":
-        node.pop("classes", None)
+    kinds = ("classes", "fraction", "samples")  # a request given on the command line replaces params.yaml's kind
+    if parents == ["forget"] and leaf in kinds:
+        for other in kinds:
+            if other != leaf:
+                node.pop(other, None)
 
 
 def flat_params(params: Params) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hyperforget import records
 from hyperforget.config import DataConfig, ForgetConfig
 from hyperforget.errors import DataError
 from hyperforget.io import load_tensors, save_tensors, sha256_file, tensor_metadata, write_bytes, write_json
@@ -250,6 +251,10 @@ def forget_split(ds: Dataset, req: ForgetConfig) -> ForgetSplit:
             raise DataError(f"forget classes {bad} do not exist in {ds.name} (classes 0..{ds.num_classes - 1})")
         mask = torch.isin(y, torch.tensor(req.classes))
         classes = tuple(sorted(req.classes))
+    elif req.samples is not None:  # a record-level request: train indices and/or record hashes
+        mask = torch.zeros(len(y), dtype=torch.bool)
+        mask[records.resolve(records.read_ids(req.samples), ds)] = True
+        classes = None
     else:
         g = torch.Generator().manual_seed(req.seed)
         n = round(req.fraction * len(y))

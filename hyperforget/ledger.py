@@ -43,6 +43,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "failed": ("received", "scoped", "unlearned"),
 }
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_KIND = re.compile(r"^[a-z0-9_]{1,32}$")
 
 metadata = sa.MetaData()
 requests = sa.Table(
@@ -68,6 +69,17 @@ transitions = sa.Table(
     sa.CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state_known"),
 )
 
+# Facts about a request outside its state machine (a model version retired from its scope, a true-up that
+# covered it), or about no one request (request_id NULL: a true-up run). Append-only like the rest.
+notes = sa.Table(
+    "notes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), sa.ForeignKey("requests.id"), index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),  # canonical JSON object
+)
+
 _PG_GUARD = ("CREATE OR REPLACE FUNCTION hyperforget_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
              "BEGIN RAISE EXCEPTION USING MESSAGE = 'the ledger is append-only: ' || TG_OP || ' on ' "
              "|| TG_TABLE_NAME || ' refused'; END $$")
@@ -90,6 +102,7 @@ def _append_only(t: sa.Table) -> None:
 
 _append_only(requests)
 _append_only(transitions)
+_append_only(notes)
 
 
 def utc_now() -> datetime:
@@ -116,6 +129,14 @@ class RequestRecord:
     dataset_sha256: str | None
     state: str
     state_at: datetime
+
+
+@dataclass(frozen=True)
+class Note:
+    request_id: str | None
+    kind: str
+    at: datetime
+    detail: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -229,6 +250,31 @@ class Ledger:
                                 .order_by(transitions.c.id))
             return [Transition(r.request_id, r.state, _utc(r.at), json.loads(r.detail)) for r in rows]
 
+    def note(self, request_id: str | None, kind: str, detail: dict | None = None) -> Note:
+        """Append a fact about `request_id` (or, with None, about no one request) that is not a state move:
+        e.g. `retired` (a model version taken out of its scope) or `trued_up`. Never changes a request's state."""
+        if not isinstance(kind, str) or not _KIND.match(kind):
+            raise ConfigError(f"note kind {kind!r} must be 1–32 lowercase letters, digits or '_'")
+        if detail is not None and not isinstance(detail, dict):
+            raise ConfigError(f"detail must be a dict, got {type(detail).__name__}")
+        payload = _dump(detail or {}, what=f"detail of the {kind} note")
+        with self._tx() as conn:
+            if request_id is not None:
+                self._one(conn, request_id)
+            at = self._now()
+            conn.execute(notes.insert().values(request_id=request_id, kind=kind, at=at, detail=payload))
+        return Note(request_id, kind, at, json.loads(payload))
+
+    def read_notes(self, request_id: str | None = None, kind: str | None = None) -> list[Note]:
+        """Notes in append order, of `request_id` and/or of `kind` when given (all notes when neither is)."""
+        query = sa.select(notes).order_by(notes.c.id)
+        if request_id is not None:
+            query = query.where(notes.c.request_id == request_id)
+        if kind is not None:
+            query = query.where(notes.c.kind == kind)
+        with self._tx() as conn:
+            return [Note(r.request_id, r.kind, _utc(r.at), json.loads(r.detail)) for r in conn.execute(query)]
+
     def _now(self) -> datetime:
         return _utc(self._clock())
 
@@ -271,7 +317,7 @@ class Ledger:
         if sqlite:  # SQLite ignores foreign keys unless asked, per connection
             sa.event.listen(engine, "connect", lambda dbapi_conn, _: dbapi_conn.execute("PRAGMA foreign_keys=ON"))
         try:
-            metadata.create_all(engine)
+            _create_tables(engine)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             engine.dispose()
             raise self._unreachable(e) from e
@@ -283,6 +329,18 @@ class Ledger:
                "start the database server or fix host, port, user, password and database name in the URL, "
                "or use a local file instead: sqlite:///path/to/ledger.db")
         return StorageError(f"cannot use the ledger database {self.url}: {' '.join(str(e.orig or e).split())}; {fix}")
+
+
+def _create_tables(engine: sa.Engine, attempts: int = 3) -> None:
+    """Create what is missing; a process that lost the race to create a table (several flow runs opening a new
+    ledger at once) sees "already exists" and simply checks again."""
+    for i in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa_exc.DBAPIError as e:
+            if i == attempts - 1 or not any(s in str(e).lower() for s in ("already exists", "duplicate")):
+                raise
 
 
 def _current() -> sa.Select:

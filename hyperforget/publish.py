@@ -45,9 +45,9 @@ def gate(request_result: dict, params: Params) -> GateResult:
 
 
 def register(request_result: dict, gate_result: GateResult | dict, params: Params, art: Artifacts,
-             parent: Any = None, key: str | None = None) -> dict:
+             parent: Any = None, key: str | None = None, name: str | None = None) -> dict:
     """Log the request's model, report and gate verdict to an MLflow run and register it as a new
-    version of `registry.model_name(params)`, without an alias (see the module docstring).
+    version of `name` (default `registry.model_name(params)`), without an alias (see the module docstring).
 
     Retry-safe with a `key` (the flow passes its flow-run id): the version is keyed by
     `<key>:<weights sha256>`, so a retried attempt (same key, same weights) returns the version an earlier
@@ -60,7 +60,7 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
                              f"expected {str(request_result.get('sha256'))[:12]}…): another run wrote to the same "
                              "folder; give concurrent requests their own run names (the unlearn flow does)")
     method = request_result["method"]
-    name = registry.model_name(params)
+    name = name or registry.model_name(params)
     key = f"{key}:{weights_sha}" if key is not None else uuid4().hex
     c = tracking.client(params, art)
     existing = registry.find_version(name, key, c)

@@ -94,6 +94,18 @@ def find_version(name: str, key: str, client: Any) -> Any:
     return next((v for v in versions if v.tags.get(KEY_TAG) == key), None)
 
 
+def versions_with_tag(key: str, value: str, client: Any) -> list[Any]:
+    """Every version of every registered model whose tag `key` equals `value` (all pages), oldest first."""
+    c, out, token = client, [], None
+    query = f"tags.`{key}` = '{value}'"
+    while True:
+        page = _retry(lambda t=token: c.search_model_versions(query, page_token=t))
+        out.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return sorted(out, key=lambda v: (v.name, int(v.version)))
+
+
 def register(name: str, source: str, run_id: str | None, tags: dict[str, str], client: Any,
              key: str | None = None) -> Any:
     """Create a new version of `name` (the registered model too, if new), without any alias: `candidate`

@@ -1,6 +1,7 @@
 """The weight zoo: unlearning trajectories from θ0 and retrained endpoints → sharded checkpoints + index.
 
-Per request (every single class plus `pairs`, minus `holdout_pairs`) the zoo holds
+Per request (every single class, the explicit `pairs` and `class_sets` random sets of 2–3 classes; never one
+of the held-out sets, which the build refuses: `refuse_held_out`) the zoo holds
 - `retrain_seeds` models retrained from scratch on D_r (`train.train_many`, the params' train recipe): the
   ideal endpoints;
 - `trajectories` unlearning runs from θ0 in one vmapped batch, each with its own seeded Adam lr
@@ -29,6 +30,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,13 +106,35 @@ class ZooTensors:
 
 
 def zoo_requests(cfg: ZooConfig, num_classes: int) -> list[tuple[int, ...]]:
-    """Every single class, then cfg.pairs, minus cfg.holdout_pairs (sorted, no duplicates)."""
-    held = {tuple(sorted(p)) for p in cfg.holdout_pairs}
+    """Every single class, then cfg.pairs, then cfg.class_sets random sets (sorted, no duplicates); a
+    held-out set among them is refused (`refuse_held_out`)."""
     out: list[tuple[int, ...]] = []
-    for r in [(c,) for c in range(num_classes)] + [tuple(sorted(p)) for p in cfg.pairs]:
-        if r not in held and r not in out:
+    for r in [(c,) for c in range(num_classes)] + [tuple(sorted(p)) for p in cfg.pairs] + \
+            cfg.random_sets(num_classes):
+        if r not in out:
             out.append(r)
+    refuse_held_out(out, cfg.held_out(num_classes))
     return out
+
+
+def refuse_held_out(requests: Iterable[Sequence[int]], held_out: Iterable[Sequence[int]], where: str = "zoo") -> None:
+    """ConfigError if any request (or zoo row's forgotten classes) is a held-out set: those sets exist to
+    measure generalisation and must never be trained on."""
+    held = {tuple(sorted(h)) for h in held_out}
+    bad = sorted({tuple(sorted(r)) for r in requests} & held)
+    if bad:
+        raise ConfigError(f"the {where} holds the held-out class sets {[list(b) for b in bad]}; held-out sets never "
+                          "enter the zoo or the hypernetwork's training: rebuild the zoo with these zoo params")
+
+
+def held_out_rows(forget_mask: torch.Tensor, held_out: Iterable[Sequence[int]]) -> torch.Tensor:
+    """Rows [N] bool whose forget mask is exactly one of the held-out sets."""
+    hit = torch.zeros(forget_mask.shape[0], dtype=torch.bool)
+    for h in held_out:
+        target = torch.zeros(forget_mask.shape[1])
+        target[list(h)] = 1.0
+        hit |= (forget_mask == target).all(1)
+    return hit
 
 
 def weights_sha256(vec: torch.Tensor) -> str:
@@ -273,6 +297,7 @@ def build_unit(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConf
     if not 0 <= u < len(units):
         raise ConfigError(f"zoo unit {u} does not exist: the zoo in {out} has units 0..{len(units) - 1}")
     request = units[u]
+    refuse_held_out([request] if request else [], cfg.held_out(data.num_classes))
     weights, rows = _unit(flatten(original).float(), spec, data, request, u, cfg, train_cfg)
     metrics = [class_metrics(spec, weights, data.x_train, data.y_train),
                class_metrics(spec, weights, data.x_val, data.y_val)]

@@ -18,13 +18,14 @@ def conditioning(class_loss: torch.Tensor, forget_mask: torch.Tensor, variant: s
     dihyfo1: `forget_loss`/`retain_loss` = mean loss over the forgotten/retained classes, plus the mask.
     With nothing forgotten (or everything), the empty side takes the mean over all classes: there is
     then no separate forget signal, and the mask token tells the two cases apart.
-    dihyfo2: `class_loss` as is (one token per class).
+    dihyfo2: `class_loss` as is plus the mask (one token per class: its loss and whether it is forgotten),
+    so a set the zoo never held is a new combination of per-class tokens the model has seen.
     """
     if variant not in VARIANTS:
         raise ConfigError(f"hypernet.variant: unknown {variant!r}; choose one of {', '.join(VARIANTS)}")
     class_loss, mask = class_loss.float(), forget_mask.float()
     if variant == "dihyfo2":
-        return {"class_loss": class_loss}
+        return {"class_loss": class_loss, "forget_mask": mask}
     keep = 1 - mask
     overall = class_loss.mean(-1)
     n_f, n_r = mask.sum(-1), keep.sum(-1)

@@ -1,7 +1,8 @@
 """G.pt-style transformer denoiser: predicts clean (normalised) weights from noisy ones.
 
 Sequence: T noisy-target tokens, T starting-weight tokens, 1 diffusion-step token, then conditioning
-tokens (3 for DiHyFo-1: forget loss, retain loss, forget mask; C for DiHyFo-2: one per class). Every
+tokens (3 for DiHyFo-1: forget loss, retain loss, forget mask; C for DiHyFo-2: one per class, its loss
+embedding + the class's embedding + a kept/forgotten embedding). Every
 chunk position has its own linear encoder/decoder (a batched [T, in, out] weight and one einsum), the
 transformer attends without a mask, and the output is a global residual on the starting weights with
 zero-initialised decoders, so an untrained model returns θ0 exactly and training learns the change.
@@ -96,6 +97,7 @@ class Denoiser(nn.Module):
         else:
             self.class_loss = ScalarEmbedder(width, loss_freqs())
             self.class_emb = nn.Parameter(torch.randn(num_classes, width) * 0.02)
+            self.mask_emb = nn.Parameter(torch.randn(2, width) * 0.02)  # kept / forgotten, added per class token
             n_cond = num_classes
         self.pos = nn.Parameter(torch.randn(2 * t + 1 + n_cond, width) * 0.02)
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
@@ -111,9 +113,10 @@ class Denoiser(nn.Module):
                 return torch.stack([self.forget_loss(loss_features(cond["forget_loss"])),
                                     self.retain_loss(loss_features(cond["retain_loss"])),
                                     self.forget_mask(mask)], dim=1)
-            losses = cond["class_loss"]
+            losses, mask = cond["class_loss"], cond["forget_mask"]
             self._check_classes(losses)
-            return self.class_loss(loss_features(losses)) + self.class_emb
+            self._check_classes(mask)
+            return self.class_loss(loss_features(losses)) + self.class_emb + self.mask_emb[(mask > 0.5).long()]
         except KeyError as e:
             raise ConfigError(f"{self.variant} conditioning needs {e}; build it with hypernet.data.conditioning") from e
 

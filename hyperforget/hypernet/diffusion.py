@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from hyperforget.hypernet.denoiser import Denoiser
 from hyperforget.hypernet.tokenizer import Tokenizer, check_mlp_layout, permute_mlp_hidden
 from hyperforget.models import Layout, seeded
 from hyperforget.options import HypernetConfig
-from hyperforget.zoo import ZooTensors
+from hyperforget.zoo import ZooTensors, held_out_rows, refuse_held_out
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,18 @@ class Hypernet:
 
 
 def train_hypernet(data: ZooTensors, cfg: HypernetConfig, out_dir: str | Path, progress: bool = True,
-                   resume: bool = True) -> dict[str, Any]:
+                   resume: bool = True, held_out: Sequence[Sequence[int]] = ()) -> dict[str, Any]:
     """Train (or resume training) a denoiser on the zoo; checkpoints land in `out_dir`.
 
+    `held_out`: the class sets kept out for measuring generalisation (`ZooConfig.held_out`); a zoo row whose
+    forgotten classes are one of them is refused (ConfigError) before anything trains.
     Returns a summary: out_dir, step, final_loss, losses ([step, mean loss] per interval), seconds,
     steps_per_s (this call), resumed_from, num_params, num_tokens, device.
     """
+    bad = held_out_rows(data.forget_mask, held_out)
+    if bad.any():
+        refuse_held_out([data.forget_mask[i].nonzero().flatten().tolist() for i in bad.nonzero().flatten()],
+                        held_out, "hypernetwork's training data")
     out, device = Path(out_dir), resolve_device(cfg.device)
     if cfg.permute_augment:
         check_mlp_layout(data.layout)
@@ -169,26 +176,43 @@ def load_hypernet(out_dir: str | Path, device: str | None = None) -> Hypernet:
     return Hypernet(model.to(resolve_device(device or cfg.device)).eval(), cfg, meta["num_classes"], meta["step"])
 
 
-@torch.no_grad()
-def sample(hypernet: Hypernet, start: torch.Tensor, cond: dict[str, torch.Tensor], k: int = 16,
-           steps: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Draw k weight vectors [k,P] for one request in one batch with DDIM (eta 0) over `steps` timesteps.
+def candidate_seeds(seed: int, k: int) -> list[int]:
+    """The noise seeds of the k candidates of a draw seeded `seed` (one generator per candidate)."""
+    return [seed * 1_000_003 + i for i in range(k)]
 
-    `start` [P] is the model to unlearn (θ0); `cond` is one request's unbatched conditioning (see
-    `hypernet.prompts.make_prompt`). Deterministic under `seed` (a private generator draws x_T).
+
+@torch.no_grad()
+def sample(hypernet: Hypernet, start: torch.Tensor, cond: dict[str, torch.Tensor], k: int | None = None,
+           steps: int | None = None, seed: int = 0, seeds: Sequence[int] | None = None) -> torch.Tensor:
+    """Draw K weight vectors [K,P] in ONE batch with DDIM (eta 0) over `steps` timesteps.
+
+    `start` [P] is the model to unlearn (θ0). `cond` is either one request's unbatched conditioning
+    (`forget_mask` [C]; every candidate gets it) or a batch of K conditionings (`forget_mask` [K, C]:
+    candidate i gets row i), so all prompts of a request and all their candidates are one call.
+    Candidate i starts from x_T drawn by its own generator seeded `seeds[i]` (default
+    `candidate_seeds(seed, K)`): candidate i of a batch is the sample a single call with `seeds=[seeds[i]]`
+    and row i's conditioning returns (up to the float summation order of batched matrix products).
+    K = len(seeds), else the conditioning's batch size, else k (default 16).
     """
     model, tok = hypernet.model, hypernet.tokenizer
     device = next(model.parameters()).device
     steps = steps or hypernet.config.sample_steps
     if not 1 <= steps <= NUM_TIMESTEPS:
         raise ConfigError(f"sample steps must be in 1..{NUM_TIMESTEPS}, got {steps}")
+    batched = cond["forget_mask"].dim() == 2
+    n = len(seeds) if seeds is not None else cond["forget_mask"].shape[0] if batched else (k or 16)
+    if (batched and cond["forget_mask"].shape[0] != n) or (k is not None and k != n):
+        raise ConfigError(f"sample: {n} candidates asked for, but k={k} and the conditioning holds "
+                          f"{cond['forget_mask'].shape[0] if batched else 1} rows")
+    seeds = list(seeds) if seeds is not None else candidate_seeds(seed, n)
     abar = alphas_cumprod(device)
-    x = torch.randn(k, tok.num_params, generator=torch.Generator().manual_seed(seed)).to(device)
-    s = tok.normalise(start.reshape(1, -1).float().to(device)).expand(k, -1)
-    c = {key: v.float().to(device).expand(k, *v.shape) for key, v in cond.items()}
+    x = torch.stack([torch.randn(tok.num_params, generator=torch.Generator().manual_seed(sd))
+                     for sd in seeds]).to(device)  # one generator per candidate: batching never changes x_T
+    s = tok.normalise(start.reshape(1, -1).float().to(device)).expand(n, -1)
+    c = {key: v.float().to(device) if batched else v.float().to(device).expand(n, *v.shape) for key, v in cond.items()}
     ts = torch.linspace(NUM_TIMESTEPS - 1, 0, steps).round().long().unique_consecutive().tolist()
     for i, t in enumerate(ts):
-        x0 = model(x, s, torch.full((k,), t, device=device), c)
+        x0 = model(x, s, torch.full((n,), t, device=device), c)
         a, a_prev = abar[t], (abar[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=device))
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps

@@ -21,7 +21,7 @@ import torch
 
 from hyperforget.data import Dataset
 from hyperforget.hypernet.conditioning import conditioning
-from hyperforget.hypernet.diffusion import Hypernet, sample
+from hyperforget.hypernet.diffusion import Hypernet, candidate_seeds, sample
 from hyperforget.hypernet.prompts import r2, sweep_targets
 from hyperforget.metrics import class_metrics
 from hyperforget.models import ModelSpec
@@ -34,11 +34,9 @@ def prompt_alignment(hypernet: Hypernet, zoo: ZooTensors, classes: Sequence[int]
                      steps: int | None = None) -> dict[str, Any]:
     """R² of achieved vs prompted validation loss over `n` prompts (k samples each, averaged)."""
     targets, mask = sweep_targets(zoo.class_loss, zoo.forget_mask, classes, n, hi_pct, lo_pct)  # [n, C], [C]
-    conds = conditioning(targets, mask.float().expand(n, -1), hypernet.config.variant)
-    achieved = torch.stack([
-        class_metrics(spec, sample(hypernet, zoo.start[0], {key: v[i] for key, v in conds.items()}, k=k,
-                                   steps=steps, seed=seed + i), data.x_val, data.y_val)[0].mean(0)
-        for i in range(n)])  # [n, C]
+    conds = conditioning(targets.repeat_interleave(k, 0), mask.float().expand(n * k, -1), hypernet.config.variant)
+    sampled = sample(hypernet, zoo.start[0], conds, steps=steps, seeds=candidate_seeds(seed, n * k))  # one batch
+    achieved = class_metrics(spec, sampled, data.x_val, data.y_val)[0].view(n, k, -1).mean(1)  # [n, C]
     forget = list(classes)
     return {"r2": r2(targets[:, forget].mean(1), achieved[:, forget].mean(1)),
             "r2_per_class": {str(c): r2(targets[:, c], achieved[:, c]) for c in forget},

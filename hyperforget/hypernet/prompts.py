@@ -76,12 +76,34 @@ def request_prompt(class_loss: torch.Tensor, forget_mask: torch.Tensor, classes:
     these. Over the whole zoo the retained levels come from other requests' rows, a combination no zoo
     model reaches (on digits it halved the number of classes meeting the definition of done).
     """
-    c = class_loss.shape[1]
-    lo, hi = request_levels(class_loss, forget_mask, classes, hi_pct, lo_pct)
-    mask = torch.zeros(c)
+    cond, targets = request_prompts(class_loss, forget_mask, classes, variant, [(hi_pct, lo_pct)])
+    return {k: v[0] for k, v in cond.items()}, targets[0]
+
+
+def request_prompts(class_loss: torch.Tensor, forget_mask: torch.Tensor, classes: Sequence[int], variant: str,
+                    ladder: Sequence[tuple[float, float]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """`request_prompt` for every (hi_pct, lo_pct) of `ladder` at once: batched conditioning [L, ...] and
+    targets [L, C], ready for one batched `diffusion.sample` call.
+
+    Composed per class, as `request_prompt`: forget class c at hi_pct of the rows that forgot c, retained
+    class r at lo_pct of the rows that kept r while forgetting a class of the request. Nothing here needs
+    rows of the exact set, so a set the zoo never held (a held-out set) gets its prompt from its classes.
+    """
+    rows = request_rows(forget_mask, classes)
+    losses, forgot = class_loss[rows].float(), forget_mask[rows] > 0
+    hi_q = torch.tensor([hi for hi, _ in ladder], dtype=torch.float32) / 100
+    lo_q = torch.tensor([lo for _, lo in ladder], dtype=torch.float32) / 100
+    if not (lo_q >= 0).all() or not (lo_q <= hi_q).all() or not (hi_q <= 1).all():
+        raise ConfigError(f"prompt percentiles must satisfy 0 <= lo_pct <= hi_pct <= 100, got {list(ladder)}")
+    nan = torch.tensor(float("nan"))
+    # a class no row forgot (or kept) takes its percentile over all the request's rows, as class_levels
+    forgot_vals = torch.where(forgot | ~forgot.any(0), losses, nan)
+    kept_vals = torch.where(~forgot | forgot.all(0), losses, nan)
+    hi, lo = torch.nanquantile(forgot_vals, hi_q, dim=0), torch.nanquantile(kept_vals, lo_q, dim=0)  # [L, C]
+    mask = torch.zeros(class_loss.shape[1])
     mask[list(classes)] = 1.0
-    target = torch.where(mask > 0, hi, lo)
-    return {k: v[0] for k, v in conditioning(target[None], mask[None], variant).items()}, target
+    targets = torch.where(mask > 0, hi, lo)
+    return conditioning(targets, mask.expand(len(ladder), -1), variant), targets
 
 
 def prompt_ladder(hi_pct: float, lo_pct: float, levels: int) -> list[tuple[float, float]]:

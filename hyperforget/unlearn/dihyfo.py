@@ -1,9 +1,11 @@
 """DiHyFo: unlearning by sampling weights from the diffusion hypernetwork (papers.md §1, "Selection").
 
 The request becomes prompts (forget classes at the `hi_pct` percentile of the validation losses the zoo
-recorded while forgetting them, retained classes at `lo_pct`; `prompt_levels` prompts step from the zoo
-median to those percentiles, see `prompt_ladder`), K seeded candidates are drawn (one batch per prompt),
-each is scored on the validation split (never the test split), and the best that passes the gates wins:
+recorded while forgetting them, retained classes at `lo_pct`, composed per class so a set the zoo never
+held gets one too; `prompt_levels` prompts step from the zoo median to those percentiles, see
+`prompt_ladder`), K candidates with their own noise seeds are drawn in ONE batched sampler call over all
+prompt levels, each is scored on the validation split (never the test split; one vmapped pass), and the
+best that passes the gates wins:
 forget-class val accuracy ≤ `gates.max_forget_acc` and retained val accuracy ≥ the original's −
 `gates.max_retain_drop`
 (the original is the only reference available at unlearning time). Among passing candidates the highest
@@ -23,8 +25,8 @@ import torch
 
 from hyperforget.config import GatesConfig
 from hyperforget.errors import ConfigError
-from hyperforget.hypernet.diffusion import load_hypernet, sample
-from hyperforget.hypernet.prompts import prompt_ladder, request_prompt
+from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sample
+from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
 from hyperforget.metrics import class_metrics
 from hyperforget.models import ModelSpec, flatten, load_flat
 from hyperforget.options import DiHyFoOptions
@@ -52,8 +54,10 @@ def select(cand: dict[str, torch.Tensor], reference_retained_acc: float,
     """Index of the chosen candidate and the pass mask [K], by the release gates' thresholds."""
     passed = (cand["forget_acc"] <= gates.max_forget_acc) & \
         (cand["retained_acc"] >= reference_retained_acc - gates.max_retain_drop)
-    pool = passed.nonzero().flatten().tolist() or list(range(len(passed)))
-    best = min(pool, key=lambda i: (-cand["retained_acc"][i].item(), cand["retained_loss"][i].item()))
+    pool = passed if passed.any() else torch.ones_like(passed)
+    acc = torch.where(pool, cand["retained_acc"], -torch.inf)
+    top = pool & (acc == acc.max())  # highest retained acc; ties: lowest retained loss, then the first
+    best = int(torch.where(top, cand["retained_loss"], torch.inf).argmin())
     return best, passed
 
 
@@ -78,12 +82,12 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     steps = opts.sample_steps or hypernet.config.sample_steps
     ladder = prompt_ladder(opts.hi_pct, opts.lo_pct, min(opts.prompt_levels, opts.k))
     per = [len(x) for x in torch.arange(opts.k).tensor_split(len(ladder))]  # samples per prompt
+    prompt_of = torch.cat([torch.full((n,), i) for i, n in enumerate(per)])  # candidate → its prompt level
     with Timer() as t_prompt:
-        prompts = [request_prompt(class_loss, forget_mask, classes, opts.variant, hi, lo) for hi, lo in ladder]
-    with Timer() as t_sample:
-        base = (inputs.seed + opts.seed) * 64
-        candidates = torch.cat([sample(hypernet, theta0, cond, k=n, steps=steps, seed=base + i)
-                                for i, ((cond, _), n) in enumerate(zip(prompts, per, strict=True))])
+        conds, targets = request_prompts(class_loss, forget_mask, classes, opts.variant, ladder)
+        cond = {k: v[prompt_of] for k, v in conds.items()}
+    with Timer() as t_sample:  # every prompt level and candidate in one batched sampler call
+        candidates = sample(hypernet, theta0, cond, steps=steps, seeds=candidate_seeds(inputs.seed + opts.seed, opts.k))
     with Timer() as t_score:
         cand = score(spec, torch.cat([theta0[None], candidates]), data.x_val, data.y_val, classes)
         reference = cand["retained_acc"][0].item()
@@ -93,9 +97,9 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),
             "chosen": best, "original_retained_val_acc": reference,
             "prompts": [{"hi_pct": hi, "lo_pct": lo, "target": target.tolist()}
-                        for (hi, lo), (_, target) in zip(ladder, prompts, strict=True)],
+                        for (hi, lo), target in zip(ladder, targets, strict=True)],
             "candidates": {k: v.tolist() for k, v in cand.items()} | {
-                "passed": passed.tolist(), "prompt": [i for i, n in enumerate(per) for _ in range(n)]},
+                "passed": passed.tolist(), "prompt": prompt_of.tolist()},
             "prompt_s": t_prompt.seconds, "sample_s": t_sample.seconds, "score_s": t_score.seconds,
             "load_s": load.seconds, "hypernet_step": hypernet.step, "sample_steps": steps}
     wall = t_prompt.seconds + t_sample.seconds + t_score.seconds

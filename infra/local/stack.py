@@ -127,6 +127,32 @@ def _pid(state_dir: Path, svc: str) -> int | None:
     return None
 
 
+def _reap(state_dir: Path, svc: str, pgid: int, ports_: list[int], timeout: float = 15.0) -> None:
+    """Kill what is left of a service's process group (a leader killed by hand leaves workers dying) and
+    wait until the group is gone and its ports are free. Why: a restart racing a dying group binds to a
+    port still held, exits, and was reported as "exited during startup"."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while (_alive(pgid) or not all(port_free(x) for x in ports_)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _paths(state_dir, svc)[0].unlink(missing_ok=True)
+
+
+def _answers(url: str, tries: int = 4, pause: float = 0.5) -> bool:
+    for i in range(tries):
+        if _http_ok(url):
+            return True
+        if i < tries - 1:
+            time.sleep(pause)
+    return False
+
+
+def _health_url(svc: str, p: dict[str, int]) -> str:
+    return {"s3": f"http://127.0.0.1:{p['s3']}/healthz", "mlflow": f"http://127.0.0.1:{p['mlflow']}/health",
+            "prefect": f"http://127.0.0.1:{p['prefect']}/api/health"}[svc]
+
+
 def _http_ok(url: str, data: bytes | None = None) -> bool:
     req = urllib.request.Request(url, data=data, headers={"Accept": "application/json",
                                                           "Content-Type": "application/json"})
@@ -222,8 +248,14 @@ def up(services=SERVICES, state_dir: str | Path = ".stack", port_base: int | Non
         raise StackError(f"unknown services {sorted(unknown)}; choose from {', '.join(SERVICES)}")
     services = [s for s in SERVICES if s in set(services) | ({"s3"} if "mlflow" in services else set())]
     old = json.loads((d / "env.json").read_text()) if (d / "env.json").exists() else {}
-    running = {s for s in (*SERVICES, "worker") if _pid(d, s)}
     base = int(port_base or os.environ.get("HYPERFORGET_STACK_PORT_BASE") or DEFAULT_PORT_BASE)
+    running = {s for s in (*SERVICES, "worker") if _pid(d, s)}
+    if old:  # a service whose group is alive but does not answer is dying or hung: reap it, then start afresh
+        old_ports = ports(int(old["HYPERFORGET_STACK_PORT_BASE"]))
+        for svc in sorted(running - {"worker"}):
+            if not _answers(_health_url(svc, old_ports)):
+                _reap(d, svc, _pid(d, svc) or 0, service_ports(svc, int(old["HYPERFORGET_STACK_PORT_BASE"])))
+                running.discard(svc)
     if not 1024 <= base <= 65535 - GRPC_OFFSET - max(PORTS.values()):
         raise StackError(f"port base {base} out of range: its ports and their +{GRPC_OFFSET} twins must fit in "
                          "1024..65535")

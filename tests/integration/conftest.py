@@ -73,7 +73,7 @@ def write_small_params(folder: Path) -> Path:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["train"]["epochs"] = 10
     raw["evaluation"].update(retrain_seeds=1, methods=["gradtau"])
-    raw["zoo"].update(trajectories=2, steps=20, save_every=10, retrain_seeds=1, holdout_pairs=[[3, 8]])
+    raw["zoo"].update(trajectories=2, steps=20, save_every=10, retrain_seeds=1, holdout_sets=1)
     raw["hypernet"].update(steps=20, checkpoint_every=20)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"

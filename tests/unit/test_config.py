@@ -70,3 +70,11 @@ def test_a_deletion_request_names_classes_exactly(classes):
     """`[true]` is not class 1 and `["3"]` is not class 3: a request is exactly what was asked."""
     with pytest.raises(ConfigError, match=r"forget\.classes"):
         parse_params({"forget": {"classes": classes}})
+
+
+def test_a_bad_override_is_named_as_the_override_not_as_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"forget": {"classes": [3]}}))
+    with pytest.raises(ConfigError, match=r"with the overrides forget\.classes=\[42\]") as err:
+        load_params(path, {"forget.classes": [42]})
+    assert "forget.classes [42] out of range" in str(err.value)

@@ -17,7 +17,7 @@ from hyperforget.io import read_json
 from hyperforget.models import flatten, load_flat, param_layout
 from hyperforget.zoo import align_hidden, build_unit, build_zoo, finish_zoo, load_zoo, plan_zoo, zoo_requests
 
-TINY = ZooConfig(pairs=[], holdout_pairs=[], trajectories=2, steps=4, save_every=2, retrain_seeds=1, shard_rows=3)
+TINY = ZooConfig(pairs=[], holdout_sets=0, trajectories=2, steps=4, save_every=2, retrain_seeds=1, shard_rows=3)
 TINY_RETRAIN = TrainConfig(epochs=1, batch_size=64)
 
 
@@ -37,7 +37,7 @@ def test_zoo_holds_every_request_and_counts(tiny_zoo):
     # original + 10 classes × (1 retrain + 2 trajectories × 2 saved steps); 5 rows per class → 2 shards of ≤ 3
     assert summary["counts"] == {"original": 1, "trajectory": 40, "retrain": 10}
     assert summary["shards"] == 1 + 10 * 2 and read_json(out / "zoo.json")["complete"]
-    assert zoo_requests(ZooConfig(pairs=[[8, 3], [1, 2]], holdout_pairs=[[2, 1]]), 10)[-1] == (3, 8)
+    assert zoo_requests(ZooConfig(pairs=[[8, 3], [1, 2]], holdout_sets=0), 10)[-2:] == [(3, 8), (1, 2)]
 
 
 def test_resumed_build_equals_uninterrupted(tiny_zoo, tmp_path, monkeypatch, original_mlp, digits_spec, digits):

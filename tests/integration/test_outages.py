@@ -1,0 +1,180 @@
+"""What a user hits when servers die, on a stack of this module's own (weed S3 + MLflow with artifacts in
+S3, 127.0.0.1): S3 killed for real during a request or an export, MLflow killed and restarted at once.
+
+Pins: an alias only ever names a complete version (gated, ONNX in the run and in S3, verified); an S3
+outage is one clear error naming S3 and the fix, not pages of tracebacks; runs of a failed request end
+FAILED, never RUNNING; a registry version is an MLflow Model that loads and serves by alias.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hyperforget import publish, registry, stages, tracking
+from hyperforget.answer import unlearn
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import load_params
+from hyperforget.errors import GateFailed, StorageError
+from hyperforget.export import onnx_outputs
+from hyperforget.io import sha256_file
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+NAME = "digits-mlp-forget-classes-3"
+
+
+@pytest.fixture(scope="module")
+def outage_stack(tmp_path_factory, local_stack, small_project):
+    """S3 + MLflow of this module only (the tests kill them), and a prepared small project tracked there."""
+    stack = local_stack
+    state_dir, base = tmp_path_factory.mktemp("outage-stack"), stack.free_port_base()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", stack.DEFAULT_CREDENTIALS[0])
+        mp.setenv("AWS_SECRET_ACCESS_KEY", stack.DEFAULT_CREDENTIALS[1])
+        try:
+            env = stack.up(["s3", "mlflow"], state_dir, base)
+            for k, v in env.items():
+                mp.setenv(k, v)
+            params_path = small_project
+            art, params = Artifacts.for_params(params_path), load_params(params_path)
+            for stage in (stages.import_data, stages.prepare, stages.train):
+                stage(params, art)
+            yield {"env": env, "dir": state_dir, "base": base, "params_path": params_path, "art": art,
+                   "params": params, "stack": stack}
+        finally:
+            stack.down(state_dir)
+
+
+def kill(outage_stack, svc: str, leader_only: bool = False) -> None:
+    stack = outage_stack["stack"]
+    pid = stack.status(outage_stack["dir"])[svc]
+    assert pid, f"{svc} is not running"
+    if leader_only:
+        os.kill(pid, signal.SIGKILL)  # what `kill -9 <pid>` does: its workers are left dying
+        return
+    os.killpg(pid, signal.SIGKILL)
+    while stack._alive(pid):
+        time.sleep(0.1)
+
+
+def restart(outage_stack, services=("s3", "mlflow")) -> None:
+    outage_stack["stack"].up(list(services), outage_stack["dir"], outage_stack["base"])
+
+
+def test_s3_down_during_a_request_is_one_clear_error_and_its_runs_end_failed(outage_stack):
+    env = {**os.environ, **outage_stack["env"]}
+    kill(outage_stack, "s3")
+    started_ms = int(time.time() * 1000)
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([str(BIN / "hyperforget"), "unlearn", "--method", "gradtau", "--register", "--params",
+                            str(outage_stack["params_path"])], env=env, capture_output=True, text=True, timeout=300)
+        seconds = time.monotonic() - t0
+    finally:
+        restart(outage_stack)
+    out = r.stdout + r.stderr
+    error = [line for line in out.splitlines() if "error:" in line]
+    assert r.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert len(error) == 1 and "S3" in error[0] and outage_stack["env"]["HYPERFORGET_S3_ENDPOINT"] in error[0]
+    assert "is down" in error[0] and "make stack-up" in error[0]
+    assert seconds < 120, f"took {seconds:.0f} s to say S3 is down"
+    c = tracking.client(outage_stack["params"], outage_stack["art"])
+    runs = c.search_runs([c.get_experiment_by_name("hyperforget/digits").experiment_id],
+                         f"attributes.start_time >= {started_ms}")
+    assert {run.data.tags["stage"] for run in runs} == {"request/classes-3", "unlearn/gradtau"}
+    assert {run.info.status for run in runs} == {"FAILED"}  # never left RUNNING
+
+
+def test_an_export_cut_by_an_s3_outage_leaves_no_alias_and_a_retry_completes_the_same_version(outage_stack,
+                                                                                              tmp_path):
+    params, art = outage_stack["params"], outage_stack["art"]
+    request = unlearn(params, art, "gradtau", run="outage-retry")
+    verdict = publish.gate(request, params)
+    assert verdict.passed
+    reg = publish.register(request, verdict, params, art, key="flow-run-outage")
+    kill(outage_stack, "s3")
+    try:
+        with pytest.raises(StorageError, match="S3"):
+            publish.export_and_upload(NAME, reg["version"], params, art)
+        c = tracking.client(params, art)
+        assert c.get_registered_model(NAME).aliases.get(registry.CANDIDATE) != reg["version"]
+        with pytest.raises(GateFailed, match="ONNX export is not complete"):
+            publish.promote(NAME, reg["version"], params, art)
+    finally:
+        restart(outage_stack)
+    again = publish.register(request, verdict, params, art, key="flow-run-outage")  # the flow's retry
+    assert again["version"] == reg["version"]
+    shipped = publish.export_and_upload(NAME, again["version"], params, art)
+    c = tracking.client(params, art)
+    assert len([v for v in c.search_model_versions(f"name = '{NAME}'")
+                if v.tags.get(registry.KEY_TAG, "").startswith("flow-run-outage:")]) == 1
+    assert str(c.get_model_version_by_alias(NAME, registry.CANDIDATE).version) == reg["version"]
+    got = publish.fetch(f"{NAME}@candidate", tmp_path, params, art)
+    assert sha256_file(got) == shipped["sha256"]
+    assert publish.promote(NAME, reg["version"], params, art)["version"] == reg["version"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_candidate_loads_and_serves_as_an_mlflow_model_predicting_like_its_onnx(outage_stack, tmp_path):
+    import mlflow.pyfunc
+
+    params, art = outage_stack["params"], outage_stack["art"]
+    c = tracking.client(params, art)
+    if not c.get_registered_model(NAME).aliases.get(registry.CANDIDATE):
+        request = unlearn(params, art, "gradtau", run="serve")
+        reg = publish.register(request, publish.gate(request, params), params, art)
+        publish.export_and_upload(NAME, reg["version"], params, art)
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = onnx_outputs(publish.fetch(f"{NAME}@candidate", tmp_path, params, art), x)
+    loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@candidate")
+    np.testing.assert_array_equal(loaded.predict(x.numpy())["logits"], expected)
+
+    port = _free_port()
+    env = {**os.environ, **outage_stack["env"], "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@candidate",
+                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, answer = time.monotonic() + 120, None
+        body = json.dumps({"inputs": x.numpy().tolist()}).encode()
+        while time.monotonic() < deadline and answer is None:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                             {"Content-Type": "application/json"})
+                with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as r:
+                    answer = json.loads(r.read())
+            except OSError:
+                assert server.poll() is None, "mlflow models serve exited"
+                time.sleep(1)
+        assert answer is not None, "the served model never answered"
+        got = np.asarray(answer["predictions"]["logits"] if isinstance(answer["predictions"], dict)
+                         else [row["logits"] for row in answer["predictions"]], dtype=np.float32)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_stack_up_right_after_a_killed_mlflow_starts_a_healthy_one(outage_stack):
+    kill(outage_stack, "mlflow", leader_only=True)
+    restart(outage_stack)  # at once: its old workers may still be dying and holding the port
+    uri = outage_stack["env"]["MLFLOW_TRACKING_URI"]
+    tracking.check_server(uri, attempts=1)
