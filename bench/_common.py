@@ -13,11 +13,11 @@ import torch
 
 from hyperforget import stages
 from hyperforget.artifacts import Artifacts
-from hyperforget.config import DataConfig, EvaluationConfig, ForgetConfig, Params, TrainConfig
+from hyperforget.config import DataConfig, EvaluationConfig, ForgetConfig, ModelConfig, Params, TrainConfig
 from hyperforget.data import forget_split as make_split
 from hyperforget.data import import_raw, prepare
 from hyperforget.metrics import accuracy
-from hyperforget.models import ModelSpec, predict
+from hyperforget.models import ARCHITECTURES, ModelSpec, predict
 from hyperforget.options import VARIANTS
 from hyperforget.train import train_model
 from hyperforget.unlearn.method import UnlearnInputs
@@ -27,7 +27,8 @@ MNIST_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mn
 # The original's recipe per data set; the retrain reference uses the same one (it comes from `train:`).
 RECIPES = {"digits": TrainConfig(epochs=30, batch_size=32, lr=1e-2),
            "mnist": TrainConfig(epochs=40, batch_size=64, lr=1e-3)}
-BASELINES = ["finetune", "neggrad", "neggrad_plus", "gradtau", "gradtau_paper", "forsaken", "ssd"]
+BASELINES = ["finetune", "neggrad", "neggrad_plus", "gradtau", "gradtau_paper", "forsaken", "ssd", "salun", "scrub",
+             "head_finetune"]
 
 
 def add_request_args(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,10 @@ def add_request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",")], help="e.g. 3 or 2,5")
     parser.add_argument("--fraction", type=float, help="forget a random fraction of the training set instead")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="the target model (hyperforget.models)")
+    parser.add_argument("--width", type=int, default=10, help="hidden width (mlp) or channels (cnn); lenet: fixed")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs of θ0 and every retrain "
+                        "(default: the data set's recipe)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
 
 
@@ -50,16 +55,20 @@ def setup(args: argparse.Namespace, retrain_seeds: int = 3, mia_splits: int = 10
     cfg = DataConfig(name=args.dataset, source=source, raw_dir=raw)
     import_raw(cfg)
     data = prepare(cfg)
-    spec = ModelSpec("mlp", data.input_shape, data.num_classes, 10)
+    spec = ModelSpec(args.arch, data.input_shape, data.num_classes, args.width)
     recipe = RECIPES[args.dataset]
+    if args.epochs:
+        recipe = recipe.model_copy(update={"epochs": args.epochs})
     original = spec.build(seed=args.seed)
     t0 = time.perf_counter()
     train_model(original, data.x_train, data.y_train, recipe, seed=args.seed)
-    print(f"original: {args.dataset} MLP trained in {time.perf_counter() - t0:.1f} s, "
+    print(f"original: {args.dataset} {args.arch} ({sum(p.numel() for p in original.parameters())} parameters) "
+          f"trained in {time.perf_counter() - t0:.1f} s, "
           f"test acc {accuracy(predict(original, data.x_test), data.y_test):.3f}")
     request = ForgetConfig(fraction=args.fraction, seed=args.seed) if args.fraction else \
         ForgetConfig(classes=args.classes or [3])
-    params = Params(seed=args.seed, data=cfg, train=recipe, forget=request,
+    params = Params(seed=args.seed, data=cfg, model=ModelConfig(arch=args.arch, width=args.width), train=recipe,
+                    forget=request,
                     evaluation=EvaluationConfig(retrain_seeds=retrain_seeds, mia_splits=mia_splits))
     inputs = UnlearnInputs(original.eval(), spec, data, make_split(data, request), args.seed, gates=params.gates)
     return params, inputs

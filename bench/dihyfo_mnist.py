@@ -66,6 +66,7 @@ def add_setup_args(ap: argparse.ArgumentParser) -> None:
                     help="folder of the MNIST IDX files (default ../shared/datasets/mnist-t10k)")
     ap.add_argument("--work", default=None, help="project folder (default <temp dir>/hyperforget-<data>)")
     ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE (YAML value)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny MLPs; 2: LeNet)")
 
 
 def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
@@ -83,7 +84,7 @@ def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
     art.root.mkdir(parents=True, exist_ok=True)
     write_text(art.params, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     params = load_params(art.params)
-    torch.set_num_threads(1)  # tiny models: one thread beats two contended ones
+    torch.set_num_threads(args.threads)  # tiny models: one thread beats two contended ones
     logging.basicConfig(level=logging.WARNING)
     return params, art
 

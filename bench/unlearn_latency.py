@@ -7,12 +7,21 @@ every method on every class, rotating the method order each repeat so background
 Two clocks per method: `unlearn` is the method's own wall_time_s (DiHyFo: prompt + K samples + validation
 scoring; retrain: one seed, plain training loop, as a user would retrain), `end-to-end` also counts loading
 the hypernetwork and the zoo's loss index. Prints medians and the speed-up t_retrain / t_method with the
-machine named.
+machine named; on a fresh --work folder also the one-time costs (frozen-part features, zoo, each hypernet)
+and the number of requests after which they have paid for themselves against one retrain seed.
+
+MNIST-60k, LeNet-5, DiHyFo generating the last block + head (a fresh --work; ~15–25 min on 2 cores):
+
+    python bench/unlearn_latency.py --data mnist --source ../shared/datasets/mnist --work /tmp/hf-lenet \\
+        --threads 2 --classes 3 --repeats 1 --set model.arch=lenet --set train.epochs=12 \\
+        --set train.batch_size=128 --set train.lr=0.001 --set train.schedule=cosine \\
+        --set hypernet.generate=block_head
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -37,7 +46,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     params, art = setup(args)
-    run_pipeline(params, art)
+    fresh = not (art.zoo / "zoo.json").exists()  # one-time costs (zoo, hypernets) are measured when built here
+    built = run_pipeline(params, art)
     data, (model, spec) = load_dataset(art.prepare), load_model(art.model)
     options = {m: params.method_options(m) for m in METHODS}  # retrain: one seed, the `train:` recipe
     clocks: dict[str, dict[str, list[float]]] = {m: {"unlearn": [], "end-to-end": []} for m in METHODS}
@@ -60,6 +70,18 @@ def main() -> None:
         u, e = med[m]["unlearn"], med[m]["end-to-end"]
         print(f"{m:10} {u:10.3f} {med['retrain']['unlearn'] / u:8.1f}× {e:13.3f} "
               f"{med['retrain']['end-to-end'] / e:8.1f}×")
+    if not fresh:
+        print("one-time costs: not measured (the zoo in --work was reused; use a fresh --work folder)")
+        return
+    once = {"features": built["zoo"].get("features_s", 0.0), "zoo": built["zoo"]["seconds"],
+            **{f"hypernet {v}": built[v]["seconds"] for v in ("dihyfo1", "dihyfo2")}}
+    print(f"one-time costs beyond θ0 (hypernet.generate: {params.hypernet.generate}; the zoo time includes its "
+          "features): " + ", ".join(f"{k} {v:.1f} s" for k, v in once.items()))
+    for v in ("dihyfo1", "dihyfo2"):
+        cost = once["zoo"] + once[f"hypernet {v}"]
+        saved = med["retrain"]["unlearn"] - med[v]["end-to-end"]
+        print(f"{v}: zoo + its hypernet {cost:.0f} s, saves {saved:.1f} s per request over one retrain seed → "
+              f"paid for itself after {math.ceil(cost / saved) if saved > 0 else 'never'} requests")
 
 
 if __name__ == "__main__":

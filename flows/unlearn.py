@@ -1,16 +1,21 @@
-"""Prefect flow `unlearn`: one deletion request → `hyperforget.answer.answer` (unlearn, gate, register,
-export ONNX, upload to S3) → a Markdown artifact.
+"""Prefect flow `unlearn`: one deletion request, through the ledger → `hyperforget.deletion.handle` (submit
+unless known, then scoped → unlearned → verified → published → closed with a signed certificate, each step
+recorded; the answering itself is `hyperforget.answer.answer`: unlearn, gate, register, export, upload) →
+a Markdown artifact.
 
 Why this shape: the flow is a shell. The same library call answers the request here, in
 `hyperforget unlearn --register` and in the DVC `publish` stage, so all three leave the same records.
-The task retries (bounded) because its I/O can fail transiently (an S3 or MLflow blip); a retry is
-idempotent: it writes the same files and, keyed by this flow run's id, completes the registry version
-its first attempt created instead of adding another. A model that fails its gates is registered
+The request is `request_id`, or a new one named after this flow run (`run-<flow run id>`) built from the
+forget parameters (none: params' `forget:`; a random fraction becomes the record ids it draws). The task
+retries (bounded) because its I/O can fail transiently (an S3 or MLflow blip), never on a user error; a
+failed attempt leaves the request `failed` with the reason in the ledger, and a retry (the task's, or a new
+flow run with the same `request_id`) starts it again and, keyed by the request id, completes the registry
+version the first attempt created instead of adding another. A model that fails its gates is registered
 without an alias and never exported, and the flow then fails with the gate report as its state message,
 so `prefect deployment run ... --watch` exits non-zero and says why.
 
 The project is the folder holding `params_path`; each flow run writes under
-`artifacts/requests/<request>/<method>/runs/<flow-run-id>/`, so concurrent requests never share a file,
+`artifacts/requests/<request>/<method>/runs/<request-id>/`, so concurrent requests never share a file,
 and two flow runs of two projects in one process never touch each other's files.
 """
 
@@ -18,24 +23,42 @@ from __future__ import annotations
 
 import re
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import StrictFloat, StrictInt
 
-from hyperforget.answer import answer
+from hyperforget import deletion
 from hyperforget.artifacts import Artifacts
 from hyperforget.config import load_params
-from hyperforget.errors import ConfigError
+from hyperforget.errors import ConfigError, GateFailed, HyperForgetError, StorageError
 
 
-@task(name="answer", persist_result=False, retries=2, retry_delay_seconds=[5, 15])
-def answer_request(params_path: str, overrides: dict, method: str | None, run: str) -> dict:
-    """Returns plain data (nothing is pickled): the answer's record and its Markdown summary."""
+def transient(task, task_run, state) -> bool:
+    """Retry I/O failures (a server blip), never a user error: bad input or a failed gate fails the same again."""
+    try:
+        state.result()
+    except StorageError:
+        return True
+    except HyperForgetError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="request", persist_result=False, retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=transient)
+def process_request(params_path: str, overrides: dict, request_id: str, method: str | None, requester: str) -> dict:
+    """Returns plain data (nothing is pickled): where the request stands, the answer's record and summary."""
     art = Artifacts.for_params(params_path)
-    out = answer(load_params(params_path, overrides), art, method, run=run, register=True, request_key=run)
-    return out.to_dict() | {"summary": out.summary, "reasons": out.gates.reasons}
+    try:
+        out = deletion.handle(load_params(params_path, overrides), art, request_id, method, requester,
+                              scope_given=bool(overrides))
+    except GateFailed as e:  # recorded `failed` in the ledger; the flow fails with the reasons, without retrying
+        return {"request_id": request_id, "state": "failed", "gate_failure": str(e), "summary": str(e)}
+    record = out.to_dict()
+    return (record.pop("answer") or {}) | record  # the answer's record (gates, registered, exported) + the request
 
 
 def overrides(forget_classes: list[int] | None, forget_fraction: float | None) -> dict:
@@ -48,16 +71,17 @@ def overrides(forget_classes: list[int] | None, forget_fraction: float | None) -
 
 @flow(name="unlearn")
 def unlearn(forget_classes: list[StrictInt] | None = None, forget_fraction: StrictFloat | None = None,
-            method: str | None = None, params_path: str = "params.yaml"):
-    """Forget `forget_classes` (or a random `forget_fraction`) with `method`; publish if the gates pass.
-    Parameters are strict: `[true]` or `["3"]` is refused, never read as class 1 or 3."""
-    run = str(flow_run.get_id() or "local")
-    out = answer_request(params_path, overrides(forget_classes, forget_fraction), method, run)
-    reg = out["registered"]
-    key = re.sub(r"[^a-z0-9-]+", "-", f"unlearn-{out['request']}-{out['method']}".lower())
-    create_markdown_artifact(out["summary"], key=key, description=f"{reg['name']} v{reg['version']}")
-    if not out["gates"]["passed"]:
-        message = (f"{reg['name']} version {reg['version']} failed its gates: {'; '.join(out['reasons'])}; "
-                   "registered without an alias and not exported")
-        return Failed(message=message, data=out)
+            method: str | None = None, params_path: str = "params.yaml", request_id: str | None = None,
+            requester: str = "prefect"):
+    """Answer deletion request `request_id` (or a new one: forget `forget_classes`, or a random
+    `forget_fraction`) with `method`; publish and close it if the gates pass. Parameters are strict: `[true]`
+    or `["3"]` is refused, never read as class 1 or 3."""
+    rid = request_id or f"run-{flow_run.get_id() or 'local'}"
+    out = process_request(params_path, overrides(forget_classes, forget_fraction), rid, method, requester)
+    if out.get("new_public_key"):
+        get_run_logger().warning("created the certificate signing key; its public key: %s", out["new_public_key"])
+    key = re.sub(r"[^a-z0-9-]+", "-", f"request-{rid}".lower())[:100]
+    create_markdown_artifact(out["summary"], key=key, description=f"deletion request {rid}: {out['state']}")
+    if out.get("gate_failure"):
+        return Failed(message=out["gate_failure"], data=out)
     return out

@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from hyperforget import publish, tracking
 from hyperforget.artifacts import Artifacts
 from hyperforget.config import Params
 from hyperforget.data import Dataset, ForgetSplit, forget_split, load_dataset
 from hyperforget.gates import GateResult
-from hyperforget.io import read_json, sha256_file, write_json
+from hyperforget.io import load_tensors, read_json, save_tensors, sha256_file, tensor_metadata, write_json
 from hyperforget.metrics import Evaluator, summarise
 from hyperforget.models import ModelSpec, load_model, save_model
 from hyperforget.options import VARIANTS
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
+from hyperforget.verification import shadows_and_held_out, verify
 from hyperforget.zoo import INDEX
 
 PIPELINE_RUN = None  # the pipeline's own request writes requests/<slug>/<method>/, ad-hoc ones runs/<name>/
@@ -57,21 +62,46 @@ def inputs(params: Params, art: Artifacts, ctx: RequestContext) -> UnlearnInputs
     return UnlearnInputs(ctx.original, ctx.spec, ctx.data, ctx.split, params.seed, art, params.gates)
 
 
-def reference(params: Params, art: Artifacts, ctx: RequestContext) -> dict:
-    """Mean ± std of the retrain-from-scratch models for this request, cached by what determines them."""
+def reference_models(params: Params, art: Artifacts, ctx: RequestContext) -> tuple[dict, list[nn.Module]]:
+    """The retrain-from-scratch reference of this request: the mean ± std of its metrics and the retrained
+    models themselves (verification's shadows and held-out retrain), cached under the request folder by what
+    determines them: the summary as JSON (`art.reference`), the models as safetensors
+    (`art.reference_models`), both carrying the same key; nothing is pickled."""
     opts = params.method_options("retrain", seeds=params.evaluation.retrain_seeds)
+    evaluation = params.evaluation.model_dump(exclude={"methods", "verification"})  # what the models/summary use
     key = hashlib.sha256(json.dumps([sha256_file(art.dataset), sha256_file(art.model), params.forget.model_dump(),
-                                     opts.model_dump(), params.evaluation.model_dump(), params.seed],
+                                     opts.model_dump(), evaluation, params.seed],
                                     sort_keys=True).encode()).hexdigest()
-    cache = art.reference(params.forget.slug())
-    if cache.exists():
-        cached = read_json(cache)
-        if cached.get("key") == key:
-            return cached["summary"]
+    cache, weights = art.reference(params.forget.slug()), art.reference_models(params.forget.slug())
+    if cache.exists() and weights.exists() and read_json(cache).get("key") == key:
+        models = _load_models(weights, key)  # checksum-verified first: a damaged file says how to fix it
+        if models is not None:
+            return read_json(cache)["summary"], models
     res = run_method("retrain", inputs(params, art, ctx), opts)
     summary = summarise([ctx.evaluator.report(m) for m in res.models])
+    tensors = {f"{i}.{name}": t for i, m in enumerate(res.models) for name, t in m.state_dict().items()}
+    save_tensors(weights, tensors, {**ctx.spec.to_metadata(), "key": key, "models": str(len(res.models)),
+                                    "seeds": json.dumps(res.info.get("seeds"))})
     write_json(cache, {"key": key, "summary": summary, "seeds": opts.seeds})
-    return summary
+    return summary, res.models
+
+
+def _load_models(path: Path, key: str) -> list[nn.Module] | None:
+    """The models of a reference cache, or None if they were cached under another key."""
+    tensors, meta = load_tensors(path), tensor_metadata(path)
+    if meta.get("key") != key:
+        return None
+    spec, models = ModelSpec.from_metadata(meta), []
+    for i in range(int(meta["models"])):
+        model = spec.build()
+        model.load_state_dict({k.split(".", 1)[1]: t for k, t in tensors.items() if k.split(".", 1)[0] == str(i)})
+        models.append(model.eval())
+    return models
+
+
+def reference(params: Params, art: Artifacts, ctx: RequestContext) -> dict:
+    """Mean ± std of the retrain-from-scratch models for this request (see `reference_models`)."""
+    return reference_models(params, art, ctx)[0]
 
 
 def method_lineage(art: Artifacts, method: str) -> dict[str, str]:
@@ -88,20 +118,26 @@ def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str 
     method = method or params.unlearn.method
     options = params.method_options(method)
     ctx = context(params, art)
-    ref = reference(params, art, ctx)
+    ref, retrains = reference_models(params, art, ctx)
     res = run_method(method, inputs(params, art, ctx), options)
     report = ctx.evaluator.report(res.model)
+    t0 = time.perf_counter()
+    shadows, held_out = shadows_and_held_out(retrains)
+    checked = verify(res.model, shadows, held_out, ctx.data, ctx.split, params.evaluation.verification)
+    verify_s = time.perf_counter() - t0
     out = art.request(params.forget.slug(), method, run)
     digest = save_model(out / "model.safetensors", res.model, ctx.spec)
     record = {"request": params.forget.slug(), "method": method, "report": report, "reference": ref,
-              "options": res.options, "sha256": digest}
+              "verification": checked, "options": res.options, "sha256": digest}
     write_json(out / "report.json", record)  # deterministic: what DVC and a certificate may hash
-    write_json(out / "timing.json", {"wall_time_s": res.wall_time_s, "steps": res.steps, "info": res.info})
+    write_json(out / "timing.json", {"wall_time_s": res.wall_time_s, "verify_s": verify_s, "steps": res.steps,
+                                     "info": res.info})
     with tracking.start_stage_run(params, art, f"unlearn/{method}", parent=parent) as mlrun:
-        mlrun.log_metrics({**report, "wall_time_s": res.wall_time_s, "steps": res.steps})
+        mlrun.log_metrics({**report, "wall_time_s": res.wall_time_s, "verify_s": verify_s, "steps": res.steps})
+        mlrun.log_metrics(checked, prefix="verification.")
         mlrun.log_artifacts([out / "report.json", out / "timing.json"])
     return {"model_path": str(out / "model.safetensors"), "report_path": str(out / "report.json"),
-            "sha256": digest, "report": report, "reference": ref, "method": method,
+            "sha256": digest, "report": report, "reference": ref, "verification": checked, "method": method,
             "request_slug": params.forget.slug(), "wall_time_s": res.wall_time_s, "info": res.info,
             "lineage": method_lineage(art, method)}
 

@@ -102,6 +102,11 @@ class Artifacts:
         """The cached retrain reference of a request (shared by every method answering it)."""
         return self.requests / _safe(slug) / "reference.json"
 
+    def reference_models(self, slug: str) -> Path:
+        """The retrained models behind `reference(slug)` (safetensors, one file; LiRA's shadows and the
+        held-out retrain of verification), keyed like it."""
+        return self.requests / _safe(slug) / "reference_models.safetensors"
+
     @property
     def timings(self) -> Path:
         """Volatile facts (wall times, run ids, registry versions): kept out of every DVC output, so an

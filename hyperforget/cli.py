@@ -8,6 +8,7 @@ The project root is the folder of the params file (`--params`): nothing depends 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -20,7 +21,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from hyperforget import answer, publish, stages
+from hyperforget import answer, certificate, deletion, evidence, ledger, publish, records, stages
+from hyperforget import trueup as trueup_mod
 from hyperforget.artifacts import Artifacts
 from hyperforget.config import Params, load_params
 from hyperforget.errors import ConfigError, HyperForgetError
@@ -214,6 +216,157 @@ def export(name: str, version: str, params: ParamsOpt = Path("params.yaml")) -> 
 def summary(params: ParamsOpt = Path("params.yaml")) -> None:
     """Print the comparison table and where the registered models and ONNX files are."""
     print(stages.summary(*_project(params)))  # plain: a wide table must not be re-wrapped at 80 columns
+
+
+request_app = typer.Typer(no_args_is_help=True, help="Deletion requests: submit, process, track, retire, and "
+                          "verify their certificates (the ledger: requests.ledger_url or HYPERFORGET_LEDGER_URL).")
+app.add_typer(request_app, name="request")
+
+
+def _scope(rec: ledger.RequestRecord) -> str:
+    return (f"classes {','.join(map(str, rec.classes))}" if rec.scope_kind == "classes"
+            else f"{rec.n_records} records (ids sha256 {rec.ids_sha256[:12]}…)")
+
+
+def _outcome(out: deletion.Outcome) -> None:
+    if out.new_public_key:
+        console.print(f"[yellow]created the signing key[/yellow] (keep it safe; certificates are checked against it)."
+                      f" Public key: {out.new_public_key}", highlight=False, soft_wrap=True)
+    print(out.summary)  # plain: Markdown, not rich markup
+    for m in out.pending:
+        console.print(f"  pending: {m['name']} version {m['version']} (original {str(m.get('original'))[:12]}…)",
+                      highlight=False, soft_wrap=True)
+    console.print(f"request {out.request_id}: [bold]{out.state}[/bold]", highlight=False, soft_wrap=True)
+
+
+@request_app.command("submit")
+def request_submit(
+    samples: Annotated[Path | None, typer.Option(help="file of record ids: per line, a train-split index or "
+                                                 "sha256:<hex> of a record")] = None,
+    classes: Annotated[str | None, typer.Option(help="comma-separated classes, e.g. 3,5")] = None,
+    requester: Annotated[str, typer.Option(help="who asked (name, e-mail, ticket)")] = "unknown",
+    request_id: Annotated[str | None, typer.Option("--id", help="request id (default: a new one); submitting "
+                                                   "the same id and scope again changes nothing")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Record a deletion request (state `received`, due in requests.deadline_days) after checking its ids."""
+    if (samples is None) == (classes is None):
+        raise ConfigError("give the records to delete: --samples FILE or --classes 3,5 (one of them)")
+    try:
+        wanted = None if classes is None else [int(c) for c in classes.split(",") if c.strip()]
+    except ValueError:
+        raise ConfigError(f"--classes {classes!r}: expected comma-separated classes, e.g. --classes 3,5") from None
+    rec = deletion.submit(*_project(params), classes=wanted, samples=samples, requester=requester,
+                          request_id=request_id)
+    console.print(f"request [bold]{rec.request_id}[/bold] {rec.state}: {_scope(rec)}, from {rec.requester}; "
+                  f"due {rec.due_at:%Y-%m-%d %H:%M} UTC", highlight=False, soft_wrap=True)
+
+
+@request_app.command("process")
+def request_process(
+    request_id: str,
+    method: Annotated[str | None, typer.Option(help="default: unlearn.method (record-level requests fall back to "
+                                               "requests.fallback_method when it is DiHyFo)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Scope, unlearn, verify, publish and (when every model in scope is answered) close a request, with its
+    certificate. The same steps as the Prefect `unlearn` flow, without Prefect; safe to run again."""
+    _outcome(deletion.process(*_project(params), request_id, method))
+
+
+@request_app.command("list")
+def request_list(
+    overdue: Annotated[bool, typer.Option(help="only requests past their due date and not closed")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Every request (oldest first) with its state and due date."""
+    rows, now = deletion.list_requests(*_project(params), overdue=overdue), deletion.now()
+    table = Table(title=f"{'overdue ' if overdue else ''}deletion requests ({len(rows)})")
+    for col in ("id", "state", "since", "scope", "requester", "submitted", "due"):
+        table.add_column(col)
+    for r in rows:
+        late = r.state != "closed" and r.due_at < now
+        table.add_row(r.request_id, r.state, f"{r.state_at:%Y-%m-%d %H:%M}", _scope(r), r.requester,
+                      f"{r.submitted_at:%Y-%m-%d}", f"{r.due_at:%Y-%m-%d}" + (" OVERDUE" if late else ""))
+    Console(width=200).print(table)
+
+
+@request_app.command("show")
+def request_show(request_id: str, params: ParamsOpt = Path("params.yaml")) -> None:
+    """One request: its scope, every transition with its time and detail, and its notes (retirements, true-ups)."""
+    out = deletion.show(*_project(params), request_id)
+    print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+@request_app.command("retire")
+def request_retire(
+    name: str,
+    version: str,
+    request_id: Annotated[str, typer.Option("--request", help="the request whose scope holds the version")],
+    reason: Annotated[str, typer.Option(help="why it may stay without an unlearned successor")] = "",
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Take a version in a request's scope out of service (aliases removed, tagged retired); the request
+    closes when nothing else in its scope is pending."""
+    _outcome(deletion.retire(*_project(params), request_id, name, version, reason))
+
+
+@request_app.command("verify")
+def request_verify(
+    cert: Annotated[Path, typer.Argument(help="certificate.json (the files it names beside it)")],
+    public_key: Annotated[str | None, typer.Option(help="expected signer, base64 (default: this project's key, "
+                                                   "when it has one)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Check a certificate: signature (and signer), bytes, the sha256 of every file it names and of its ids.
+    Exits 1 naming each problem."""
+    if public_key is None and params.exists():
+        p, art = _project(params)
+        public_key = evidence.project_public_key(art.resolve(p.requests.signing_key))
+    problems = evidence.verify_certificate(cert, public_key)
+    if problems:
+        for problem in problems:
+            console.print(f"[bold red]invalid:[/bold red] {problem}", highlight=False, soft_wrap=True)
+        raise SystemExit(1)
+    signer = json.loads(cert.read_text())["signature"]["public_key"]
+    console.print(f"[green]valid[/green]: {cert} (signed by {certificate.fingerprint(signer)}"
+                  f"{', the expected key' if public_key else '; no expected key given: signer not pinned'})",
+                  highlight=False, soft_wrap=True)
+
+
+@request_app.command("record-hashes")
+def request_record_hashes(
+    out: Annotated[Path, typer.Option("--out", help="file to write: `index sha256:<hex>` per train record")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """The hash of every train record (as the certificate's record_hash defines it), to find a record's id."""
+    _wrote(f"{deletion.write_record_hashes(*_project(params), out)} ({records.RECORD_HASH})")
+
+
+@app.command("trueup")
+def trueup_cmd(
+    force: Annotated[bool, typer.Option(help="retrain even if no request closed since the last true-up")] = False,
+    promote: Annotated[bool, typer.Option(help="move `champion` to the exact model when it passes")] = True,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Retrain from scratch without every closed request's records, gate, register `<data>-<arch>-trueup`,
+    export, and move `champion` to it when it passes (the Prefect `trueup` flow does the same)."""
+    out = trueup_mod.trueup(*_project(params), force=force, promote=promote)
+    if out.get("skipped"):
+        console.print(f"nothing to true up: {out['skipped']}", soft_wrap=True)
+        return
+    reg, gates = out["registered"], out["gates"]
+    console.print(f"{reg['name']} version {reg['version']}: retrained without {out['excluded_records']} records of "
+                  f"{len(out['all_closed'])} closed requests; newly covered: {', '.join(out['requests']) or 'none'}",
+                  highlight=False, soft_wrap=True)
+    for name, check in gates["checks"].items():
+        console.print(f"  {'PASS' if check['passed'] else 'FAIL'} {name}: {check['detail']}", highlight=False,
+                      soft_wrap=True)
+    if not gates["passed"]:
+        console.print("[bold red]gates failed:[/bold red] " + "; ".join(gates["reasons"]), highlight=False,
+                      soft_wrap=True)
+        raise SystemExit(1)
+    console.print(f"champion → version {reg['version']}" if out["champion"] else "champion not moved (--no-promote)")
 
 
 def _terminate(signum: int, frame: object) -> None:

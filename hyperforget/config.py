@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 from hyperforget import records
 from hyperforget.errors import ConfigError
-from hyperforget.options import VARIANTS, HypernetConfig, MethodOptions, RetrainOptions, UnlearnConfig
+from hyperforget.options import (
+    VARIANTS,
+    HypernetConfig,
+    MethodOptions,
+    RetrainOptions,
+    UnlearnConfig,
+    VerificationGates,
+    VerificationOptions,
+)
 
 DATASETS = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
@@ -44,8 +52,8 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Literal["mlp", "cnn"] = "mlp"
-    width: int = Field(10, ge=1, le=4096)
+    arch: Literal["mlp", "cnn", "lenet"] = "mlp"
+    width: int = Field(10, ge=1, le=4096, description="mlp hidden units / cnn channels; lenet has a fixed size")
 
 
 class TrainConfig(Section):
@@ -53,6 +61,8 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-2, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = Field("constant", description="lr per batch: constant, or cosine "
+                                                    "decay to 0 over all epochs")
     patience: int = Field(0, ge=0, description="early stop after this many epochs without val gain; 0 = off")
     seed: int = 0
 
@@ -91,8 +101,10 @@ class ForgetConfig(Section):
 
 class EvaluationConfig(Section):
     methods: list[str] = ["retrain", "finetune", "neggrad", "neggrad_plus", "gradtau", "forsaken", "ssd"]
-    retrain_seeds: int = Field(3, ge=1, le=64)
+    retrain_seeds: int = Field(3, ge=3, le=64, description="retrain reference: the first K − 1 are LiRA's shadows "
+                               "and the probe/relearn reference, the last the held-out retrain (verification)")
     mia_splits: int = Field(10, ge=2)
+    verification: VerificationOptions = VerificationOptions()
 
 
 SET_SIZES = (2, 3)  # sizes of the random class sets (zoo requests, held-out and tuning sets)
@@ -175,7 +187,10 @@ class ZooConfig(Section):
                                exclude=[*self.held_out(num_classes), *self.random_sets(num_classes), *self.pairs])
 
 
-class GatesConfig(Section):
+class GatesConfig(VerificationGates):
+    """Output gates (below) and the verification gates inherited from `options.VerificationGates` (their
+    defaults and calibration live there): one `gates:` section, every key with one source."""
+
     max_forget_acc: float = Field(0.05, ge=0, le=1)
     max_retain_drop: float = Field(0.05, ge=0, le=1, description="retained test acc ≥ retrain mean − this")
     max_mia: float = Field(0.5, ge=0, le=1, description="fraction of D_f the MIA calls 'member'")
@@ -237,7 +252,7 @@ class Params(Section):
         if name == "retrain":
             t = self.train
             return RetrainOptions(seeds=seeds, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                  weight_decay=t.weight_decay)
+                                  weight_decay=t.weight_decay, schedule=t.schedule)
         return self.unlearn.options_for(name)
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ The digits export is byte-deterministic, so a fresh clone rebuilds exactly what 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 import struct
 from collections import Counter
@@ -30,6 +31,13 @@ MNIST_FILES = {
     "train_y": "train-labels-idx1-ubyte",
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
+}
+# md5 of the uncompressed original MNIST files (its authors' release; ../shared/datasets/mnist/README.md)
+MNIST_MD5 = {
+    "train_x": "6bbc9ace898e44ae57da46a324031adb",
+    "train_y": "a25bea736e30d166cdddb491f175f624",
+    "test_x": "2646ac647ad5339dbf082846283269ea",
+    "test_y": "27ae3e4e09519cfbb04c329615203637",
 }
 DIGITS_FILES = {"x": "digits-images-idx3-ubyte", "y": "digits-labels-idx1-ubyte"}
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -184,6 +192,23 @@ def _download(name: str, folder: Path) -> Path:
     return cache / cls.__name__ / "raw"
 
 
+def check_mnist_md5(folder: str | Path) -> dict[str, str]:
+    """Verify every MNIST file present in `folder` against the authors' md5 (of the uncompressed bytes, so a
+    re-gzipped copy passes); returns {file: md5}. A file that differs is not MNIST: DataError."""
+    out = {}
+    for key, stem in MNIST_FILES.items():
+        path = _find(Path(folder), stem)
+        if path is None:
+            continue
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if digest != MNIST_MD5[key]:
+            raise DataError(f"{path}: md5 {digest} of its content is not the original MNIST's {MNIST_MD5[key]}; "
+                            "replace it with the original file (or use data.name fashion_mnist for Fashion-MNIST)")
+        out[path.name] = digest
+    return out
+
+
 def import_raw(cfg: DataConfig) -> Path:
     """Materialise the data set's original files under `raw_dir/<name>` and return that folder."""
     dest = Path(cfg.raw_dir) / cfg.name
@@ -199,6 +224,8 @@ def import_raw(cfg: DataConfig) -> Path:
     if not source.is_dir():
         raise DataError(f"data.source {source} is not a folder")
     load_raw(cfg.name, source)  # validate before copying anything
+    if cfg.name == "mnist":
+        check_mnist_md5(source)
     dest.mkdir(parents=True, exist_ok=True)
     for f in sorted(source.iterdir()):
         if f.is_file() and not f.name.startswith("."):
@@ -224,6 +251,9 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 
 def prepare(cfg: DataConfig) -> Dataset:
+    """Train/val/test tensors. Files with their own test split (MNIST's four originals: 60k + 10k; CIFAR-10)
+    keep it as the test split and carve validation (`val_fraction`, seeded, stratified) from their training
+    images; files without one (digits, the 10k-only MNIST folder) first carve a test split (`test_fraction`)."""
     x, y, tx, ty = load_raw(cfg.name, Path(cfg.raw_dir) / cfg.name)
     if tx is None:
         train_idx, test_idx = stratified_split(y, cfg.test_fraction, cfg.seed)

@@ -275,6 +275,10 @@ class Ledger:
         with self._tx() as conn:
             return [Note(r.request_id, r.kind, _utc(r.at), json.loads(r.detail)) for r in conn.execute(query)]
 
+    def now(self) -> datetime:
+        """The ledger's clock (UTC): what its timestamps are taken from."""
+        return self._now()
+
     def _now(self) -> datetime:
         return _utc(self._clock())
 
@@ -310,7 +314,8 @@ class Ledger:
         if sqlite and self._url.database not in (None, "", ":memory:"):
             Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
         try:
-            engine = sa.create_engine(self._url, connect_args={} if sqlite else {"connect_timeout": 10})
+            # sqlite: wait up to 30 s for another writer (concurrent flow runs share one ledger file)
+            engine = sa.create_engine(self._url, connect_args={"timeout": 30} if sqlite else {"connect_timeout": 10})
         except (sa_exc.NoSuchModuleError, ImportError) as e:
             raise ConfigError(f"no database driver for the ledger URL {self.url} ({e}); install it "
                               "(pip install 'psycopg[binary]' for postgresql+psycopg://)") from e

@@ -23,7 +23,7 @@ from torch import nn
 
 from hyperforget.data import Dataset, ForgetSplit
 from hyperforget.errors import DataError
-from hyperforget.models import ModelSpec, batched_logits, param_layout, predict, unflatten
+from hyperforget.models import ModelSpec, batched_logits, generated_part, param_layout, predict, unflatten
 
 SCALAR_KEYS = ("forget_acc", "retain_acc", "test_acc", "test_retained_acc", "test_forgotten_acc",
                "worst_retained_acc", "mia", "mia_attack_acc")
@@ -41,17 +41,18 @@ def per_class_accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) 
 
 @torch.no_grad()
 def class_metrics(spec: ModelSpec, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                  chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class mean cross-entropy and accuracy [R, C] of R flat weight vectors, vmapped in chunks."""
+                  chunk: int = 64, cut: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class mean cross-entropy and accuracy [R, C] of R flat weight vectors, vmapped in chunks. With a
+    `cut` (hypernet.generate), the vectors hold only the generated layers and x is the frozen part's features."""
     template = spec.build().to("meta")
-    layout = param_layout(template)
+    layout = param_layout(template) if cut == "all" else generated_part(template, cut).layout
     onehot = F.one_hot(y, spec.num_classes).float()
     counts = onehot.sum(0)
     if (counts == 0).any():
         raise DataError(f"classes {(counts == 0).nonzero().flatten().tolist()} have no samples in a split")
     losses, accs = [], []
     for w in weights.float().split(chunk):
-        logits = batched_logits(template, unflatten(w, layout), x, shared=True)  # [r, B, C]
+        logits = batched_logits(template, unflatten(w, layout), x, shared=True, cut=cut)  # [r, B, C]
         ce = -logits.log_softmax(-1).gather(-1, y.expand(len(w), -1)[..., None]).squeeze(-1)
         losses.append(ce @ onehot / counts)
         accs.append((logits.argmax(-1) == y).float() @ onehot / counts)

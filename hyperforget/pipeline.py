@@ -29,7 +29,7 @@ STAGE_CODE = "hyperforget/stages.py"
 DATASET, MODEL, ZOO = rel(_ART.dataset), rel(_ART.model), rel(_ART.zoo)
 HYPERNETS = [rel(_ART.hypernet(v)) for v in VARIANTS]
 METHOD_CODE = ["hyperforget/unlearn", "hyperforget/hypernet", "hyperforget/objectives.py", "hyperforget/metrics.py",
-               "hyperforget/answer.py", "hyperforget/gates.py"]
+               "hyperforget/answer.py", "hyperforget/gates.py", "hyperforget/verification.py"]
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,16 @@ STAGES: list[Stage] = [
     Stage("train", "hyperforget train", ["model", "train"],
           [DATASET, "hyperforget/models.py", "hyperforget/train.py", STAGE_CODE],
           outs=[MODEL, f"{MODEL}.sha256"], metrics=[rel(_ART.train_metrics)]),
-    Stage("zoo", "hyperforget zoo", ["train", "zoo"],
-          [DATASET, MODEL, "hyperforget/zoo.py", "hyperforget/train.py", "hyperforget/objectives.py", STAGE_CODE],
+    Stage("zoo", "hyperforget zoo", ["train", "zoo", "hypernet.generate"],
+          [DATASET, MODEL, "hyperforget/zoo.py", "hyperforget/features.py", "hyperforget/train.py",
+           "hyperforget/objectives.py", STAGE_CODE],
           outs=[ZOO]),
     Stage("hypernet", "hyperforget hypernet --variant ${item}", ["seed", "zoo", "hypernet"],
           [DATASET, MODEL, ZOO, "hyperforget/hypernet", STAGE_CODE],
           outs=[rel(_ART.base / "hypernet") + "/${item}"], foreach=list(VARIANTS)),
     Stage("compare", "hyperforget compare", ["seed", "train", "forget", "evaluation", "unlearn", "gates"],
-          [DATASET, MODEL, ZOO, *HYPERNETS, *METHOD_CODE, "hyperforget/evaluate.py", STAGE_CODE],
+          [DATASET, MODEL, ZOO, *HYPERNETS, *METHOD_CODE, "hyperforget/evaluate.py", "hyperforget/tables.py",
+           STAGE_CODE],
           uncached=[rel(_ART.compare / "comparison.json")], metrics=[rel(_ART.compare / "headline.json")],
           plots=[rel(_ART.compare / "per_class.png")]),
     Stage("publish", "hyperforget publish",

@@ -41,7 +41,8 @@ ONNX_REQUIREMENTS = ["onnx", "onnxruntime"]  # given, so MLflow does not infer t
 
 
 def gate(request_result: dict, params: Params) -> GateResult:
-    return check_gates(request_result["report"], request_result["reference"], params.gates)
+    return check_gates(request_result["report"], request_result["reference"], params.gates,
+                       request_result.get("verification"), require_verification=True)
 
 
 def register(request_result: dict, gate_result: GateResult | dict, params: Params, art: Artifacts,

@@ -107,14 +107,15 @@ def zoo(params: Params, art: Artifacts, workers: int = 1) -> dict[str, Any]:
     """Build (or resume) the zoo from the prepared data and θ0, `workers` units at once."""
     model, spec, data = _zoo_inputs(art)
     return _track_zoo(params, art, zoo_mod.build_zoo(model, spec, data, params.zoo, params.train, art.zoo,
-                                                     workers=workers))
+                                                     workers=workers, generate=params.hypernet.generate))
 
 
 def zoo_plan(params: Params, art: Artifacts) -> dict[str, Any]:
     """The zoo's number of work units and those still to build (see `zoo.plan_zoo`)."""
     model, spec, data = _zoo_inputs(art)
-    todo = zoo_mod.plan_zoo(model, spec, data, params.zoo, params.train, art.zoo)
-    return {"units": len(zoo_mod.zoo_units(art.zoo)), "todo": todo}
+    timings: dict[str, float] = {}
+    todo = zoo_mod.plan_zoo(model, spec, data, params.zoo, params.train, art.zoo, params.hypernet.generate, timings)
+    return {"units": len(zoo_mod.zoo_units(art.zoo)), "todo": todo, **timings}
 
 
 def zoo_unit(params: Params, art: Artifacts, unit: int) -> dict[str, Any]:
@@ -127,8 +128,9 @@ def zoo_finish(params: Params, art: Artifacts, seconds: float, resumed: int) -> 
 
 
 def _track_zoo(params: Params, art: Artifacts, summary: dict[str, Any]) -> dict[str, Any]:
-    write_json(art.timing("zoo"), {k: summary[k] for k in ("seconds", "resumed_units")})
-    track(params, art, "zoo", {k: summary[k] for k in ("rows", "shards", "counts", "resumed_units", "seconds")},
+    keys = ("seconds", "resumed_units", *(("features_s",) if "features_s" in summary else ()))  # partial generation
+    write_json(art.timing("zoo"), {k: summary[k] for k in keys})
+    track(params, art, "zoo", {k: summary[k] for k in ("rows", "shards", "counts", *keys)},
           [art.zoo / zoo_mod.MANIFEST])
     return summary
 
@@ -173,6 +175,7 @@ def compare(params: Params, art: Artifacts, methods: list[str] | None = None) ->
     result = run_compare(params, answer_mod.inputs(params, art, ctx), methods or params.evaluation.methods)
     written = write_report(result, art.compare, art.timing("compare"))
     track(params, art, "compare", {name: m["report"] | m["gaps"] | {"wall_time_s": m["wall_time_s"]}
+                                   | {"verification": m["verification"], "gates_passed": m["gates"]["passed"]}
                                    for name, m in result["methods"].items()}, list(written.values()))
     return {"result": result, "written": {k: str(v) for k, v in written.items()}}
 

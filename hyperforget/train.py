@@ -8,6 +8,7 @@ follows the same trajectory as a separate run with seed j (up to float summation
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -17,12 +18,21 @@ from torch.func import stack_module_state
 
 from hyperforget.config import TrainConfig
 from hyperforget.metrics import accuracy
-from hyperforget.models import ModelSpec, batched_logits, predict
+from hyperforget.models import ModelSpec, batched_logits, generated_part, predict
 from hyperforget.progress import progress
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def lr_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, n: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The recipe's lr, stepped once per batch: constant, or cosine from lr to 0 over all `cfg.epochs` epochs."""
+    total = cfg.epochs * -(-n // cfg.batch_size)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 
 
 def train_model(
@@ -38,6 +48,7 @@ def train_model(
     """Train in place with Adam; with `cfg.patience` and a val split, stop early and keep the best epoch."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = lr_schedule(opt, cfg, len(y))
     history: dict = {"loss": [], "val_acc": []}
     best, best_state, since_best = -1.0, None, 0
     for _ in progress(range(cfg.epochs), desc):
@@ -48,6 +59,7 @@ def train_model(
             loss = F.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
+            sched.step()
             total += loss.item() * len(idx)
         history["loss"].append(total / len(y))
         if x_val is not None and y_val is not None:
@@ -85,17 +97,30 @@ def train_many(
     spec: ModelSpec, seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train×N"
 ) -> list[nn.Module]:
     """Train one fresh model per seed, all in one vmapped batch; returns the trained models."""
+    return unstack(spec, train_many_params(spec, seeds, x, y, cfg, desc))
+
+
+def train_many_params(spec: ModelSpec, seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                      desc: str = "train×N", cut: str = "all") -> dict[str, torch.Tensor]:
+    """`train_many`'s stacked parameters [N, ...]. With a `cut` (models.Classifier), only the layers it generates
+    are initialised (as the seed initialises them in a whole model) and trained, on x = the frozen part's
+    features (`models.frozen_features`): the rest of the network is someone else's and fixed."""
     template = spec.build().to("meta")
     params = stack([spec.build(seed=s) for s in seeds])
+    if cut != "all":
+        keep = {name for name, _ in generated_part(template, cut).layout}
+        params = {k: v for k, v in params.items() if k in keep}
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     opt = torch.optim.Adam(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = lr_schedule(opt, cfg, len(y))
     for _ in progress(range(cfg.epochs), desc):
         orders = [batch_order(len(y), cfg.batch_size, g) for g in gens]
         for step in range(len(orders[0])):
             idx = torch.stack([o[step] for o in orders])  # [N, B]
-            logits = batched_logits(template, params, x[idx])
+            logits = batched_logits(template, params, x[idx], cut=cut)
             per_model = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(idx.shape)
             opt.zero_grad(set_to_none=True)
             per_model.mean(1).sum().backward()
             opt.step()
-    return unstack(spec, params)
+            sched.step()
+    return params

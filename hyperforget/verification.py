@@ -27,6 +27,12 @@ Three probes, each compared with the models retrained from scratch without D_f (
 
 Probe and relearn need forgotten *classes*; for random-subset requests they are reported as None and
 not gated. Everything here is deterministic given the seed (CPU).
+
+Where the reference comes from: the K ≥ 3 retrains of `evaluation.retrain_seeds` (`shadows_and_held_out`:
+the first K − 1 are the shadows and the probe/relearn reference, the last the held-out seed); the request
+path caches them as safetensors beside the reference summary (`Artifacts.reference_models`), `compare`
+trains them once per run. The checks themselves live in `gates` (`gates.verification_checks`), so the
+release gates judge output metrics and verification in one place.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from torch import nn
 
 from hyperforget.data import Dataset, ForgetSplit
 from hyperforget.errors import ConfigError, DataError
+from hyperforget.gates import verification_checks as gate_checks
 from hyperforget.metrics import accuracy
 from hyperforget.models import predict
 from hyperforget.options import VerificationGates, VerificationOptions
@@ -76,9 +83,13 @@ def lira_scores(shadow_models: Sequence[nn.Module], target_model: nn.Module, x: 
     if len(shadow_models) < 2:
         raise ConfigError(f"LiRA needs at least 2 shadow (retrain) models to fit a variance, got {len(shadow_models)}")
     phis = np.stack([true_class_logit(m, x, y) for m in shadow_models])  # [K, N]
-    mu, var = phis.mean(0), phis.var(0, ddof=1)
-    sigma = np.sqrt(np.maximum(var, max(float(var.mean()), min_var)))
-    return (true_class_logit(target_model, x, y) - mu) / sigma
+    return _z(true_class_logit(target_model, x, y), phis, min_var)
+
+
+def _z(phi: np.ndarray, shadow_phis: np.ndarray, min_var: float) -> np.ndarray:
+    """`lira_scores` on precomputed φ: target [N], shadows [K, N]."""
+    mu, var = shadow_phis.mean(0), shadow_phis.var(0, ddof=1)
+    return (phi - mu) / np.sqrt(np.maximum(var, max(float(var.mean()), min_var)))
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -215,60 +226,82 @@ def _class_metrics(model: nn.Module, data: Dataset, split: ForgetSplit, cfg: Ver
     return out
 
 
+def _class_keys(cfg: VerificationOptions) -> list[str]:
+    return ["probe_forget_acc", *(f"relearn_steps_m{m}" for m in cfg.relearn_m)]
+
+
+def shadows_and_held_out(retrains: Sequence[nn.Module]) -> tuple[list[nn.Module], nn.Module]:
+    """The retrain reference split into roles: the first K − 1 are LiRA's shadows and the probe/relearn
+    reference, the last is the held-out retrain (never a shadow). K ≥ 3 (`evaluation.retrain_seeds`)."""
+    if len(retrains) < 3:
+        raise ConfigError(f"verification needs at least 3 retrained models (2 shadows + 1 held-out), got "
+                          f"{len(retrains)}; set evaluation.retrain_seeds ≥ 3")
+    return list(retrains[:-1]), retrains[-1]
+
+
+def reference_metrics(reference_models: Sequence[nn.Module], data: Dataset, split: ForgetSplit,
+                      cfg: VerificationOptions | None = None) -> dict[str, Any]:
+    """The reference's probe and relearn numbers, {mean, std, values} per key (None for random-subset
+    requests): computed once and passed to `verify` for every model scored against the same references."""
+    cfg = cfg or VerificationOptions()
+    if split.classes is None:
+        return dict.fromkeys(_class_keys(cfg))
+    sets = probe_sets(data, cfg.seed, cfg.probe_per_class)
+    refs = [_class_metrics(r, data, split, cfg, sets) for r in reference_models]
+    return {k: _summary([r[k] for r in refs]) for k in _class_keys(cfg)}
+
+
 def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_model: nn.Module, data: Dataset,
-           split: ForgetSplit, cfg: VerificationOptions | None = None) -> dict[str, Any]:
+           split: ForgetSplit, cfg: VerificationOptions | None = None,
+           reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every verification metric of `model`, and of the retrain reference as {mean, std, values}.
 
     `reference_models` (≥ 2 retrains without D_f) are LiRA's shadows and the reference for the probe and
-    relearn time; `held_out_model` is one more retrain seed, never a shadow. JSON-able; class metrics are
-    None for random-subset requests.
+    relearn time; `held_out_model` is one more retrain seed, never a shadow. `reference` is
+    `reference_metrics` of the same models when already computed. JSON-able; class metrics are None for
+    random-subset requests.
     """
     cfg = cfg or VerificationOptions()
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
     lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
     out: dict[str, Any] = {f"lira_{k}": v for k, v in lira.items()}
-    out.update({"relearn_max_steps": cfg.relearn_max_steps,
-                "relearn_m": list(cfg.relearn_m), "reference": {}})
-    keys = ["probe_forget_acc", *(f"relearn_steps_m{m}" for m in cfg.relearn_m)]
+    out.update({"relearn_max_steps": cfg.relearn_max_steps, "relearn_m": list(cfg.relearn_m)})
+    out["reference"] = reference if reference is not None else reference_metrics(reference_models, data, split, cfg)
     if split.classes is None:
-        out.update(dict.fromkeys(keys))
-        out["reference"] = dict.fromkeys(keys)
+        out.update(dict.fromkeys(_class_keys(cfg)))
         return out
-    sets = probe_sets(data, cfg.seed, cfg.probe_per_class)
-    out.update(_class_metrics(model, data, split, cfg, sets))
-    refs = [_class_metrics(r, data, split, cfg, sets) for r in reference_models]
-    out["reference"] = {k: _summary([r[k] for r in refs]) for k in keys}
+    out.update(_class_metrics(model, data, split, cfg, probe_sets(data, cfg.seed, cfg.probe_per_class)))
     return out
 
 
-def _check(name: str, value: Any, op: str, limit: float, rule: str) -> dict[str, Any]:
-    value = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
-    if math.isnan(value) or math.isnan(limit):
-        return {"value": value, "op": op, "limit": limit, "passed": False,
-                "detail": f"{'the limit' if math.isnan(limit) else name} not measured ({rule})"}
-    ok = value <= limit + _EPS if op == "≤" else value >= limit - _EPS
-    shown = op if ok else {"≤": ">", "≥": "<"}[op]
-    return {"value": value, "op": op, "limit": limit, "passed": ok,
-            "detail": f"{name} {value:.4f} {shown} {limit:.4f} ({rule})"}
+def retrain_row(retrains: Sequence[nn.Module], data: Dataset, split: ForgetSplit,
+                cfg: VerificationOptions | None = None, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What retrained models score on each verification metric, {mean, std, values} per key: the retrain
+    row of a comparison, beside which every method's numbers are read.
+
+    - `lira_auc`: leave-one-out, each of the K retrains scored against the other K − 1 as shadows;
+    - `lira_tpr_at_1fpr`: retrain i under test, retrain i + 1 (mod K) held out, the other K − 2 the shadows;
+      needs K ≥ 4 (2 shadows), else None;
+    - probe and relearn: the reference the gates use (`shadows_and_held_out`: the first K − 1 retrains).
+    """
+    cfg = cfg or VerificationOptions()
+    shadows, _ = shadows_and_held_out(retrains)
+    xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
+    phis = np.stack([true_class_logit(m, xf, yf) for m in retrains])
+    k = len(retrains)
+    loo = [population_auc(_z(phis[i], np.delete(phis, i, 0), cfg.lira_min_var)) for i in range(k)]
+    out: dict[str, Any] = {"lira_auc": _summary(loo), "lira_tpr_at_1fpr": None}
+    if k >= 4:
+        tprs = []
+        for i in range(k):
+            h = (i + 1) % k
+            rest = np.delete(phis, [i, h], 0)
+            tprs.append(tpr_at_fpr(_z(phis[i], rest, cfg.lira_min_var), _z(phis[h], rest, cfg.lira_min_var), 0.01))
+        out["lira_tpr_at_1fpr"] = _summary(tprs)
+    ref = reference if reference is not None else reference_metrics(shadows, data, split, cfg)
+    return out | {key: ref.get(key) for key in _class_keys(cfg)}
 
 
 def verification_checks(result: dict[str, Any], thresholds: VerificationGates | None = None) -> dict[str, dict]:
-    """Gate the gaps to the retrain reference: name → {value, op, limit, passed, detail}. A missing or NaN
-    value fails; probe and relearn checks exist only when `verify` measured them (class requests)."""
-    g = thresholds or VerificationGates()
-    checks = {"lira_auc": _check("LiRA AUC against the retrains", result.get("lira_auc"), "≤",
-                                 0.5 + g.max_lira_auc_excess, f"0.5 + max_lira_auc_excess {g.max_lira_auc_excess}")}
-    ref = result.get("reference") or {}
-    if result.get("probe_forget_acc") is not None:
-        mean = (ref.get("probe_forget_acc") or {}).get("mean", float("nan"))
-        checks["probe_forget_acc"] = _check(
-            "probe forget acc", result["probe_forget_acc"], "≤", mean + g.max_probe_excess,
-            f"retrain mean {mean:.4f} + max_probe_excess {g.max_probe_excess}")
-    for m in result.get("relearn_m", []):
-        key = f"relearn_steps_m{m}"
-        if result.get(key) is None:
-            continue
-        mean = (ref.get(key) or {}).get("mean", float("nan"))
-        checks[key] = _check(f"relearn steps (m={m})", result[key], "≥", mean * g.min_relearn_ratio,
-                             f"retrain mean {mean:.1f} × min_relearn_ratio {g.min_relearn_ratio}")
-    return checks
+    """`gates.verification_checks` with the default thresholds when none are given."""
+    return gate_checks(result, thresholds or VerificationGates())

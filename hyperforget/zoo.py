@@ -15,6 +15,13 @@ of the held-out sets, which the build refuses: `refuse_held_out`) the zoo holds
 - θ0 itself once (forget mask all zero).
 Every checkpoint records per-class mean cross-entropy and accuracy on the train and validation splits.
 
+Partial generation (`hypernet.generate: head | block_head`, `plan_zoo(generate=...)`): the rows hold only the
+generated layers (the manifest's `layout` is their sub-layout, `generate` names them); θ0's frozen part is
+run once over train and val (`features.cache_features`, `features.safetensors` + sha256 here), and the
+trajectories, the metrics and the retrained endpoints run the generated layers alone on those features. Those
+endpoints (kind `head_retrain`) re-initialise only the generated layers and keep θ0's frozen ones, which saw
+the forgotten class: a cheap zoo member, never a retrain (the reference stays `unlearn.retrain`).
+
 Storage: `shard-UUU-KKK.safetensors` ([rows, P] float32 in `models.flatten` order, sha256 sidecar), one
 record per work unit `units/unit-UUU.json` (its shards and rows, written after them), `index.json` (every
 row, joined in unit order once all units are built) and `zoo.json` (config, spec, layout, θ0 sha256,
@@ -44,14 +51,15 @@ from torch import nn
 from hyperforget.config import TrainConfig, ZooConfig
 from hyperforget.data import Dataset
 from hyperforget.errors import ConfigError, DataError, IntegrityError
+from hyperforget.features import Features, cache_features, load_features
 from hyperforget.io import load_tensors, read_json, save_tensors, sha256_bytes, sha256_file, write_json
 from hyperforget.metrics import class_metrics
 from hyperforget.models import (
-    MLP_LAYOUT_NAMES,
     Layout,
     ModelSpec,
     batched_logits,
     flatten,
+    generated_part,
     load_flat,
     num_params,
     param_layout,
@@ -59,7 +67,7 @@ from hyperforget.models import (
 )
 from hyperforget.objectives import bounded_ascent, unseen_loss
 from hyperforget.progress import progress as progress_iter
-from hyperforget.train import train_many
+from hyperforget.train import train_many, train_many_params
 
 INDEX, MANIFEST, UNITS = "index.json", "zoo.json", "units"
 RETRAIN_SEED_OFFSET = 5000  # disjoint from the original's seed and unlearn.retrain's 1000 + seed + i
@@ -77,8 +85,21 @@ class ZooTensors:
     forget_mask: torch.Tensor
     layout: Layout
     num_classes: int
+    generate: str = "all"  # the layers the rows hold (hypernet.generate); the rest is `frozen`'s
+    frozen: torch.Tensor | None = None  # θ0's full flat vector, for generate != "all"
+    index: torch.Tensor | None = None  # positions of the rows' values in it
+
+    def assemble(self, vecs: torch.Tensor) -> torch.Tensor:
+        """Full flat weights [..., P_full] of zoo-space vectors [..., P]: θ0's frozen layers + the given ones."""
+        if self.generate == "all":
+            return vecs
+        out = self.frozen.to(vecs.dtype).repeat(*vecs.shape[:-1], 1)
+        out[..., self.index] = vecs
+        return out
 
     def __post_init__(self) -> None:
+        if self.generate != "all" and (self.frozen is None or self.index is None):
+            raise DataError(f"a zoo of {self.generate} layers needs θ0's frozen part (frozen, index)")
         n, p, c = self.weights.shape[0], num_params(self.layout), self.num_classes
         expected = {"weights": (n, p), "class_loss": (n, c), "forget_mask": (n, c)}
         for name, shape in expected.items():
@@ -151,12 +172,13 @@ def _stream(n: int, batch: int, steps: int, g: torch.Generator) -> torch.Tensor:
 
 def run_trajectories(spec: ModelSpec, theta0: torch.Tensor, xf: torch.Tensor, yf: torch.Tensor, xr: torch.Tensor,
                      yr: torch.Tensor, tau: float, lrs: torch.Tensor, ascent: torch.Tensor, seeds: list[int],
-                     cfg: ZooConfig) -> tuple[list[int], torch.Tensor]:
+                     cfg: ZooConfig, cut: str = "all") -> tuple[list[int], torch.Tensor]:
     """One request's trajectories in one vmapped batch: ∇τ's bounded ascent (`objectives.bounded_ascent`)
     with torch's Adam, one parameter group (own lr, decaying linearly to 0.1×) per trajectory. Returns the
-    saved steps and the weights [N · len(steps), P], trajectory-major."""
+    saved steps and the weights [N · len(steps), P], trajectory-major. With a `cut` (hypernet.generate),
+    theta0 holds θ0's generated layers only and xf/xr are the frozen part's features: only they train."""
     template = spec.build().to("meta")
-    layout = param_layout(template)
+    layout = param_layout(template) if cut == "all" else generated_part(template, cut).layout
     n = len(seeds)
     start = unflatten(theta0, layout)
     leaves = [{k: v.clone().requires_grad_() for k, v in start.items()} for _ in range(n)]
@@ -169,7 +191,7 @@ def run_trajectories(spec: ModelSpec, theta0: torch.Tensor, xf: torch.Tensor, yf
 
     def per_sample(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                    idx: torch.Tensor) -> torch.Tensor:
-        logits = batched_logits(template, params, x[idx])
+        logits = batched_logits(template, params, x[idx], cut=cut)
         return F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(idx.shape)
 
     saved, snaps = [], []
@@ -188,43 +210,63 @@ def run_trajectories(spec: ModelSpec, theta0: torch.Tensor, xf: torch.Tensor, yf
 
 
 def align_hidden(weights: torch.Tensor, reference: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """Permute the hidden units of MLP weight vectors [R, P] to best match `reference` (weight matching,
-    Ainsworth et al. 2023). The function is unchanged; retrained models land nearer θ0 and each other, so
-    the hypernetwork is not asked to learn 10! equivalent copies. Other layouts are returned as they are."""
-    if tuple(n for n, _ in layout) != MLP_LAYOUT_NAMES:
+    """Permute the hidden units of two-Linear weight vectors [R, P] (the MLP; LeNet's generated fc2 + fc3) to
+    best match `reference` (weight matching, Ainsworth et al. 2023). The function is unchanged; retrained
+    models land nearer θ0 and each other, so the hypernetwork is not asked to learn H! equivalent copies.
+    Other layouts are returned as they are."""
+    if not _two_linear(layout):
         return weights
+    w1, b1, w2, b2 = (n for n, _ in layout)
 
     def units(vec: torch.Tensor) -> torch.Tensor:
         p = unflatten(vec, layout)
-        return torch.cat([p["fc1.weight"], p["fc1.bias"][:, None], p["fc2.weight"].T], 1)
+        return torch.cat([p[w1], p[b1][:, None], p[w2].T], 1)
 
     ref, out = units(reference), []
     for vec in weights:
         rows, cols = linear_sum_assignment((units(vec) @ ref.T).numpy(), maximize=True)
         perm = torch.as_tensor(rows[cols.argsort()])  # reference unit j ← unit perm[j]
         p = unflatten(vec, layout)
-        q = {"fc1.weight": p["fc1.weight"][perm], "fc1.bias": p["fc1.bias"][perm],
-             "fc2.weight": p["fc2.weight"][:, perm], "fc2.bias": p["fc2.bias"]}
+        q = {w1: p[w1][perm], b1: p[b1][perm], w2: p[w2][:, perm], b2: p[b2]}
         out.append(flatten(q, layout))
     return torch.stack(out)
 
 
+def _two_linear(layout: Layout) -> bool:
+    """[H, I] weight, [H] bias, [C, H] weight, [C] bias: a hidden layer of H units feeding an output layer."""
+    if len(layout) != 4 or [len(s) for _, s in layout] != [2, 1, 2, 1]:
+        return False
+    (_, (h, _)), (_, (hb,)), (_, (c, h2)), (_, (cb,)) = layout
+    return h == hb == h2 and c == cb
+
+
 def _unit(original_vec: torch.Tensor, spec: ModelSpec, data: Dataset, request: tuple[int, ...], u: int,
-          cfg: ZooConfig, train_cfg: TrainConfig) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Weights [R, P] and row records (without metrics) of one work unit."""
+          cfg: ZooConfig, train_cfg: TrainConfig, feats: Features | None = None
+          ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Weights [R, P] and row records (without metrics) of one work unit. With `feats` (partial generation)
+    the rows hold the generated layers only, trained on the frozen part's features; the retrained endpoints
+    are then those layers re-initialised and trained on D_r's features (kind `head_retrain`), never retrains."""
+    cut, start = (feats.part.name, feats.start) if feats is not None else ("all", original_vec)
     if not request:
-        return original_vec[None], [{"run": "original", "kind": "original", "step": 0, "request": [],
-                                     "lr": None, "forget_weight": None, "seed": None, "tau": None}]
+        return start[None], [{"run": "original", "kind": "original", "step": 0, "request": [],
+                              "lr": None, "forget_weight": None, "seed": None, "tau": None}]
     slug = "c" + "-".join(map(str, request))
     forget = torch.isin(data.y_train, torch.tensor(request))
-    xf, yf, xr, yr = data.x_train[forget], data.y_train[forget], data.x_train[~forget], data.y_train[~forget]
+    x = data.x_train if feats is None else feats.train
+    xf, yf, xr, yr = x[forget], data.y_train[forget], x[~forget], data.y_train[~forget]
     weights, rows = [], []
     if cfg.retrain_seeds:
         seeds = [RETRAIN_SEED_OFFSET + 1024 * cfg.seed + i for i in range(cfg.retrain_seeds)]
-        models = train_many(spec, seeds, xr, yr, train_cfg, desc=f"zoo retrain {slug}")
-        weights.append(align_hidden(torch.stack([flatten(m) for m in models]), original_vec, param_layout(models[0])))
+        kind = "retrain" if feats is None else "head_retrain"
+        if feats is None:
+            models = train_many(spec, seeds, xr, yr, train_cfg, desc=f"zoo retrain {slug}")
+            layout, vecs = param_layout(models[0]), torch.stack([flatten(m) for m in models])
+        else:
+            layout = feats.part.layout
+            vecs = flatten(train_many_params(spec, seeds, xr, yr, train_cfg, f"zoo {kind} {slug}", cut), layout)
+        weights.append(align_hidden(vecs, start, layout))
         steps = train_cfg.epochs * -(-len(yr) // train_cfg.batch_size)
-        rows += [{"run": f"{slug}/retrain{i}", "kind": "retrain", "step": steps, "request": list(request),
+        rows += [{"run": f"{slug}/{kind}{i}", "kind": kind, "step": steps, "request": list(request),
                   "lr": train_cfg.lr, "forget_weight": None, "seed": s, "tau": None} for i, s in enumerate(seeds)]
     tau = unseen_loss(load_flat(spec.build(), original_vec), data.x_val, data.y_val, request)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + u)
@@ -232,7 +274,7 @@ def _unit(original_vec: torch.Tensor, spec: ModelSpec, data: Dataset, request: t
     lrs = torch.exp(torch.empty(cfg.trajectories).uniform_(lo, hi, generator=g))
     ascent = torch.empty(cfg.trajectories).uniform_(*cfg.forget_weight, generator=g)
     seeds = torch.randint(2**31 - 1, (cfg.trajectories,), generator=g).tolist()
-    saved, traj = run_trajectories(spec, original_vec, xf, yf, xr, yr, tau, lrs, ascent, seeds, cfg)
+    saved, traj = run_trajectories(spec, start, xf, yf, xr, yr, tau, lrs, ascent, seeds, cfg, cut)
     weights.append(traj)
     rows += [{"run": f"{slug}/traj{j:03d}", "kind": "trajectory", "step": s, "request": list(request),
               "lr": lrs[j].item(), "forget_weight": ascent[j].item(), "seed": seeds[j], "tau": tau}
@@ -269,14 +311,20 @@ def zoo_units(out_dir: str | Path) -> list[tuple[int, ...]]:
 
 
 def plan_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
-             out_dir: str | Path) -> list[int]:
+             out_dir: str | Path, generate: str = "all", timings: dict[str, float] | None = None) -> list[int]:
     """Record the manifest (refusing a folder built with other settings) and return the work units still
     to build: unit 0 is θ0, unit u ≥ 1 the zoo's (u-1)-th request. Units are independent, so callers may
-    build them in any order or in parallel (the Prefect `build` flow fans them out as tasks)."""
+    build them in any order or in parallel (the Prefect `build` flow fans them out as tasks).
+    With `generate` other than "all" (hypernet.generate) the zoo holds only those layers: the manifest's
+    `layout` is their sub-layout, and θ0's frozen-part features are cached here first (`features`; their
+    cost in seconds goes to `timings["features_s"]`, 0 when the cache was valid)."""
     out = Path(out_dir)
     original_vec = flatten(original).float()
     requests = zoo_requests(cfg, data.num_classes)
-    manifest = _manifest(original_vec, spec, param_layout(original), data, cfg, train_cfg, requests)
+    layout = param_layout(original) if generate == "all" else generated_part(original, generate).layout
+    manifest = _manifest(original_vec, spec, layout, data, cfg, train_cfg, requests)
+    if generate != "all":  # absent = "all": zoos of every layer keep their manifest
+        manifest["generate"] = generate
     if (out / MANIFEST).exists():
         old = read_json(out / MANIFEST)
         changed = sorted(k for k, v in manifest.items() if old.get(k) != v)
@@ -284,6 +332,10 @@ def plan_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig
             raise ConfigError(f"{out} holds a zoo built with different {', '.join(changed)}; "
                               "delete the folder (or choose another zoo dir) to build this one")
     write_json(out / MANIFEST, {**manifest, "complete": False})
+    if generate != "all":
+        _, seconds = cache_features(out, original, spec, data, generate)
+        if timings is not None:
+            timings["features_s"] = seconds
     return [u for u in range(len(requests) + 1) if not _unit_done(out, u)]
 
 
@@ -298,9 +350,12 @@ def build_unit(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConf
         raise ConfigError(f"zoo unit {u} does not exist: the zoo in {out} has units 0..{len(units) - 1}")
     request = units[u]
     refuse_held_out([request] if request else [], cfg.held_out(data.num_classes))
-    weights, rows = _unit(flatten(original).float(), spec, data, request, u, cfg, train_cfg)
-    metrics = [class_metrics(spec, weights, data.x_train, data.y_train),
-               class_metrics(spec, weights, data.x_val, data.y_val)]
+    generate = read_json(out / MANIFEST).get("generate", "all")
+    feats = load_features(out, spec) if generate != "all" else None
+    weights, rows = _unit(flatten(original).float(), spec, data, request, u, cfg, train_cfg, feats)
+    xs = (data.x_train, data.x_val) if feats is None else (feats.train, feats.val)
+    metrics = [class_metrics(spec, weights, xs[0], data.y_train, cut=generate),
+               class_metrics(spec, weights, xs[1], data.y_val, cut=generate)]
     for i, row in enumerate(rows):
         for (loss, acc), split in zip(metrics, ("train", "val"), strict=True):
             row[f"{split}_loss"], row[f"{split}_acc"] = loss[i].tolist(), acc[i].tolist()
@@ -326,6 +381,8 @@ def finish_zoo(out_dir: str | Path, seconds: float = 0.0, resumed: int = 0) -> d
         index["rows"] += record["rows"]
     write_json(out / INDEX, index)
     counts = {k: sum(r["kind"] == k for r in index["rows"]) for k in ("original", "trajectory", "retrain")}
+    if any(r["kind"] == "head_retrain" for r in index["rows"]):
+        counts["head_retrain"] = sum(r["kind"] == "head_retrain" for r in index["rows"])
     summary = {"rows": len(index["rows"]), "shards": len(index["shards"]), "counts": counts,
                "num_requests": len(manifest["requests"])}
     # only what the zoo is goes in the folder (timings would make an identical rebuild look new to DVC)
@@ -334,17 +391,18 @@ def finish_zoo(out_dir: str | Path, seconds: float = 0.0, resumed: int = 0) -> d
 
 
 def build_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
-              out_dir: str | Path, progress: bool = True, workers: int = 1) -> dict[str, Any]:
+              out_dir: str | Path, progress: bool = True, workers: int = 1, generate: str = "all") -> dict[str, Any]:
     """Build (or resume building) the zoo in `out_dir`, `workers` units at a time in a thread pool (the
-    result does not depend on it); returns a JSON-able summary."""
+    result does not depend on it); returns a JSON-able summary (with `features_s` for partial generation)."""
     t0 = time.perf_counter()
-    todo = plan_zoo(original, spec, data, cfg, train_cfg, out_dir)
+    timings: dict[str, float] = {}
+    todo = plan_zoo(original, spec, data, cfg, train_cfg, out_dir, generate, timings)
     resumed = len(zoo_units(out_dir)) - len(todo)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         built = pool.map(lambda u: build_unit(original, spec, data, cfg, train_cfg, out_dir, u), todo)
         for _ in progress_iter(built, "zoo", total=len(todo)) if progress else built:
             pass
-    return finish_zoo(out_dir, time.perf_counter() - t0, resumed)
+    return finish_zoo(out_dir, time.perf_counter() - t0, resumed) | timings
 
 
 def _write_shard(out: Path, record: dict[str, Any], name: str, weights: torch.Tensor,
@@ -387,7 +445,13 @@ def load_zoo(out_dir: str | Path) -> tuple[ZooTensors, list[dict[str, Any]]]:
     if len(weights) != len(rows):
         raise IntegrityError(f"{out / INDEX} lists {len(rows)} rows but the shards hold {len(weights)}; rebuild")
     theta0 = weights[[r["kind"] for r in rows].index("original")]
-    if weights_sha256(theta0) != manifest["theta0_sha256"]:
+    generate, frozen = manifest.get("generate", "all"), {}
+    if generate != "all":  # the rows hold θ0's generated layers; θ0 itself comes with the cached features
+        feats = load_features(out, ModelSpec.from_metadata(manifest["spec"]))
+        if weights_sha256(feats.theta0) != manifest["theta0_sha256"] or not torch.equal(feats.start, theta0):
+            raise IntegrityError(f"the original row or the features in {out} do not match θ0; rebuild the zoo")
+        frozen = {"generate": generate, "frozen": feats.theta0, "index": feats.part.index}
+    elif weights_sha256(theta0) != manifest["theta0_sha256"]:
         raise IntegrityError(f"the original row in {out} does not match θ0's recorded sha256; rebuild the zoo")
     layout = [(n, tuple(s)) for n, s in manifest["layout"]]
-    return ZooTensors(weights, theta0[None], class_loss, mask, layout, manifest["num_classes"]), rows
+    return ZooTensors(weights, theta0[None], class_loss, mask, layout, manifest["num_classes"], **frozen), rows

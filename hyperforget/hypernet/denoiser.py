@@ -120,12 +120,17 @@ class Denoiser(nn.Module):
         except KeyError as e:
             raise ConfigError(f"{self.variant} conditioning needs {e}; build it with hypernet.data.conditioning") from e
 
-    def forward(self, noisy: torch.Tensor, start: torch.Tensor, t: torch.Tensor,
-                cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        """noisy, start [B,P] (normalised), t [B] integer steps → predicted clean weights [B,P]."""
+    def context(self, start: torch.Tensor, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens that stay fixed while sampling (encoded starting weights, conditioning): computed once."""
+        return self.enc_start(self.tokenizer.encode(start)), self.cond_tokens(cond)
+
+    def forward(self, noisy: torch.Tensor, start: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor],
+                context: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """noisy, start [B,P] (normalised), t [B] integer steps → predicted clean weights [B,P]; `context` is
+        `self.context(start, cond)` when the caller reuses it over several steps (the same numbers)."""
         tok = self.tokenizer
-        h = torch.cat([self.enc_noisy(tok.encode(noisy)), self.enc_start(tok.encode(start)),
-                       self.step(t)[:, None], self.cond_tokens(cond)], dim=1)
+        start_tokens, cond_tokens = context if context is not None else self.context(start, cond)
+        h = torch.cat([self.enc_noisy(tok.encode(noisy)), start_tokens, self.step(t)[:, None], cond_tokens], dim=1)
         h = self.blocks(h + self.pos)
         return start + tok.decode(self.dec(h[:, : tok.num_tokens]))
 

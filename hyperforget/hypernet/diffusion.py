@@ -107,6 +107,9 @@ def train_hypernet(data: ZooTensors, cfg: HypernetConfig, out_dir: str | Path, p
         refuse_held_out([data.forget_mask[i].nonzero().flatten().tolist() for i in bad.nonzero().flatten()],
                         held_out, "hypernetwork's training data")
     out, device = Path(out_dir), resolve_device(cfg.device)
+    if cfg.generate != data.generate:
+        raise ConfigError(f"hypernet.generate is {cfg.generate!r} but the zoo holds the {data.generate!r} layers; "
+                          f"rebuild the zoo with hypernet.generate: {cfg.generate} (dvc repro zoo) or set it back")
     if cfg.permute_augment:
         check_mlp_layout(data.layout)
     model = build_denoiser(cfg, data.layout, data.num_classes).to(device)
@@ -211,8 +214,9 @@ def sample(hypernet: Hypernet, start: torch.Tensor, cond: dict[str, torch.Tensor
     s = tok.normalise(start.reshape(1, -1).float().to(device)).expand(n, -1)
     c = {key: v.float().to(device) if batched else v.float().to(device).expand(n, *v.shape) for key, v in cond.items()}
     ts = torch.linspace(NUM_TIMESTEPS - 1, 0, steps).round().long().unique_consecutive().tolist()
+    context = model.context(s, c)  # start and conditioning tokens: the same at every step
     for i, t in enumerate(ts):
-        x0 = model(x, s, torch.full((n,), t, device=device), c)
+        x0 = model(x, s, torch.full((n,), t, device=device), c, context)
         a, a_prev = abar[t], (abar[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=device))
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps

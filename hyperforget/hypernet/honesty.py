@@ -24,7 +24,7 @@ from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.diffusion import Hypernet, candidate_seeds, sample
 from hyperforget.hypernet.prompts import r2, sweep_targets
 from hyperforget.metrics import class_metrics
-from hyperforget.models import ModelSpec
+from hyperforget.models import ModelSpec, frozen_features, load_flat
 from hyperforget.zoo import ZooTensors
 
 
@@ -36,13 +36,23 @@ def prompt_alignment(hypernet: Hypernet, zoo: ZooTensors, classes: Sequence[int]
     targets, mask = sweep_targets(zoo.class_loss, zoo.forget_mask, classes, n, hi_pct, lo_pct)  # [n, C], [C]
     conds = conditioning(targets.repeat_interleave(k, 0), mask.float().expand(n * k, -1), hypernet.config.variant)
     sampled = sample(hypernet, zoo.start[0], conds, steps=steps, seeds=candidate_seeds(seed, n * k))  # one batch
-    achieved = class_metrics(spec, sampled, data.x_val, data.y_val)[0].view(n, k, -1).mean(1)  # [n, C]
+    achieved = zoo_val_metrics(zoo, spec, sampled, data)[0].view(n, k, -1).mean(1)  # [n, C]
     forget = list(classes)
     return {"r2": r2(targets[:, forget].mean(1), achieved[:, forget].mean(1)),
             "r2_per_class": {str(c): r2(targets[:, c], achieved[:, c]) for c in forget},
             "retained_mae": (achieved[:, ~mask] - targets[:, ~mask]).abs().mean().item(),
             "prompted": targets[:, forget].mean(1).tolist(), "achieved": achieved[:, forget].mean(1).tolist(),
             "n": n, "k": k}
+
+
+def zoo_val_metrics(zoo: ZooTensors, spec: ModelSpec, vecs: torch.Tensor,
+                    data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class val loss and accuracy [R, C] of zoo-space vectors; for a partially generated zoo, θ0's frozen
+    part runs once over val and the generated layers on its output (`metrics.class_metrics` with a cut)."""
+    if zoo.generate == "all":
+        return class_metrics(spec, vecs, data.x_val, data.y_val)
+    h = frozen_features(load_flat(spec.build(), zoo.frozen), data.x_val, zoo.generate)
+    return class_metrics(spec, vecs, h, data.y_val, cut=zoo.generate)
 
 
 def nearest(zoo_weights: torch.Tensor, vecs: torch.Tensor, exclude_self: bool = False,
@@ -75,7 +85,10 @@ def honesty_report(hypernet: Hypernet, zoo: ZooTensors, rows: list[dict[str, Any
     """The JSON-able honesty record of one sampled weight vector `sampled` [P] prompted with `target` [C].
 
     `spacing` (zoo_spacing) can be passed to reuse it across requests; `alignment` goes to prompt_alignment.
+    A full weight vector of a partially generated zoo is compared on its generated layers (the zoo's space).
     """
+    if zoo.index is not None and sampled.shape[-1] != zoo.weights.shape[1]:
+        sampled = sampled[..., zoo.index]
     dist, idx = (v.item() for v in nearest(zoo.weights, sampled[None].float()))
     spacing = zoo_spacing(zoo.weights) if spacing is None else spacing
     ret = retrieval_row(zoo.class_loss, target)

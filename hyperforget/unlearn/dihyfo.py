@@ -4,8 +4,10 @@ The request becomes prompts (forget classes at the `hi_pct` percentile of the va
 recorded while forgetting them, retained classes at `lo_pct`, composed per class so a set the zoo never
 held gets one too; `prompt_levels` prompts step from the zoo median to those percentiles, see
 `prompt_ladder`), K candidates with their own noise seeds are drawn in ONE batched sampler call over all
-prompt levels, each is scored on the validation split (never the test split; one vmapped pass), and the
-best that passes the gates wins:
+prompt levels, each sample also gives scaled edits θ0 + s·(sample − θ0) (`edit_scales`: the samples of one
+prompt are near-identical, while the edit's strength is what decides retained accuracy on sets the zoo never
+held), every candidate is scored on the validation split (never the test split; one vmapped pass), and
+the best that passes the gates wins:
 forget-class val accuracy ≤ `gates.max_forget_acc` and retained val accuracy ≥ the original's −
 `gates.max_retain_drop`
 (the original is the only reference available at unlearning time). Among passing candidates the highest
@@ -15,6 +17,13 @@ the hypernetwork and the zoo's loss index is setup (like loading θ0) and is rep
 
 Random-subset requests are refused: the zoo and the prompts are per class, and a per-class loss prompt
 cannot say which samples to forget.
+
+Partial generation (the hypernetwork's `generate`: head | block_head): the hypernetwork samples those layers
+only, starting from θ0's; the returned model is θ0 with them put in place (every other parameter
+bit-identical to θ0's), and scoring runs the K generated parts on the validation features θ0's frozen part
+computed once when the zoo was built (`features.safetensors`, checksummed, loaded as setup with the loss
+index; a cache from another θ0 is refused). `opts.generate` may name the layer set a caller expects; a
+hypernetwork trained for another one is a ConfigError.
 """
 
 from __future__ import annotations
@@ -25,10 +34,11 @@ import torch
 
 from hyperforget.config import GatesConfig
 from hyperforget.errors import ConfigError
+from hyperforget.features import load_features
 from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sample
 from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
 from hyperforget.metrics import class_metrics
-from hyperforget.models import ModelSpec, flatten, load_flat
+from hyperforget.models import ModelSpec, flatten, generated_part, load_flat
 from hyperforget.options import DiHyFoOptions
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
 from hyperforget.zoo import read_zoo_losses, weights_sha256
@@ -36,9 +46,10 @@ from hyperforget.zoo import read_zoo_losses, weights_sha256
 
 @torch.no_grad()
 def score(spec: ModelSpec, candidates: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-          classes: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Sample-weighted forget/retained val accuracy and retained val loss of each candidate [K]."""
-    loss, acc = class_metrics(spec, candidates, x_val, y_val)
+          classes: Sequence[int], cut: str = "all") -> dict[str, torch.Tensor]:
+    """Sample-weighted forget/retained val accuracy and retained val loss of each candidate [K] (with a `cut`,
+    candidates hold the generated layers and x_val is the frozen part's features: `metrics.class_metrics`)."""
+    loss, acc = class_metrics(spec, candidates, x_val, y_val, cut=cut)
     counts = torch.bincount(y_val, minlength=spec.num_classes).float()
     forget = torch.zeros(spec.num_classes, dtype=torch.bool)
     forget[list(classes)] = True
@@ -61,6 +72,19 @@ def select(cand: dict[str, torch.Tensor], reference_retained_acc: float,
     return best, passed
 
 
+def check_generate(trained: str, requested: str | None, zoo: str, where: object) -> str:
+    """The layer set to generate: the hypernetwork's; a request for another one (or a zoo of other layers) is
+    a ConfigError that says how to get a hypernetwork for it."""
+    if requested is not None and requested != trained:
+        raise ConfigError(f"DiHyFo was asked to generate the {requested!r} layers but the hypernetwork in {where} "
+                          f"was trained to generate {trained!r}; retrain it with hypernet.generate: {requested} "
+                          f"(zoo and hypernet stages), or leave generate unset to use {trained!r}")
+    if zoo != trained:
+        raise ConfigError(f"the hypernetwork in {where} generates {trained!r} layers but the zoo holds {zoo!r}; "
+                          "rebuild the zoo and retrain the hypernetwork with one hypernet.generate")
+    return trained
+
+
 def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     classes = inputs.split.classes
     if classes is None:
@@ -74,33 +98,48 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         class_loss, forget_mask, manifest = read_zoo_losses(zoo_dir)
     if hypernet.config.variant != opts.variant:
         raise ConfigError(f"{hypernet_dir} holds a {hypernet.config.variant} hypernetwork, not {opts.variant}")
+    generate = check_generate(hypernet.config.generate, opts.generate, manifest.get("generate", "all"), hypernet_dir)
     theta0 = flatten(inputs.original).float()
     if weights_sha256(theta0) != manifest["theta0_sha256"]:
         raise ConfigError(f"the zoo in {zoo_dir} was built from a different original model; rebuild the zoo "
                           "and retrain the hypernetwork for this one")
+    with Timer() as load_features_t:  # setup, like the loss index: θ0's frozen part ran over val once, in the zoo
+        feats = load_features(zoo_dir, inputs.spec) if generate != "all" else None
+    if feats is not None and (not torch.equal(feats.theta0, theta0) or len(feats.val) != len(inputs.data.y_val)):
+        raise ConfigError(f"the features cached in {zoo_dir} come from another original model or data; rebuild "
+                          "the zoo (and the hypernetwork) for this one")
     data, spec = inputs.data, inputs.spec
     steps = opts.sample_steps or hypernet.config.sample_steps
-    ladder = prompt_ladder(opts.hi_pct, opts.lo_pct, min(opts.prompt_levels, opts.k))
-    per = [len(x) for x in torch.arange(opts.k).tensor_split(len(ladder))]  # samples per prompt
-    prompt_of = torch.cat([torch.full((n,), i) for i, n in enumerate(per)])  # candidate → its prompt level
+    scales = torch.tensor(opts.edit_scales)
+    n_samples = opts.k // len(scales)  # each sample gives len(scales) candidates
+    ladder = prompt_ladder(opts.hi_pct, opts.lo_pct, min(opts.prompt_levels, n_samples))
+    per = [len(x) for x in torch.arange(n_samples).tensor_split(len(ladder))]  # samples per prompt
+    prompt_of = torch.cat([torch.full((n,), i) for i, n in enumerate(per)])  # sample → its prompt level
     with Timer() as t_prompt:
         conds, targets = request_prompts(class_loss, forget_mask, classes, opts.variant, ladder)
         cond = {k: v[prompt_of] for k, v in conds.items()}
+    part = generated_part(inputs.original, generate)  # candidates hold these layers; the rest stays θ0's
+    start = part.extract(theta0)
     with Timer() as t_sample:  # every prompt level and candidate in one batched sampler call
-        candidates = sample(hypernet, theta0, cond, steps=steps, seeds=candidate_seeds(inputs.seed + opts.seed, opts.k))
-    with Timer() as t_score:
-        cand = score(spec, torch.cat([theta0[None], candidates]), data.x_val, data.y_val, classes)
+        samples = sample(hypernet, start, cond, steps=steps, seeds=candidate_seeds(inputs.seed + opts.seed, n_samples))
+    with Timer() as t_score:  # partial: the generated parts run on the val features cached with the zoo
+        # candidate (i, j) = θ0 + scales[j]·(sample i − θ0), sample-major: the edit's strength, chosen on val
+        candidates = (start + scales[None, :, None] * (samples - start)[:, None, :]).flatten(0, 1)
+        x_val = data.x_val if feats is None else feats.val
+        cand = score(spec, torch.cat([start[None], candidates]), x_val, data.y_val, classes, cut=generate)
         reference = cand["retained_acc"][0].item()
         cand = {k: v[1:] for k, v in cand.items()}
         best, passed = select(cand, reference, inputs.gates)
-        model = load_flat(spec.build(), candidates[best]).eval()
+        model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),
             "chosen": best, "original_retained_val_acc": reference,
             "prompts": [{"hi_pct": hi, "lo_pct": lo, "target": target.tolist()}
                         for (hi, lo), target in zip(ladder, targets, strict=True)],
             "candidates": {k: v.tolist() for k, v in cand.items()} | {
-                "passed": passed.tolist(), "prompt": prompt_of.tolist()},
+                "passed": passed.tolist(), "prompt": prompt_of.repeat_interleave(len(scales)).tolist(),
+                "scale": scales.repeat(n_samples).tolist()},
             "prompt_s": t_prompt.seconds, "sample_s": t_sample.seconds, "score_s": t_score.seconds,
-            "load_s": load.seconds, "hypernet_step": hypernet.step, "sample_steps": steps}
+            "load_s": load.seconds + load_features_t.seconds, "hypernet_step": hypernet.step, "sample_steps": steps,
+            "generate": generate}
     wall = t_prompt.seconds + t_sample.seconds + t_score.seconds
     return UnlearnResult(model, opts.variant, wall, opts.k * steps, opts.model_dump(), info=info)

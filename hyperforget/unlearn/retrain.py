@@ -18,7 +18,8 @@ SEED_OFFSET = 1000
 
 
 def run(inputs: UnlearnInputs, opts: RetrainOptions) -> UnlearnResult:
-    cfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, weight_decay=opts.weight_decay)
+    cfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, weight_decay=opts.weight_decay,
+                      schedule=opts.schedule)
     seeds = [SEED_OFFSET + inputs.seed + i for i in range(opts.seeds)]
     x, y = inputs.x_retain, inputs.y_retain
     with Timer() as timer:

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NAME = "digits-mlp-forget-classes-3"
-METHOD = "gradtau"  # passes the gates on digits in ~2 s (finetune keeps class 3: forget acc ~0.9)
+METHOD = "scrub"  # passes every gate on digits in ~2 s (finetune keeps class 3: forget acc ~0.9; gradtau fails
+# the relearn gate)
 
 
 def prefect(*args: str, env: dict, timeout: float = 240) -> str:
@@ -75,6 +76,15 @@ def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, s
 
     cli("promote", NAME, str(candidate.version), "--params", str(params), env=env)
     assert str(registry.resolve(f"{NAME}@champion", client).version) == str(candidate.version)
+    assert candidate.tags["lineage.dataset"] and candidate.tags["lineage.original"]
+
+    # a model that fails its gates: the watched run fails, and says why
+    r = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deployment", "run", "unlearn/default", "--param",
+                        "forget_classes=[3]", "--param", "method=finetune", "--param", f"params_path={params}",
+                        "--watch"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "failed its gates" in out and "forget acc" in out, out[-3000:]
+    assert str(registry.resolve(f"{NAME}@candidate", client).version) == str(candidate.version)  # unmoved
 
 
 SUBMIT_AND_WAIT = """

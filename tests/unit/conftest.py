@@ -62,3 +62,12 @@ def mnist_t10k() -> Path:
     if not folder.is_dir():
         pytest.fail(f"{folder} is missing: the tests run with ../shared beside the repository, as CI does")
     return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_full() -> Path:
+    """The four original MNIST files (60k train + 10k test) in ../shared: a missing folder fails, never skips."""
+    folder = SHARED / "datasets" / "mnist"
+    if not folder.is_dir():
+        pytest.fail(f"{folder} is missing: the tests run with ../shared beside the repository, as CI does")
+    return folder

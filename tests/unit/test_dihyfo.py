@@ -11,6 +11,7 @@ from hyperforget.artifacts import Artifacts
 from hyperforget.config import ForgetConfig, TrainConfig, ZooConfig
 from hyperforget.data import forget_split
 from hyperforget.errors import ConfigError
+from hyperforget.hypernet import diffusion as dihyfo_mod
 from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
 from hyperforget.hypernet.honesty import baseline_weights, honesty_report
 from hyperforget.models import flatten
@@ -118,3 +119,27 @@ def test_definition_of_done_on_digits(tmp_path, original_mlp, digits_spec, digit
         reference = sum(retained_test_acc(m) for m in retrains) / len(retrains)
         assert forget_acc <= 0.05, f"class {c}: forget acc {forget_acc:.3f}"
         assert retained_test_acc(result.model) >= reference - 0.05, f"class {c}: {result.info}"
+
+
+def test_a_held_out_set_is_answered_with_one_batched_sampler_call(tiny, monkeypatch, original_mlp, digits_spec,
+                                                                  digits):
+    art, zoo, _ = tiny
+    held = list(ZooConfig().held_out(10)[1])  # a set of three classes the zoo never held
+    assert not (zoo.forget_mask == torch.eye(10)[held].sum(0)).all(1).any()
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seeds"])
+        return dihyfo_mod.sample(*args, **kwargs)
+
+    monkeypatch.setattr("hyperforget.unlearn.dihyfo.sample", counting)
+    split = forget_split(digits, ForgetConfig(classes=held))
+    result = run_method("dihyfo2", inputs_for(art, original_mlp, digits_spec, digits, split),
+                        {"k": 16, "prompt_levels": 4, "edit_scales": (1.0, 0.5)})
+    assert len(calls) == 1 and len(calls[0]) == 8 == len(set(calls[0]))  # all prompt levels, all samples
+    cands = result.info["candidates"]
+    assert cands["prompt"] == [i // 4 for i in range(16)] and len(result.info["prompts"]) == 4
+    assert cands["scale"] == [1.0, 0.5] * 8 and len(cands["passed"]) == 16
+    targets = torch.tensor([p["target"] for p in result.info["prompts"]])  # [levels, C], composed per class
+    kept = [c for c in range(10) if c not in held]
+    assert (targets[:, held].diff(dim=0) >= 0).all() and (targets[:, kept].diff(dim=0) <= 0).all()

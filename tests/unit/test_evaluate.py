@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from hyperforget import evaluate
+from hyperforget import evaluate, tables
 from hyperforget.config import parse_params
+from hyperforget.data import forget_split
 from hyperforget.errors import ConfigError
 from hyperforget.metrics import Evaluator
 from hyperforget.unlearn import method as base
@@ -20,9 +21,9 @@ METHODS = ["finetune", "neggrad", "ssd"]
 
 @pytest.fixture(scope="module")
 def timed_comparison(original_mlp, digits_spec, digits, split_class3):
-    """compare() with every Timer block and every Evaluator.report call logged as (start, end)."""
-    spans: dict[str, list[tuple[float, float]]] = {"timer": [], "report": []}
-    exit_, report = base.Timer.__exit__, Evaluator.report
+    """compare() with every Timer block, every Evaluator.report and every verify call logged as (start, end)."""
+    spans: dict[str, list[tuple[float, float]]] = {"timer": [], "report": [], "verify": []}
+    exit_, report, verify = base.Timer.__exit__, Evaluator.report, evaluate.verify
 
     def logged_exit(self, *exc):
         exit_(self, *exc)
@@ -34,10 +35,17 @@ def timed_comparison(original_mlp, digits_spec, digits, split_class3):
         spans["report"].append((t0, time.perf_counter()))
         return out
 
+    def logged_verify(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = verify(*args, **kwargs)
+        spans["verify"].append((t0, time.perf_counter()))
+        return out
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(base.Timer, "__exit__", logged_exit)
         mp.setattr(Evaluator, "report", logged_report)
-        params = parse_params({"train": {"epochs": 10}, "evaluation": {"retrain_seeds": 2, "mia_splits": 5}})
+        mp.setattr(evaluate, "verify", logged_verify)
+        params = parse_params({"train": {"epochs": 10}, "evaluation": {"retrain_seeds": 3, "mia_splits": 5}})
         inputs = UnlearnInputs(original_mlp, digits_spec, digits, split_class3, params.seed)
         result = evaluate.compare(params, inputs, ["retrain", *METHODS])
     return result, spans
@@ -51,16 +59,17 @@ def test_compare_writes_json_markdown_and_png(timed_comparison, tmp_path):
     assert evaluate.load_report(tmp_path / "compare", tmp_path / "timing.json") == result
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = paths["md"].read_text()
-    for text in ("retrain (2 seeds)", "original", *METHODS, "digits", "forget class 3", "cores", "threads"):
+    for text in ("retrain (3 seeds)", "original", *METHODS, "digits", "forget class 3", "cores", "threads",
+                 "LiRA AUC", "TPR@1%FPR", "probe forget acc", "relearn m=10", "relearn m=100", "gates"):
         assert text in markdown
     table = evaluate.format_table(result)
-    assert all(f"\n{name} " in table for name in ("retrain (2 seeds)", *METHODS))
+    assert all(f"\n{name} " in table for name in ("retrain (3 seeds)", *METHODS))
 
 
 def test_compare_reports_gaps_and_speedups_against_one_retrain(timed_comparison):
     result, _ = timed_comparison
     t_retrain = result["timing"]["t_retrain_s"]
-    assert len(result["retrain"]["reports"]) == 2 and result["retrain"]["summary"]["forget_acc"]["mean"] <= 0.05
+    assert len(result["retrain"]["reports"]) == 3 and result["retrain"]["summary"]["forget_acc"]["mean"] <= 0.05
     for name, m in result["methods"].items():
         assert m["speedup"] == pytest.approx(t_retrain / m["wall_time_s"]), name
         gap_values = [v for k, v in m["gaps"].items() if k != "avg_gap"]
@@ -71,12 +80,13 @@ def test_compare_reports_gaps_and_speedups_against_one_retrain(timed_comparison)
 
 
 def test_method_timings_exclude_evaluation(timed_comparison):
-    """No evaluation ran inside any timed block (retrain ×2 and each method)."""
+    """No evaluation (reports or verification) ran inside any timed block (retrain ×2 and each method)."""
     _, spans = timed_comparison
     assert len(spans["timer"]) == 2 + len(METHODS)
-    assert len(spans["report"]) == 1 + 2 + len(METHODS)  # original, retrain seeds, methods
+    assert len(spans["report"]) == 1 + 3 + len(METHODS)  # original, retrain seeds, methods
+    assert len(spans["verify"]) == 2 + len(METHODS)  # original, the held-out retrain, methods
     for t0, t1 in spans["timer"]:
-        assert all(r1 <= t0 or r0 >= t1 for r0, r1 in spans["report"])
+        assert all(r1 <= t0 or r0 >= t1 for r0, r1 in spans["report"] + spans["verify"])
 
 
 def test_no_wall_clock_fact_reaches_the_files_dvc_hashes(timed_comparison, tmp_path):
@@ -96,3 +106,37 @@ def test_unknown_method_is_refused_before_anything_runs(original_mlp, digits_spe
     with pytest.raises(ConfigError, match="unknown method bogus"):
         evaluate.compare(parse_params({}), inputs, ["retrain", "bogus"])
     assert ran == []
+
+
+def test_the_comparison_verifies_and_gates_every_model_beside_the_retrain_spread(timed_comparison, tmp_path):
+    result, _ = timed_comparison
+    v, ref = result["verification"], result["retrain"]["verification"]
+    assert v["shadows"] == 2 and v["held_out_seed"] == result["retrain"]["info"]["seeds"][-1]
+    keys = ("lira_auc", "lira_tpr_at_1fpr", "probe_forget_acc", "relearn_steps_m10", "relearn_steps_m100")
+    for name, m in [("original", v["original"]), ("held-out", v["held_out"]), *result["methods"].items()]:
+        assert all(isinstance(m["verification"][k], int | float) for k in keys), name
+        assert {"lira_auc", "relearn_steps_m10"} <= set(m["gates"]["checks"]), name
+        # the reference every model is gated against is the retrain row's probe/relearn spread
+        assert m["verification"]["reference"]["relearn_steps_m10"] == ref["relearn_steps_m10"], name
+    assert len(ref["lira_auc"]["values"]) == 3 and ref["lira_tpr_at_1fpr"] is None  # TPR needs ≥ 4 seeds
+    assert not v["original"]["gates"]["passed"]  # θ0 never forgot
+    header, body = tables.verification_rows(result)
+    assert header == ["method", "LiRA AUC", "TPR@1%FPR", "probe forget acc", "relearn m=10", "relearn m=100", "gates"]
+    retrain = body[1]
+    assert retrain[0] == "retrain (3 seeds)" and " ± " in retrain[1] and retrain[2] == "–" and " ± " in retrain[4]
+    assert body[0][-1].startswith("FAIL ") and "LiRA" in body[0][-1]
+    assert [r[0] for r in body[3:]] == METHODS
+    headline = json.loads(evaluate.write_report(result, tmp_path, tmp_path / "t.json")["headline"].read_text())
+    assert set(headline["ssd"]) >= {"lira_auc", "gates_passed"} and "lira_auc" in headline["retrain"]
+
+
+def test_random_subset_comparison_has_no_probe_or_relearn(original_mlp, digits_spec, digits):
+    params = parse_params({"train": {"epochs": 3}, "forget": {"fraction": 0.1},
+                           "evaluation": {"retrain_seeds": 3, "mia_splits": 2}})
+    split = forget_split(digits, params.forget)
+    result = evaluate.compare(params, UnlearnInputs(original_mlp, digits_spec, digits, split), ["finetune"])
+    m = result["methods"]["finetune"]
+    assert m["verification"]["probe_forget_acc"] is None and m["verification"]["relearn_steps_m10"] is None
+    assert set(m["gates"]["checks"]) == {"forget_acc", "retained_test_acc", "mia", "lira_auc"}
+    _, body = tables.verification_rows(result)
+    assert all(row[3:6] == ["–", "–", "–"] for row in body)

@@ -19,7 +19,7 @@ def digits():
     return (x - x.mean()) / x.std()
 
 
-@pytest.mark.parametrize("arch,width", [("mlp", 10), ("cnn", 8)])
+@pytest.mark.parametrize("arch,width", [("mlp", 10), ("cnn", 8), ("lenet", 0)])
 def test_export_matches_pytorch_for_any_batch_size(arch, width, digits, tmp_path):
     spec = ModelSpec(arch, (1, 8, 8), 10, width)
     model = spec.build(seed=0).eval()
@@ -41,3 +41,11 @@ def test_failed_parity_leaves_no_file(digits, tmp_path):
     with pytest.raises(IntegrityError, match="disagrees with PyTorch"):
         export_onnx(spec.build(seed=0), spec, tmp_path / "model.onnx", digits[:4], atol=-1.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lenet_at_mnist_size_exports_with_parity(tmp_path):
+    spec = ModelSpec("lenet", (1, 28, 28), 10, 0)
+    model = spec.build(seed=0).eval()
+    x = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = export_onnx(model, spec, tmp_path / "lenet.onnx", x[:4], x)
+    assert out["max_abs_diff"] < 1e-4 and out["argmax_agreement"] == 1.0

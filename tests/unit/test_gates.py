@@ -1,4 +1,4 @@
-"""The release gates: each limit decides on its own, and failures say the numbers."""
+"""The release gates: each limit decides on its own, and failures name the check and say the numbers."""
 
 import math
 
@@ -24,7 +24,8 @@ def test_good_model_passes_with_no_reasons():
 def test_forget_acc_above_limit_fails_and_says_the_numbers():
     g = check_gates(report(forget_acc=0.2), REFERENCE, GATES)
     assert not g.passed and not g.checks["forget_acc"]["passed"]
-    assert g.reasons[0].startswith("forget acc 0.2000 > 0.0500 (max(gates.max_forget_acc, retrain mean 0.0000")
+    assert g.reasons[0].startswith("forget_acc: forget acc 0.2000 > 0.0500 (max(gates.max_forget_acc, retrain mean "
+                                   "0.0000")
 
 
 def test_retained_acc_is_judged_against_retrain_mean_minus_drop():
@@ -37,7 +38,7 @@ def test_retained_acc_is_judged_against_retrain_mean_minus_drop():
 def test_mia_is_an_absolute_threshold_where_retrain_sits_below_it():
     assert check_gates(report(mia=0.5), REFERENCE, GATES).passed  # boundary is inclusive
     g = check_gates(report(mia=0.51), REFERENCE, GATES)
-    assert not g.passed and g.reasons[0].startswith("MIA member rate on D_f 0.5100 > 0.5000")
+    assert not g.passed and g.reasons[0].startswith("mia: MIA member rate on D_f 0.5100 > 0.5000")
 
 
 def test_random_subset_limits_follow_the_retrain_reference():
@@ -67,3 +68,40 @@ def test_result_round_trips_through_a_dict():
     g = check_gates(report(forget_acc=0.3), REFERENCE, GATES)
     assert GateResult.from_dict(g.to_dict()) == g
     assert [line.split()[0] for line in g.lines()] == ["FAIL", "PASS", "PASS"]
+
+
+# ---------- the verification gates (numbers: options.VerificationGates) ----------
+
+VERIFIED = {"lira_auc": 0.6, "probe_forget_acc": 0.8, "relearn_m": [10, 100], "relearn_steps_m10": 40,
+            "relearn_steps_m100": 35, "reference": {"probe_forget_acc": {"mean": 0.75, "std": 0.05},
+                                                     "relearn_steps_m10": {"mean": 50.0, "std": 5.0},
+                                                     "relearn_steps_m100": {"mean": 45.0, "std": 5.0}}}
+
+
+def test_verification_gates_join_the_output_gates_with_the_configured_limits():
+    g = check_gates(report(), REFERENCE, GATES, VERIFIED)
+    assert g.passed and list(g.checks) == ["forget_acc", "retained_test_acc", "mia", "lira_auc", "probe_forget_acc",
+                                           "relearn_steps_m10", "relearn_steps_m100"]
+    assert g.checks["lira_auc"]["limit"] == 0.95 and g.checks["relearn_steps_m10"]["limit"] == 20.0  # defaults
+    strict = GatesConfig(max_lira_auc_excess=0.05, max_probe_excess=0.01, min_relearn_ratio=0.9)
+    g = check_gates(report(), REFERENCE, strict, VERIFIED)
+    assert not g.passed and [r.split(":")[0] for r in g.reasons] == ["lira_auc", "probe_forget_acc",
+                                                                     "relearn_steps_m10", "relearn_steps_m100"]
+    assert g.reasons[0] == ("lira_auc: LiRA AUC against the retrains 0.6000 > 0.5500 "
+                            "(0.5 + gates.max_lira_auc_excess 0.05)")
+    assert "relearn steps (m=10) 40.0000 < 45.0000 (retrain mean 50.0 × gates.min_relearn_ratio 0.9)" in g.reasons[2]
+
+
+def test_a_release_without_verification_fails_a_check_named_verification():
+    assert set(check_gates(report(), REFERENCE, GATES).checks) == {"forget_acc", "retained_test_acc", "mia"}
+    g = check_gates(report(), REFERENCE, GATES, require_verification=True)
+    assert not g.passed and g.reasons == [f"verification: {g.checks['verification']['detail']}"]
+    assert "retrain_seeds ≥ 3" in g.reasons[0]
+
+
+def test_random_subset_verification_gates_lira_only():
+    subset = {"lira_auc": 0.97, "probe_forget_acc": None, "relearn_m": [10], "relearn_steps_m10": None,
+              "reference": {"probe_forget_acc": None, "relearn_steps_m10": None}}
+    g = check_gates(report(), REFERENCE, GATES, subset)
+    assert set(g.checks) == {"forget_acc", "retained_test_acc", "mia", "lira_auc"}
+    assert not g.checks["lira_auc"]["passed"]

@@ -9,8 +9,8 @@ from hyperforget.errors import ConfigError, IntegrityError
 from hyperforget.hypernet import diffusion
 from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.denoiser import Denoiser
-from hyperforget.hypernet.diffusion import load_hypernet, sample, train_hypernet
-from hyperforget.hypernet.prompts import prompt_ladder, r2, request_prompt, sweep_targets
+from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sample, train_hypernet
+from hyperforget.hypernet.prompts import prompt_ladder, r2, request_prompt, request_prompts, sweep_targets
 from hyperforget.hypernet.tokenizer import Tokenizer, permute_mlp_hidden
 from hyperforget.io import load_tensors
 from hyperforget.models import build_model, flatten, load_flat, param_layout
@@ -195,3 +195,57 @@ def test_config_rejects_unknown_keys_and_bad_heads():
         HypernetConfig(unknown=1)
     with pytest.raises(ValueError):
         HypernetConfig(width=30, heads=4)
+
+
+def test_hypernet_training_refuses_rows_of_a_held_out_set(tmp_path):
+    zoo = synthetic_zoo()
+    train_hypernet(zoo, tiny_cfg(steps=2, checkpoint_every=2), tmp_path / "ok", progress=False, held_out=[(2, 5)])
+    mask = zoo.forget_mask.clone()
+    mask[7] = 0.0
+    mask[7, [2, 5]] = 1.0  # one row that forgot exactly the held-out set
+    tainted = ZooTensors(zoo.weights, zoo.start, zoo.class_loss, mask, zoo.layout, C)
+    with pytest.raises(ConfigError, match=r"held-out class sets \[\[2, 5\]\]"):
+        train_hypernet(tainted, tiny_cfg(steps=2), tmp_path / "no", progress=False, held_out=[(5, 2), (1, 3, 4)])
+    assert not (tmp_path / "no").exists()
+
+
+def test_prompt_for_an_unseen_set_is_composed_per_class():
+    """The zoo holds single classes and the set {2, 7}, never {2, 5}: the prompt still exists, forget class c
+    at the high percentile of every row that forgot c, retained r at the low percentile of the rows that kept
+    r while forgetting 2 or 5; each prompt level equals the unbatched prompt of that level."""
+    zoo = synthetic_zoo(60)
+    mask = zoo.forget_mask.clone()
+    mask[:6] = 0.0
+    mask[:6, [2, 7]] = 1.0
+    assert not (mask == torch.eye(C)[[2, 5]].sum(0)).all(1).any()  # no row of the requested set
+    ladder = prompt_ladder(95, 5, 3)
+    cond, targets = request_prompts(zoo.class_loss, mask, [2, 5], "dihyfo2", ladder)
+    assert targets.shape == (3, C) and cond["forget_mask"].shape == (3, C) and cond["forget_mask"][0, 5] == 1
+    for c in (2, 5):
+        forgot = mask[:, c] > 0
+        assert targets[-1, c] == pytest.approx(torch.quantile(zoo.class_loss[forgot, c], 0.95).item(), rel=1e-5)
+    kept0 = (mask[:, [2, 5]].amax(1) > 0) & (mask[:, 0] == 0)
+    assert targets[-1, 0] == pytest.approx(torch.quantile(zoo.class_loss[kept0, 0], 0.05).item(), rel=1e-5)
+    for i, (hi, lo) in enumerate(ladder):
+        one, target = request_prompt(zoo.class_loss, mask, [2, 5], "dihyfo2", hi, lo)
+        assert torch.allclose(target, targets[i]) and torch.equal(one["forget_mask"], cond["forget_mask"][i])
+
+
+@pytest.mark.parametrize("variant", ["dihyfo1", "dihyfo2"])
+def test_batched_sampler_returns_what_single_calls_with_the_same_seeds_return(tmp_path, variant):
+    zoo = synthetic_zoo()
+    train_hypernet(zoo, tiny_cfg(variant=variant, steps=20), tmp_path, progress=False)
+    hn = load_hypernet(tmp_path)
+    cond, _ = request_prompts(zoo.class_loss, zoo.forget_mask, [1, 4], variant, prompt_ladder(95, 5, 4))
+    seeds = [11, 12, 13, 14]
+    batch = sample(hn, zoo.start[0], cond, steps=7, seeds=seeds)  # four prompts, four candidates, one call
+    singles = torch.cat([sample(hn, zoo.start[0], {k: v[i] for k, v in cond.items()}, steps=7, seeds=[s])
+                         for i, s in enumerate(seeds)])
+    # the same x_T per candidate whatever the batch; only batched matmuls' float summation order differs
+    torch.testing.assert_close(batch, singles, rtol=0, atol=1e-5)
+    assert not torch.allclose(batch[0], batch[1])
+    same = sample(hn, zoo.start[0], {k: v[0] for k, v in cond.items()}, k=3, seed=5)
+    torch.testing.assert_close(same[2:], sample(hn, zoo.start[0], {k: v[0] for k, v in cond.items()}, steps=None,
+                                                seeds=[candidate_seeds(5, 3)[2]]), rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="candidates"):
+        sample(hn, zoo.start[0], cond, k=3)

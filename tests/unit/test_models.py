@@ -5,9 +5,14 @@ import torch
 
 from hyperforget.errors import ConfigError, IntegrityError
 from hyperforget.models import (
+    GENERATE,
+    HEAD_LAYERS,
     ModelSpec,
     build_model,
     flatten,
+    generated_layers,
+    generated_part,
+    head_parameters,
     load_flat,
     load_model,
     num_params,
@@ -24,6 +29,31 @@ def test_mlp_sizes_match_gpt():
 
 def test_cnn_has_about_5k_parameters():
     assert 4500 <= num_params(param_layout(build_model("cnn", (1, 28, 28), 10, 8))) <= 5500
+
+
+def test_lenet_is_lenet5_at_mnist_size_and_lenet_like_on_digits():
+    assert num_params(param_layout(build_model("lenet", (1, 28, 28), 10, 0))) == 61706
+    small = build_model("lenet", (1, 8, 8), 10, 0, seed=0)
+    assert small(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet"])
+def test_every_cut_recomputes_the_model_and_heads_agree(arch):
+    """forward(frozen_features(x, cut), cut) == forward(x); the head is `head`/HEAD_LAYERS/head_parameters."""
+    model = build_model(arch, (1, 8, 8), 10, 8, seed=0).eval()
+    x = torch.randn(6, 1, 8, 8)
+    for cut in GENERATE:
+        assert torch.allclose(model(model.frozen_features(x, cut), cut), model(x), atol=1e-6)
+        part = generated_part(model, cut)
+        full = flatten(model)
+        assert torch.equal(part.assemble(full, part.extract(full)), full)
+        assert [n for n, _ in part.layout] == [n for n, _ in param_layout(model) if n.split(".")[0] in
+                                              generated_layers(model, cut)]
+    assert generated_layers(model, "head") == (HEAD_LAYERS[arch],)
+    assert [n for n, _ in generated_part(model, "head").layout] == head_parameters(model)
+    assert generated_part(model, "all").is_all and generated_layers(model, "block_head")[-1] == HEAD_LAYERS[arch]
+    with pytest.raises(ConfigError, match="unknown layer set"):
+        generated_part(model, "body")
 
 
 def test_unknown_architecture_lists_the_known_ones():

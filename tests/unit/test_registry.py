@@ -15,6 +15,7 @@ from hyperforget.io import sha256_file, write_json
 from hyperforget.models import ModelSpec, save_model
 
 REFERENCE = {"test_retained_acc": {"mean": 0.95, "std": 0.01}, "forget_acc": {"mean": 0.0, "std": 0.0}}
+VERIFIED = {"lira_auc": 0.5, "probe_forget_acc": None, "relearn_m": [], "reference": {}}  # verification.verify's shape
 PARAMS = Params()
 NAME = "digits-mlp-forget-classes-3"
 
@@ -55,7 +56,7 @@ def request(tmp_path, forget_acc=0.0, seed=0):
               "per_class_test_acc": [0.9] * 10}
     write_json(folder / "report.json", {"report": report, "reference": REFERENCE})
     return {"model_path": str(folder / "model.safetensors"), "report_path": str(folder / "report.json"),
-            "sha256": digest, "report": report, "reference": REFERENCE, "method": "finetune",
+            "sha256": digest, "report": report, "reference": REFERENCE, "verification": VERIFIED, "method": "finetune",
             "request_slug": "classes-3", "lineage": {"zoo": "zoo-sha"}}
 
 

@@ -7,8 +7,8 @@ import torch
 from hyperforget.config import DataConfig, TrainConfig
 from hyperforget.data import import_raw, prepare
 from hyperforget.metrics import accuracy
-from hyperforget.models import ModelSpec, flatten, predict
-from hyperforget.train import train_many, train_model
+from hyperforget.models import ModelSpec, flatten, frozen_features, predict
+from hyperforget.train import lr_schedule, train_many, train_many_params, train_model
 
 
 @pytest.fixture
@@ -47,6 +47,24 @@ def test_vmapped_training_matches_separate_runs(data, arch):
         agree = (predict(got, data.x_test).argmax(1) == predict(alone, data.x_test).argmax(1)).float().mean()
         assert agree >= 0.99
     assert not torch.equal(flatten(batched[0]), flatten(batched[1]))
+
+
+def test_cosine_schedule_and_vmapped_runs_agree_and_a_cut_trains_only_its_layers(data):
+    spec = ModelSpec("lenet", data.input_shape, 10, 0)
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=3e-3, schedule="cosine")
+    model = spec.build(seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = lr_schedule(opt, cfg, 1000)  # 8 batches
+    lrs = [opt.param_groups[0]["lr"]] + [(opt.step(), sched.step(), opt.param_groups[0]["lr"])[2] for _ in range(8)]
+    assert lrs[0] == cfg.lr and lrs[4] == pytest.approx(cfg.lr / 2) and lrs[-1] == pytest.approx(0, abs=1e-12)
+    batched = train_many(spec, [7], data.x_train, data.y_train, cfg)[0]
+    alone = spec.build(seed=7)
+    train_model(alone, data.x_train, data.y_train, cfg, seed=7)
+    assert (flatten(batched) - flatten(alone)).abs().max() < 5e-3
+    h = frozen_features(model.eval(), data.x_train, "head")
+    params = train_many_params(spec, [7, 8], h, data.y_train, cfg, cut="head")
+    assert set(params) == {"fc3.weight", "fc3.bias"} and params["fc3.weight"].shape == (2, 10, 84)
+    assert not torch.equal(params["fc3.weight"][0], spec.build(seed=7).fc3.weight)  # trained from seed 7's init
 
 
 def test_early_stopping_keeps_the_best_epoch(data):

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from hyperforget import zoo as zoo_mod
-from hyperforget.config import TrainConfig, ZooConfig
+from hyperforget.config import Params, TrainConfig, ZooConfig
 from hyperforget.errors import ConfigError, IntegrityError
-from hyperforget.io import read_json
+from hyperforget.io import read_json, write_json
 from hyperforget.models import flatten, load_flat, param_layout
 from hyperforget.zoo import align_hidden, build_unit, build_zoo, finish_zoo, load_zoo, plan_zoo, zoo_requests
 
@@ -125,3 +125,25 @@ def test_aligned_retrains_keep_their_function(original_mlp, digits_spec, digits)
         assert torch.allclose(load_flat(digits_spec.build(), aligned)(digits.x_val), other(digits.x_val), atol=1e-5)
     theta0 = flatten(original_mlp)
     assert (aligned - theta0).norm() <= (flatten(other) - theta0).norm()
+
+
+def test_held_out_sets_never_enter_the_zoo_index(tmp_path, original_mlp, digits_spec, digits):
+    cfg = TINY.model_copy(update={"class_sets": 3, "holdout_sets": 20, "holdout_seed": 5})
+    held = cfg.held_out(10)
+    assert len(held) == 20 == len(set(held)) and {len(h) for h in held} == {2, 3}
+    assert held == ZooConfig(holdout_sets=20, holdout_seed=5).held_out(10)  # a fixed list: seed and count only
+    requests = zoo_requests(cfg, 10)
+    assert requests[:10] == [(c,) for c in range(10)] and len(requests) == 13 and not set(requests) & set(held)
+    assert not set(cfg.tuning_sets(10, 8)) & (set(held) | set(requests))
+    build_zoo(original_mlp, digits_spec, digits, cfg, TINY_RETRAIN, tmp_path, progress=False)
+    index_requests = {tuple(r["request"]) for r in read_json(tmp_path / "index.json")["rows"]}
+    assert index_requests == {(), *requests} and not index_requests & set(held)
+
+    with pytest.raises(ValueError, match=r"zoo\.pairs \[.*\] is a held-out set"):
+        Params(zoo={"pairs": [list(ZooConfig().held_out(10)[0])]})
+    manifest = read_json(tmp_path / "zoo.json")  # a tampered manifest cannot smuggle a held-out set in
+    manifest["requests"][-1] = list(held[0])
+    write_json(tmp_path / "zoo.json", manifest)
+    (tmp_path / "units" / f"unit-{len(requests):03d}.json").unlink()
+    with pytest.raises(ConfigError, match="held-out class sets"):
+        build_unit(original_mlp, digits_spec, digits, cfg, TINY_RETRAIN, tmp_path, len(requests))

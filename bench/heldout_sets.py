@@ -1,0 +1,155 @@
+"""Held-out class sets: DiHyFo vs retrieval (+K, +noise, +k steps), ∇τ, SalUn and retraining, per set.
+
+    python bench/heldout_sets.py [--datasets digits mnist mnist60k] [--sets N] [--variants dihyfo2]
+                                 [--steps 10 20 50] [--work-root DIR] [--workers 2] [--set KEY=VALUE ...]
+
+For each data set (digits; MNIST's 10k split from ../shared/datasets/mnist-t10k; the full 60k MNIST from
+../shared/datasets/mnist when present; the MLP in→10→10 throughout) it builds, or reuses, a project folder
+<work-root>/hyperforget-heldout-<name> with the repository's params.yaml plus the BENCH overrides below (a
+zoo with `zoo.class_sets` random class sets besides the single classes), then
+1. measures DiHyFo's DDIM steps (--steps) on tuning sets, never held out and never in the zoo, and picks the
+   fewest steps whose gate pass fraction and mean Δ retrain hold (`heldout.step_sweep`);
+2. runs every held-out set (`zoo.holdout_sets`, the first --sets) through every method at those steps
+   (`heldout.heldout_report`) and prints per set and method: forget acc (D_f), retained test acc, Δ retrain
+   (retained test acc − the retrain mean), gates (pass/fail against the retrain reference), DiHyFo's
+   candidate pass rate (K samples, validation gates) and the unlearning time; then a summary per method
+   (means, fraction of sets passing, median time) and DiHyFo's time split (sampling vs scoring).
+JSON results land in each project's artifacts/compare/ (heldout-sets.json, heldout-sweep.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP threads must not spin
+
+from _common import MNIST_SOURCE
+from dihyfo_mnist import MNIST, setup
+
+from hyperforget import stages
+from hyperforget.evaluate import machine
+from hyperforget.heldout import heldout_report, step_sweep
+from hyperforget.io import write_json
+
+MNIST_FULL = MNIST_SOURCE.parent / "mnist"
+# what the bench adds to params.yaml per data set: a zoo that holds class sets; MNIST with G.pt's chunk
+BENCH = {
+    "digits": {"zoo.class_sets": 40, "hypernet.steps": 4000},
+    "mnist": {**MNIST, "zoo.class_sets": 40, "zoo.retrain_seeds": 1, "hypernet.steps": 4000},
+    "mnist60k": {**MNIST, "zoo.class_sets": 40, "zoo.retrain_seeds": 1, "hypernet.steps": 4000},
+}
+SOURCES = {"digits": None, "mnist": MNIST_SOURCE, "mnist60k": MNIST_FULL}
+ORDER = ["dihyfo1", "dihyfo2", "retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps", "gradtau", "salun",
+         "retrain"]
+
+
+def fmt(v, spec=".3f"):
+    return "–" if v is None else format(v, spec)
+
+
+def project(name: str, args: argparse.Namespace):
+    overrides = [f"{k}={v}" for k, v in BENCH[name].items()] + list(args.set)
+    ns = argparse.Namespace(data="digits" if name == "digits" else "mnist", source=str(SOURCES[name] or MNIST_SOURCE),
+                            work=str(Path(args.work_root) / f"hyperforget-heldout-{name}"), set=overrides, threads=1)
+    return setup(ns)
+
+
+def build(params, art, variants, workers: int) -> dict:
+    t0 = time.perf_counter()
+    if not art.dataset.exists():
+        stages.import_data(params, art)
+        stages.prepare(params, art)
+    if not art.model.exists():
+        stages.train(params, art)
+    zoo = stages.zoo(params, art, workers=workers)
+    nets = {v: stages.hypernet(params, art, v) for v in variants}
+    return {"zoo": zoo, **nets, "seconds": time.perf_counter() - t0}
+
+
+def print_sets(result: dict) -> None:
+    print("| set | method | forget acc | retained test acc | Δ retrain | gates | cand. pass | time s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in result["sets"]:
+        rows = s["rows"]
+        for name in [n for n in ORDER if n in rows] + [n for n in rows if n not in ORDER]:
+            r = rows[name]
+            gate = "–" if r.get("passed") is None else ("pass" if r["passed"] else "FAIL")
+            label = f"{name} (k={r['steps']})" if name == "retrieval+steps" else name
+            print(f"| {s['classes']} | {label} | {fmt(r['forget_acc'])} | {fmt(r['retained_acc'])} | "
+                  f"{fmt(r['delta'], '+.3f')} | {gate} | {fmt(r.get('pass_rate'), '.2f')} | "
+                  f"{fmt(r['time_s'], '.3f')} |")
+
+
+def print_summary(summary: dict, title: str) -> None:
+    print(f"\n{title}\n\n| method | sets | forget acc | retained test acc | mean Δ retrain | sets passing | "
+          "cand. pass | median time s |\n|---|---|---|---|---|---|---|---|")
+    for name in [n for n in ORDER if n in summary] + [n for n in summary if n not in ORDER]:
+        m = summary[name]
+        print(f"| {name} | {m['sets']} | {fmt(m['forget_acc'])} | {fmt(m['retained_acc'])} | "
+              f"{fmt(m['delta'], '+.3f')} | {fmt(m['sets_passed'], '.2f')} | {fmt(m['pass_rate'], '.2f')} | "
+              f"{fmt(m['time_s'], '.3f')} |")
+
+
+def time_split(result: dict, variant: str) -> str:
+    rows = [s["rows"][variant] for s in result["sets"] if variant in s["rows"]]
+    if not rows:
+        return ""
+    med = {k: sorted(r[k] for r in rows)[len(rows) // 2] for k in ("prompt_s", "sample_s", "score_s", "time_s")}
+    summ = result["summary"]
+    ratios = ", ".join(f"{m} {summ[m]['time_s'] / med['time_s']:.1f}×" for m in ("gradtau", "retrain")
+                       if summ.get(m, {}).get("time_s"))
+    return (f"{variant} time (median over sets, K=16, {rows[0]['steps']} DDIM steps): {med['time_s']:.3f} s = "
+            f"prompt {med['prompt_s']:.3f} + sampling {med['sample_s']:.3f} + scoring {med['score_s']:.3f}; "
+            f"time of the others over it: {ratios}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="*", default=["digits", "mnist", "mnist60k"], choices=list(BENCH))
+    ap.add_argument("--sets", type=int, default=None, help="only the first N held-out sets (default: all)")
+    ap.add_argument("--variants", nargs="*", default=["dihyfo2"])
+    ap.add_argument("--methods", nargs="*", default=["gradtau", "salun"])
+    ap.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50], help="DDIM steps measured on tuning sets")
+    ap.add_argument("--tuning-sets", type=int, default=8)
+    ap.add_argument("--work-root", default=tempfile.gettempdir())
+    ap.add_argument("--workers", type=int, default=2, help="zoo units built at once")
+    ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE for every data set")
+    args = ap.parse_args()
+    mach = machine()
+    for name in args.datasets:
+        if SOURCES[name] is not None and not SOURCES[name].is_dir():
+            print(f"\n# {name}: {SOURCES[name]} not present, skipped")
+            continue
+        params, art = project(name, args)
+        built = build(params, art, args.variants, args.workers)
+        print(f"\n# Held-out class sets on {name} ({params.data.name}, MLP in→10→10; {mach['cpu']}, {mach['cores']} "
+              f"cores, torch {mach['torch']}, 1 thread)\n")
+        print(f"project {art.root}; zoo {built['zoo']['rows']} checkpoints over {built['zoo']['num_requests']} "
+              f"requests ({params.zoo.class_sets} class sets), held out {params.zoo.holdout_sets} sets; build/reuse "
+              f"{built['seconds']:.0f} s; " + ", ".join(
+                  f"{v}: {params.hypernet.steps} steps, loss {built[v]['final_loss']:.4f}, held-out R² "
+                  f"{built[v]['mean_r2']:.2f}" for v in args.variants), flush=True)
+        chosen = None
+        if args.steps and args.variants:
+            t0 = time.perf_counter()
+            sweep = step_sweep(params, art, args.variants[0], args.steps, args.tuning_sets, seed=params.seed)
+            write_json(art.compare / "heldout-sweep.json", sweep)
+            chosen = sweep["chosen"]
+            print_summary(sweep["summary"], f"DDIM steps on {args.tuning_sets} tuning sets (not held out, not in the "
+                          f"zoo; {time.perf_counter() - t0:.0f} s) → {chosen} steps")
+        t0 = time.perf_counter()
+        result = heldout_report(params, art, args.variants, args.methods, chosen, args.sets,
+                                progress=lambda i, n, s: print(f"  set {i}/{n} {s['classes']} done", flush=True))
+        print(f"\n{len(result['sets'])} held-out sets in {time.perf_counter() - t0:.0f} s\n")
+        print_sets(result)
+        print_summary(result["summary"], f"Summary over {len(result['sets'])} held-out sets ({name})")
+        for v in args.variants:
+            print("\n" + time_split(result, v), flush=True)
+
+
+if __name__ == "__main__":
+    main()

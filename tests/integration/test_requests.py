@@ -1,0 +1,190 @@
+"""One record-level deletion request end to end on the real stack, as an operator runs it: the `full_stack`
+fixture (weed S3, MLflow server with artifacts in S3, Prefect server + worker) and the ledger in a real
+PostgreSQL (pgserver) named by the project's `requests.ledger_url`.
+
+submit (CLI) → `unlearn/default` deployment run with the request id → scoped … closed in the ledger → the
+certificate beside the project, in the version's MLflow run and in S3 next to the ONNX file → `hyperforget
+request verify` succeeds and fails on a copy with one byte flipped. Then a request whose flow run fails because
+S3 is stopped ends `failed` with the reason, and after S3 is back a second run closes it with the same
+registry version. Last, the `trueup` deployment (its schedule deployed inactive) moves `champion`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hyperforget import records, registry, stages, storage, tracking
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import load_params
+from hyperforget.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory):
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"))
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def project(full_stack, postgres_url, small_project):
+    """This module's small project, prepared, its ledger the PostgreSQL server (the worker's flow runs read it)."""
+    path = small_project
+    raw = yaml.safe_load(path.read_text())
+    raw["requests"] = {"ledger_url": postgres_url}  # unlearn.method stays dihyfo2: records fall back to gradtau
+    path.write_text(yaml.safe_dump(raw))
+    params, art = load_params(path), Artifacts.for_params(path)
+    for stage in (stages.import_data, stages.prepare, stages.train):
+        stage(params, art)
+    led = Ledger(postgres_url)
+    yield {"path": path, "params": params, "art": art, "ledger": led}
+    led.close()
+
+
+def _env(full_stack, tmp_path) -> dict:
+    return {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-cli"), "MLFLOW_DISABLE_TELEMETRY": "true",
+            "STACK_DIR": full_stack["STACK_DIR"]}
+
+
+def run(*argv: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(r: subprocess.CompletedProcess, env: dict) -> str:
+    if r.returncode != 0:
+        log = Path(env["STACK_DIR"]) / "logs" / "worker.log"
+        worker = log.read_text(errors="replace")[-6000:] if log.exists() else "(no worker log)"
+        pytest.fail(f"{' '.join(r.args[:4])}… exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n"
+                    f"--- worker log ---\n{worker}")
+    return r.stdout
+
+
+def deployment_run(request_id: str, project, env: dict) -> subprocess.CompletedProcess:
+    return run("prefect", "--no-prompt", "deployment", "run", "unlearn/default", "--param", f"request_id={request_id}",
+               "--param", f"params_path={project['path']}", "--watch", env=env)
+
+
+def submit(project, request_id: str, ids: list[int], env: dict) -> None:
+    f = project["path"].parent / f"{request_id}.txt"
+    f.write_text("".join(f"{i}\n" for i in ids))
+    out = ok(run("hyperforget", "request", "submit", "--samples", str(f), "--id", request_id, "--requester",
+                 "dpo@example.com", "--params", str(project["path"]), env=env), env)
+    assert f"request {request_id} received: {len(ids)} records" in out
+
+
+@pytest.fixture(scope="module")
+def deployed(full_stack, project, tmp_path_factory):
+    env = _env(full_stack, tmp_path_factory.mktemp("prefect"))
+    ok(run("prefect", "--no-prompt", "deploy", "--all", env=env), env)
+    return env
+
+
+def test_a_record_level_request_is_closed_with_a_certificate_that_verifies(full_stack, project, deployed, tmp_path):
+    env, led, art = deployed, project["ledger"], project["art"]
+    submit(project, "req-e2e", [3, 14, 15, 92, 653], env)
+    t0 = time.monotonic()
+    ok(deployment_run("req-e2e", project, env), env)
+    seconds = time.monotonic() - t0
+    history = led.history("req-e2e")
+    assert [t.state for t in history] == ["received", "scoped", "unlearned", "verified", "published", "closed"]
+    assert history[2].detail["fallback"]["from"] == "dihyfo2" and history[2].detail["method"] == "gradtau"
+    registered, closed = history[4].detail["registered"], history[-1].detail
+    name = f"digits-mlp-forget-samples-{records.ids_sha256([3, 14, 15, 92, 653])[:12]}"
+    assert registered["name"] == name
+
+    cert = art.root / closed["path"]
+    out = ok(run("hyperforget", "request", "verify", str(cert), "--params", str(project["path"]), env=env), env)
+    assert "valid" in out and "the expected key" in out
+    tampered = tmp_path / "certificate.json"
+    for f in cert.parent.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    data = bytearray(cert.read_bytes())
+    at = data.index(b'"n_records": 5') + len(b'"n_records": ')
+    data[at] = ord("6")
+    tampered.write_bytes(bytes(data))
+    bad = run("hyperforget", "request", "verify", str(tampered), "--params", str(project["path"]), env=env)
+    assert bad.returncode == 1 and "changed after signing" in bad.stdout, bad.stdout + bad.stderr
+
+    bucket = full_stack["HYPERFORGET_S3_BUCKET"]
+    keys = storage.list_keys(bucket, f"models/{name}/{registered['version']}/")
+    assert {f"models/{name}/{registered['version']}/{f}" for f in ("model.onnx", "certificate.json",
+                                                                   "certificate.md")} <= set(keys)
+    client = tracking.client(project["params"], art)
+    logged = {f.path for f in client.list_artifacts(registered["run_id"], "certificate")}
+    assert "certificate/certificate.json" in logged
+    mv = client.get_model_version(name, registered["version"])
+    assert mv.tags["deletion.request"] == "req-e2e" and mv.tags["deletion.certificate_sha256"] == closed["sha256"]
+    print(f"record-level request closed in {seconds:.0f} s (deployment run, --watch)")
+
+
+def _kill_s3(full_stack, local_stack) -> None:
+    pid = local_stack.status(full_stack["STACK_DIR"])["s3"]
+    assert pid, "S3 is not running"
+    os.killpg(pid, signal.SIGKILL)
+    while local_stack._alive(pid):
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(900)  # two deployment runs and an S3 restart, on two shared cores
+def test_a_request_whose_run_fails_with_s3_stopped_is_failed_then_retried_to_closed_with_one_version(
+        full_stack, local_stack, project, deployed):
+    env, led = deployed, project["ledger"]
+    submit(project, "req-outage", [21, 34, 55], env)
+    _kill_s3(full_stack, local_stack)
+    try:
+        t0 = time.monotonic()
+        r = deployment_run("req-outage", project, env)
+        failed_after = time.monotonic() - t0
+    finally:
+        local_stack.up(["s3"], full_stack["STACK_DIR"], int(full_stack["HYPERFORGET_STACK_PORT_BASE"]))
+    assert r.returncode != 0, r.stdout[-2000:]
+    rec = led.get("req-outage")
+    reason = led.history("req-outage")[-1].reason
+    assert rec.state == "failed" and "S3" in reason and full_stack["HYPERFORGET_S3_ENDPOINT"] in reason, reason
+
+    ok(deployment_run("req-outage", project, env), env)
+    history = led.history("req-outage")
+    assert history[-1].state == "closed" and "failed" in [t.state for t in history]
+    name = history[-2].detail["registered"]["name"]
+    client = tracking.client(project["params"], project["art"])
+    keyed = [v for v in client.search_model_versions(f"name = '{name}'")
+             if v.tags.get(registry.KEY_TAG, "").startswith("req-outage:")]
+    assert len(keyed) == 1, [v.version for v in keyed]
+    print(f"the run with S3 stopped failed after {failed_after:.0f} s")
+
+
+def test_the_trueup_deployment_is_scheduled_off_and_moves_champion_to_the_exact_model(full_stack, project,
+                                                                                       deployed):
+    from prefect import get_client
+
+    async def schedules():
+        async with get_client() as c:
+            return (await c.read_deployment_by_name("trueup/default")).schedules
+
+    [schedule] = asyncio.run(schedules())
+    assert schedule.active is False and schedule.schedule.cron == "0 3 * * 0"
+    env = deployed
+    ok(run("prefect", "--no-prompt", "deployment", "run", "trueup/default", "--param",
+           f"params_path={project['path']}", "--watch", env=env), env)
+    client = tracking.client(project["params"], project["art"])
+    champion = registry.resolve("digits-mlp-trueup@champion", client)
+    assert champion.tags["gates.passed"] == "true" and champion.tags["lineage.trueup"]
+    covered = {n.request_id for n in project["ledger"].read_notes(kind="trued_up")}
+    assert {"req-e2e", "req-outage"} <= covered

@@ -1,0 +1,59 @@
+"""Held-out class sets: every baseline beside DiHyFo on a set no zoo checkpoint holds, and the summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import Params, TrainConfig, ZooConfig
+from hyperforget.data import save_dataset
+from hyperforget.heldout import BASELINES, heldout_report, step_sweep
+from hyperforget.hypernet.diffusion import train_hypernet
+from hyperforget.io import read_json
+from hyperforget.models import save_model
+from hyperforget.options import HypernetConfig
+from hyperforget.zoo import build_zoo, load_zoo
+
+TINY_HYPERNET = dict(chunk_size=64, width=32, depth=1, heads=2, steps=10, batch_size=16, lr=3e-3, warmup=2,
+                     checkpoint_every=10, sample_steps=3, ema=0.0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, original_mlp, digits_spec, digits):
+    art = Artifacts(tmp_path_factory.mktemp("heldout"))
+    save_dataset(digits, art.prepare)
+    save_model(art.model, original_mlp, digits_spec)
+    zoo_cfg = ZooConfig(class_sets=2, holdout_sets=20, trajectories=2, steps=6, save_every=3, retrain_seeds=0)
+    build_zoo(original_mlp, digits_spec, digits, zoo_cfg, TrainConfig(epochs=1), art.zoo, progress=False)
+    params = Params(zoo=zoo_cfg, train=TrainConfig(epochs=2, batch_size=64), unlearn={"dihyfo2": {"k": 4}})
+    zoo, _ = load_zoo(art.zoo)
+    train_hypernet(zoo, HypernetConfig(variant="dihyfo2", **TINY_HYPERNET), art.hypernet("dihyfo2"), progress=False,
+                   held_out=params.zoo.held_out(10))
+    return params, art
+
+
+def test_every_baseline_answers_a_held_out_set_beside_dihyfo(project):
+    params, art = project
+    result = heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=2, limit=1, time_retrain=False)
+    [one] = result["sets"]
+    assert one["classes"] == list(params.zoo.held_out(10)[0])
+    assert set(one["rows"]) == {"dihyfo2", "gradtau", "retrain", *BASELINES}
+    for name, row in one["rows"].items():
+        assert 0 <= row["forget_acc"] <= 1 and 0 <= row["retained_acc"] <= 1, name
+        assert row["delta"] == pytest.approx(row["retained_acc"] - one["rows"]["retrain"]["retained_acc"])
+        assert (row["passed"] is None) == (name == "retrain")
+    dihyfo, steps = one["rows"]["dihyfo2"], one["rows"]["retrieval+steps"]
+    assert dihyfo["steps"] == 2 and 0 <= dihyfo["pass_rate"] <= 1 and steps["steps"] >= 1
+    assert steps["budget_s"] == pytest.approx(dihyfo["time_s"])
+    assert result["summary"]["dihyfo2"]["sets"] == 1 and result["summary"]["dihyfo2"]["sets_passed"] in (0, 1)
+    assert read_json(art.compare / "heldout-sets.json")["sets"][0]["classes"] == one["classes"]
+
+
+def test_step_sweep_tunes_on_sets_that_are_neither_held_out_nor_in_the_zoo(project):
+    params, art = project
+    sweep = step_sweep(params, art, "dihyfo2", (1, 2), sets=1)
+    tuned = {tuple(s["classes"]) for s in sweep["sets"]}
+    zoo, _ = load_zoo(art.zoo)
+    in_zoo = {tuple(m.nonzero().flatten().tolist()) for m in zoo.forget_mask}
+    assert not tuned & (set(params.zoo.held_out(10)) | in_zoo) and sweep["chosen"] in (1, 2)
+    assert set(sweep["summary"]) == {"retrain", "dihyfo2@1", "dihyfo2@2"}

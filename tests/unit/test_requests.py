@@ -1,0 +1,399 @@
+"""Deletion requests as records, on digits with a sqlite ledger and a sqlite MLflow store: record-id files and
+their errors, sample requests for every method (DiHyFo refuses and the request falls back), the scope (every
+registered version trained on the data), retire, close with a signed certificate, a failed request retried to
+closed without a second version, overdue requests (clock injected), the true-up, and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import yaml
+from sqlalchemy import exc as sa_exc
+from typer.testing import CliRunner
+
+from hyperforget import deletion, evidence, ledger, publish, records, registry, stages, tracking, trueup
+from hyperforget.artifacts import Artifacts
+from hyperforget.cli import app
+from hyperforget.config import ForgetConfig, load_params, parse_params
+from hyperforget.data import forget_split, load_dataset
+from hyperforget.errors import ConfigError, DataError, StorageError
+from hyperforget.io import sha256_file
+from hyperforget.metrics import Evaluator
+from hyperforget.unlearn import METHODS, run_method
+from hyperforget.unlearn.method import UnlearnInputs
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = ("MLFLOW_TRACKING_URI", "HYPERFORGET_S3_ENDPOINT", "HYPERFORGET_LEDGER_URL", "HYPERFORGET_SIGNING_KEY")
+
+
+def ids_file(folder: Path, *lines: object, name: str = "ids.txt") -> Path:
+    path = folder / name
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+# ---------- record ids: one clear error each ----------
+
+
+def test_record_ids_name_train_indices_and_record_hashes(digits, tmp_path):
+    hashes = records.record_hashes(digits.x_train, digits.y_train)
+    f = ids_file(tmp_path, "# the data owner's list", 7, 3, 3, "", f"sha256:{hashes[11]}")
+    assert records.resolve(records.read_ids(f), digits) == [3, 7, 11]
+    split = forget_split(digits, ForgetConfig(samples=str(f)))
+    assert split.classes is None and split.forget_idx.tolist() == [3, 7, 11]
+    assert len(split.retain_idx) == len(digits.y_train) - 3
+
+
+@pytest.mark.parametrize(("lines", "match"), [
+    ((), "names no records"),
+    (("# only a comment",), "names no records"),
+    ((5, "five"), "line 2: 'five' is neither a record id"),
+    (("sha256:abc",), "line 1: 'sha256:abc' is not sha256:<64 hex digits>"),
+    ((-1,), "line 1: '-1' is neither"),
+])
+def test_a_malformed_or_empty_file_is_one_data_error(tmp_path, digits, lines, match):
+    with pytest.raises(DataError, match=match):
+        records.resolve(records.read_ids(ids_file(tmp_path, *lines)), digits)
+
+
+def test_an_id_past_the_train_split_says_ids_index_the_train_split(tmp_path, digits):
+    n = len(digits.y_train)  # an id of the test split is one past the train split: the same message
+    with pytest.raises(DataError, match=rf"record ids {n}, {n + 5} out of range: record ids index the prepared "
+                                        rf"TRAIN split of digits \(0..{n - 1}\); validation and test records"):
+        records.resolve(records.read_ids(ids_file(tmp_path, 2, n + 5, n)), digits)
+
+
+def test_a_test_record_and_an_unknown_hash_are_named(tmp_path, digits):
+    test_hash = records.record_hashes(digits.x_test[:1], digits.y_test[:1])[0]
+    with pytest.raises(DataError, match=r"name validation/test records, which no model trains on: record ids "
+                                        r"name TRAIN records; sha256:0{12}… match no record"):
+        records.resolve(records.read_ids(ids_file(tmp_path, f"sha256:{test_hash}", "sha256:" + "0" * 64)), digits)
+
+
+def test_a_file_deleting_every_record_is_refused(tmp_path, digits):
+    with pytest.raises(DataError, match=f"would delete every one of the {len(digits.y_train)} training records"):
+        records.resolve(records.read_ids(ids_file(tmp_path, *range(len(digits.y_train)))), digits)
+
+
+def test_a_missing_file_says_how_relative_paths_resolve(tmp_path):
+    with pytest.raises(DataError, match="resolved against the params file's folder"):
+        records.read_ids(tmp_path / "nope.txt")
+
+
+def test_forget_takes_exactly_one_kind_and_a_sample_slug_names_the_set(tmp_path):
+    with pytest.raises(ConfigError, match=r"exactly one of forget\.classes"):
+        parse_params({"forget": {"classes": [3], "samples": "ids.txt"}})
+    a, b = ids_file(tmp_path, 9, 1, 5, name="a.txt"), ids_file(tmp_path, 5, 9, 1, 1, name="b.txt")
+    slug = ForgetConfig(samples=str(a)).slug()
+    assert slug == ForgetConfig(samples=str(b)).slug() == f"samples-{records.ids_sha256([1, 5, 9])[:12]}"
+    assert records.ids_sha256([1, 5, 9]) == ledger.scope_sha256([9, 5, 1])  # the ledger's ids hash
+
+
+def test_a_relative_samples_path_is_under_the_params_folder_and_replaces_classes(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"forget": {"classes": [3]}}))
+    ids_file(tmp_path, 4)
+    monkeypatch.chdir(ROOT)  # anywhere but the project
+    params = load_params(tmp_path / "params.yaml", {"forget.samples": "ids.txt"})
+    assert params.forget.classes is None and params.forget.samples == str(tmp_path / "ids.txt")
+
+
+@pytest.mark.parametrize(("value", "match"), [("dihyfo2", "DiHyFo answers class requests only"),
+                                              ("bogus", "is not a method")])
+def test_the_fallback_method_must_answer_record_requests(value, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_params({"requests": {"fallback_method": value}})
+
+
+# ---------- every method on a sample request; DiHyFo refuses ----------
+
+
+CHEAP = {"retrain": {"seeds": 1, "epochs": 3}, "gradtau": {"min_steps": 50}, "gradtau_paper": {"epochs": 2},
+         "forsaken": {"repair_steps": 5}, "salun": {"steps": 20}, "scrub": {"max_steps": 1, "min_steps": 1}}
+
+
+def test_a_sample_request_is_answered_by_every_method_but_dihyfo(original_mlp, digits_spec, digits, tmp_path):
+    f = ids_file(tmp_path, *range(0, 1200, 12))  # 100 records of every class
+    split = forget_split(digits, ForgetConfig(samples=str(f)))
+    inputs = UnlearnInputs(original_mlp, digits_spec, digits, split, seed=0)
+    evaluator = Evaluator.for_original(original_mlp, digits, split)
+    for name, method in METHODS.items():
+        if name.startswith("dihyfo"):
+            with pytest.raises(ConfigError, match="class requests only"):
+                run_method(name, inputs)
+            continue
+        opts = {k: v for k, v in CHEAP.get(name, {}).items() if k in method.options.model_fields}
+        report = evaluator.report(run_method(name, inputs, opts).model)
+        assert report["test_acc"] > 0.5 and report["test_retained_acc"] == report["test_acc"], name
+
+
+def test_dihyfo_falls_back_to_the_policy_method_for_record_requests(tmp_path):
+    f = ids_file(tmp_path, 4)
+    params = parse_params({"forget": {"samples": str(f)}, "unlearn": {"method": "dihyfo2"},
+                           "requests": {"fallback_method": "neggrad_plus"}})
+    method, fallback = deletion.choose_method(params)
+    assert method == "neggrad_plus" and fallback["from"] == "dihyfo2" and "record-level" in fallback["reason"]
+    assert deletion.choose_method(parse_params({"forget": {"classes": [3]}}), "dihyfo2") == ("dihyfo2", None)
+
+
+# ---------- the ledger's notes are append-only too ----------
+
+
+def test_notes_and_transitions_cannot_be_changed_through_the_api_or_sql(tmp_path):
+    led = ledger.Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    led.submit(record_ids=[1, 2], request_id="r")
+    led.note("r", "retired", {"name": "m", "version": "1"})
+    assert not [n for n in dir(led) if n.startswith(("update", "delete", "remove", "edit", "set_"))]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    for sql in ("UPDATE notes SET kind = 'x'", "DELETE FROM notes", "UPDATE transitions SET state = 'closed'"):
+        with pytest.raises(sa_exc.DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(sa.text(sql))
+    engine.dispose()
+    assert [n.kind for n in led.read_notes("r")] == ["retired"] and led.get("r").state == "received"
+    with pytest.raises(ConfigError, match="no deletion request 'zz'"):
+        led.note("zz", "retired")
+    led.close()
+
+
+# ---------- a project: submit → process → close → certificate → true-up ----------
+
+
+def _write_project(root: Path) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["epochs"] = 5
+    raw["evaluation"]["retrain_seeds"] = 3
+    raw["unlearn"]["method"] = "dihyfo2"  # record-level requests fall back to requests.fallback_method (gradtau)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return root / "params.yaml"
+
+
+def _register_other(params, art, name: str, original: str) -> str:
+    """A version of another model trained on the same prepared data (lineage tags as `publish.register` sets)."""
+    c = tracking.client(params, art)
+    with tracking.start_stage_run(params, art, "register-other") as run:
+        run_id = run.run_id
+    tags = {"lineage.dataset": sha256_file(art.dataset), "lineage.original": original, "gates.passed": "true",
+            "sha256.weights": "e" * 64}
+    return str(registry.register(name, f"runs:/{run_id}/model", run_id, tags, c).version)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A prepared digits project with θ0 and two more versions trained on the same data: one derived from θ0
+    (answered by any successor), one from another original (only retiring it resolves it)."""
+    root = tmp_path_factory.mktemp("requests")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ENV:
+            mp.delenv(var, raising=False)
+        path = _write_project(root)
+        params, art = load_params(path), Artifacts(root)
+        for stage in (stages.import_data, stages.prepare, stages.train):
+            stage(params, art)
+        same = _register_other(params, art, "digits-mlp-earlier", sha256_file(art.model))
+        other = _register_other(params, art, "digits-cnn-elsewhere", "f" * 64)
+        yield {"path": path, "params": params, "art": art, "root": root, "same": same, "other": other, "mp": mp}
+
+
+@pytest.fixture(scope="module")
+def closed(project):
+    """Request r1 (records named by index and by hash) processed, then its other-original model retired."""
+    params, art, root = project["params"], project["art"], project["root"]
+    data = load_dataset(art.prepare)
+    hashes = records.record_hashes(data.x_train, data.y_train)
+    f = ids_file(root, 10, 20, 30, f"sha256:{hashes[40]}", name="r1.txt")
+    rec = deletion.submit(params, art, samples=f, requester="dpo@example.com", request_id="r1")
+    assert rec.state == "received" and rec.n_records == 4 and rec.ids_sha256 == records.ids_sha256([10, 20, 30, 40])
+    t0 = time.perf_counter()
+    first = deletion.process(params, art, "r1")
+    seconds = time.perf_counter() - t0
+    retired = deletion.retire(params, art, "r1", "digits-cnn-elsewhere", project["other"], reason="decommissioned")
+    return {"first": first, "retired": retired, "seconds": seconds, "ids": f}
+
+
+@pytest.mark.slow
+def test_every_model_trained_on_the_data_is_in_scope_and_the_request_closes_only_when_each_is_answered(
+        project, closed):
+    first, retired = closed["first"], closed["retired"]
+    assert first.state == "published" and [m["name"] for m in first.pending] == ["digits-cnn-elsewhere"]
+    assert "retire each" in first.summary
+    assert retired.state == "closed" and retired.certificate["path"] == "artifacts/certificates/r1/certificate.json"
+    with deletion.opened(project["params"], project["art"], None) as led:
+        scoped = deletion.details(led, "r1")["scoped"]["models"]
+        resolved, pending = deletion.coverage(led, "r1")
+    assert {m["name"] for m in scoped} == {"digits-mlp-earlier", "digits-cnn-elsewhere"}
+    assert not pending and {m["name"]: m["resolution"] for m in resolved} == {
+        "digits-mlp-earlier": "successor", "digits-cnn-elsewhere": "retired"}
+    c = tracking.client(project["params"], project["art"])
+    assert c.get_model_version("digits-cnn-elsewhere", project["other"]).tags[deletion.RETIRED_TAG] == "r1"
+
+
+@pytest.mark.slow
+def test_a_closed_request_has_every_step_dihyfo_fell_back_and_the_version_carries_the_request(project, closed):
+    out = deletion.show(project["params"], project["art"], "r1")
+    states = [t["state"] for t in out["transitions"]]
+    assert states == ["received", "scoped", "unlearned", "verified", "published", "closed"]
+    unlearned = out["transitions"][2]["detail"]
+    assert unlearned["method"] == "gradtau" and unlearned["fallback"]["from"] == "dihyfo2"
+    published = out["transitions"][4]["detail"]["registered"]
+    assert published["name"] == f"digits-mlp-forget-samples-{records.ids_sha256([10, 20, 30, 40])[:12]}"
+    c = tracking.client(project["params"], project["art"])
+    mv = c.get_model_version(published["name"], published["version"])
+    assert mv.tags[deletion.REQUEST_TAG] == "r1"
+    assert mv.tags[evidence.CERT_TAG] == closed["retired"].certificate["sha256"]
+    logged = {f.path for f in c.list_artifacts(published["run_id"], evidence.MLFLOW_DIR)}
+    assert {"certificate/certificate.json", "certificate/certificate.md"} <= logged
+
+
+@pytest.mark.slow
+def test_the_certificate_verifies_and_one_flipped_byte_or_an_edited_ids_file_fails(project, closed, tmp_path):
+    cert = project["root"] / closed["retired"].certificate["path"]
+    key = closed["retired"].certificate["public_key"]
+    assert closed["first"].new_public_key is None and closed["retired"].new_public_key == key  # printed once
+    assert evidence.verify_certificate(cert, key) == []
+    body = json.loads(cert.read_text())
+    assert body["request"]["ids_sha256"] == records.ids_sha256([10, 20, 30, 40])
+    assert body["models"]["before"]["weights_sha256"] == sha256_file(project["art"].model)
+    assert body["method"]["name"] == "gradtau" and body["gates"]["passed"] is True
+    assert body["gates"]["retrain_reference"]["test_acc"]["mean"] > 0.5
+    assert body["verification"]["forget_acc"]["passed"] is None  # reported beside the retrain, judged by gates
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in cert.parent.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    data = bytearray((copy / "certificate.json").read_bytes())
+    at = data.index(b'"n_records": 4') + len(b'"n_records": ')
+    data[at] = ord("5")
+    (copy / "certificate.json").write_bytes(bytes(data))
+    assert any("changed after signing" in p for p in evidence.verify_certificate(copy / "certificate.json", key))
+    (copy / "certificate.json").write_bytes(cert.read_bytes())
+    (copy / "ids.txt").write_text("10\n20\n30\n")
+    problems = evidence.verify_certificate(copy / "certificate.json", key)
+    assert any("ids.txt has sha256" in p for p in problems) and any("names other records" in p for p in problems)
+
+
+@pytest.mark.slow
+def test_processing_a_closed_request_again_changes_nothing(project, closed):
+    params, art = project["params"], project["art"]
+    with deletion.opened(params, art, None) as led:
+        before = len(led.history("r1"))
+        again = deletion.process(params, art, "r1", ledger=led)
+        assert again.state == "closed" and len(led.history("r1")) == before
+    assert deletion.submit(params, art, samples=closed["ids"], request_id="r1").state == "closed"  # idempotent
+    with pytest.raises(ConfigError, match=r"already exists .* with a different scope"):
+        deletion.submit(params, art, classes=[3], request_id="r1")
+
+
+@pytest.mark.slow
+def test_a_request_that_fails_after_registering_ends_failed_and_is_retried_to_closed_with_one_version(
+        project, closed, monkeypatch):
+    params, art = project["params"], project["art"]
+    deletion.submit(params, art, samples=[50, 60, 70], requester="dpo", request_id="r2")
+    real, calls = publish.export_and_upload, []
+
+    def outage(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise StorageError("the S3 store at http://127.0.0.1:9 is down (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(publish, "export_and_upload", outage)
+    with pytest.raises(StorageError):
+        deletion.process(params, art, "r2")
+    rec = deletion.show(params, art, "r2")
+    assert rec["request"]["state"] == "failed"
+    assert "StorageError: the S3 store at http://127.0.0.1:9 is down" in rec["transitions"][-1]["detail"]["reason"]
+    out = deletion.process(params, art, "r2")
+    assert out.state == "closed"
+    name = out.answer["registered"]["name"]
+    c = tracking.client(params, art)
+    keyed = [v for v in c.search_model_versions(f"name = '{name}'") if v.tags[registry.KEY_TAG].startswith("r2:")]
+    assert len(keyed) == 1 and len(calls) == 2
+    states = [t["state"] for t in deletion.show(params, art, "r2")["transitions"]]
+    assert states == ["received", "scoped", "failed", "received", "scoped", "unlearned", "verified", "published",
+                      "closed"]  # the export is part of answering: it failed before `unlearned` was recorded
+
+
+@pytest.mark.slow
+def test_trueup_retrains_without_every_closed_request_and_moves_champion_once(project, closed):
+    params, art = project["params"], project["art"]
+    out = trueup.trueup(params, art)
+    closed_ids = sorted(out["all_closed"])
+    assert out["gates"]["passed"] and out["champion"]["alias"] == "champion"
+    assert out["registered"]["name"] == "digits-mlp-trueup" and sorted(out["requests"]) == closed_ids
+    with deletion.opened(params, art, None) as led:
+        data = load_dataset(art.prepare)
+        excluded = {i for r in led.list() if r.state == "closed" for i in deletion.record_indices(art, r, data)}
+        assert out["excluded_records"] == len(excluded)
+        assert {n.request_id for n in led.read_notes(kind=trueup.REQUEST_NOTE)} == set(closed_ids)
+        assert len(led.read_notes(kind=trueup.RUN_NOTE)) == 1
+    assert trueup.trueup(params, art) == {"skipped": "no request closed since the last true-up", "requests": []}
+
+
+# ---------- overdue (clock injected) and the CLI ----------
+
+
+def test_overdue_lists_an_unclosed_request_past_its_due_date(project, monkeypatch):
+    params, art = project["params"], project["art"]
+    start = ledger.utc_now()
+    monkeypatch.setattr(deletion, "now", lambda: start)
+    deletion.submit(params, art, classes=[5], requester="late@example.com", request_id="late")
+    assert "late" not in [r.request_id for r in deletion.list_requests(params, art, overdue=True)]
+    monkeypatch.setattr(deletion, "now", lambda: start + timedelta(days=params.requests.deadline_days, seconds=1))
+    assert "late" in [r.request_id for r in deletion.list_requests(params, art, overdue=True)]
+    result = CliRunner().invoke(app, ["request", "list", "--overdue", "--params", str(project["path"])])
+    assert result.exit_code == 0 and "late" in result.output and "OVERDUE" in result.output, result.output
+
+
+def _cli(project, *args: str):
+    return CliRunner().invoke(app, [*args, "--params", str(project["path"])], terminal_width=200)
+
+
+def test_cli_submit_and_show_exit_0_and_bad_input_exits_1_naming_it(project):
+    root = project["root"]
+    ok = _cli(project, "request", "submit", "--samples", str(ids_file(root, 100, 101, name="ok.txt")), "--id", "c1",
+              "--requester", "ticket-7")
+    assert ok.exit_code == 0 and "request c1 received: 2 records" in ok.output, ok.output
+    shown = _cli(project, "request", "show", "c1")
+    assert shown.exit_code == 0 and json.loads(shown.output)["request"]["requester"] == "ticket-7"
+    for args, match in [
+        (("request", "submit", "--samples", str(ids_file(root, 99999, name="far.txt"))), "out of range"),
+        (("request", "submit", "--samples", str(ids_file(root, name="empty.txt"))), "names no records"),
+        (("request", "submit"), "--samples FILE or --classes"),
+        (("request", "submit", "--classes", "3,x"), "comma-separated"),
+        (("request", "show", "nope"), "no deletion request 'nope'"),
+        (("request", "retire", "m", "1", "--request", "c1"), "has not been scoped yet"),
+    ]:
+        result = _cli(project, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert match in str(result.exception), (args, result.exception)
+
+
+@pytest.mark.slow
+def test_cli_verify_exits_0_on_the_certificate_and_1_on_a_tampered_copy(project, closed, tmp_path):
+    cert = project["root"] / closed["retired"].certificate["path"]
+    ok = _cli(project, "request", "verify", str(cert))
+    assert ok.exit_code == 0 and "valid" in ok.output and "the expected key" in ok.output, ok.output
+    bad = tmp_path / "certificate.json"
+    data = bytearray(cert.read_bytes())
+    data[data.index(b'"requester": "dpo') + len(b'"requester": "d')] = ord("x")
+    bad.write_bytes(bytes(data))
+    for f in ("ids.txt", "report.json", "gates.json"):
+        (tmp_path / f).write_bytes((cert.parent / f).read_bytes())
+    result = _cli(project, "request", "verify", str(bad))
+    assert result.exit_code == 1 and "changed after signing" in result.output, result.output
+
+
+def test_record_hashes_lists_every_train_record(project, tmp_path):
+    result = _cli(project, "request", "record-hashes", "--out", str(tmp_path / "hashes.txt"))
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "hashes.txt").read_text().splitlines()
+    data = load_dataset(project["art"].prepare)
+    assert len(lines) == len(data.y_train)
+    record = data.x_train[0].numpy().astype("<f4").tobytes() + np.int64(data.y_train[0]).astype("<i8").tobytes()
+    assert lines[0] == f"0 sha256:{hashlib.sha256(record).hexdigest()}"  # the definition, spelled out
