@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test lint stack-up stack-down bench clean
+.PHONY: setup run run-mnist test lint stack-up stack-down bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,19 @@ stack-down:
 bench: setup
 	$(BIN)/python bench/zoo_vmap.py
 	$(BIN)/python bench/zoo_units.py
+
+# MNIST-60k (../shared/datasets/mnist) with LeNet-5, DiHyFo generating its last block + head, as one DVC
+# experiment run in a temporary copy (params.yaml and artifacts/ here stay on digits); `dvc exp show` lists it
+# and `dvc exp apply mnist-lenet` brings its params, dvc.lock and outputs into the workspace.
+MNIST_EXP := -S data.name=mnist -S data.source=../shared/datasets/mnist -S model.arch=lenet \
+	-S train.epochs=12 -S train.batch_size=128 -S train.lr=0.001 -S train.schedule=cosine \
+	-S hypernet.generate=block_head -S hypernet.chunk_size=1000 \
+	-S 'evaluation.methods=[retrain,gradtau,dihyfo1,dihyfo2]'
+run-mnist: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH hyperforget import-data --set data.name=mnist --set data.source=../shared/datasets/mnist
+	PATH=$(CURDIR)/$(BIN):$$PATH dvc add data
+	PATH=$(CURDIR)/$(BIN):$$PATH dvc exp run --temp -n mnist-lenet $(MNIST_EXP)
+	PATH=$(CURDIR)/$(BIN):$$PATH dvc exp show --no-pager
 
 clean:
 	rm -rf artifacts mlruns.db mlartifacts .stack

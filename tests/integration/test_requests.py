@@ -47,7 +47,8 @@ def project(full_stack, postgres_url, small_project):
     """This module's small project, prepared, its ledger the PostgreSQL server (the worker's flow runs read it)."""
     path = small_project
     raw = yaml.safe_load(path.read_text())
-    raw["requests"] = {"ledger_url": postgres_url}  # unlearn.method stays dihyfo2: records fall back to gradtau
+    raw["requests"] = {"ledger_url": postgres_url}
+    raw["unlearn"]["method"] = "dihyfo2"  # refuses record-level requests: they fall back to gradtau
     path.write_text(yaml.safe_dump(raw))
     params, art = load_params(path), Artifacts.for_params(path)
     for stage in (stages.import_data, stages.prepare, stages.train):
