@@ -116,7 +116,10 @@ class Denoiser(nn.Module):
             losses, mask = cond["class_loss"], cond["forget_mask"]
             self._check_classes(losses)
             self._check_classes(mask)
-            return self.class_loss(loss_features(losses)) + self.class_emb + self.mask_emb[(mask > 0.5).long()]
+            # torch.where, not mask_emb[index]: the backward of an index gather accumulates in a thread-dependent
+            # order on CPU, and the hypernet's weights must be bitwise repeatable (they are a DVC output)
+            kept_or_forgotten = torch.where(mask[..., None] > 0.5, self.mask_emb[1], self.mask_emb[0])
+            return self.class_loss(loss_features(losses)) + self.class_emb + kept_or_forgotten
         except KeyError as e:
             raise ConfigError(f"{self.variant} conditioning needs {e}; build it with hypernet.data.conditioning") from e
 
