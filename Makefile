@@ -51,7 +51,7 @@ bench: setup
 # and `dvc exp apply mnist-lenet` brings its params, dvc.lock and outputs into the workspace.
 MNIST_EXP := -S data.name=mnist -S data.source=../shared/datasets/mnist -S model.arch=lenet \
 	-S train.epochs=12 -S train.batch_size=128 -S train.lr=0.001 -S train.schedule=cosine \
-	-S hypernet.generate=block_head -S hypernet.chunk_size=1000 \
+	-S hypernet.generate=block_head -S hypernet.chunk_size=1000 -S unlearn.method=dihyfo2 \
 	-S 'evaluation.methods=[retrain,gradtau,dihyfo1,dihyfo2]'
 run-mnist: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH hyperforget import-data --set data.name=mnist --set data.source=../shared/datasets/mnist
