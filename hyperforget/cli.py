@@ -383,7 +383,8 @@ def main() -> None:
     try:
         app()
     except HyperForgetError as e:
-        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        # soft_wrap: one line however narrow the terminal, so the error reads (and greps) as one
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 

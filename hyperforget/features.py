@@ -41,7 +41,7 @@ class Features:
         return self.part.extract(self.theta0)
 
 
-def compute_features(original: nn.Module, spec: ModelSpec, data: Dataset, generate: str) -> Features:
+def compute_features(original: nn.Module, data: Dataset, generate: str) -> Features:
     part = generated_part(original, generate)
     return Features(part, flatten(original).float(), frozen_features(original, data.x_train, generate),
                     frozen_features(original, data.x_val, generate))
@@ -61,7 +61,7 @@ def cache_features(folder: str | Path, original: nn.Module, spec: ModelSpec, dat
         except IntegrityError:
             pass  # corrupt or foreign: recompute
     t0 = time.perf_counter()
-    feats = compute_features(original, spec, data, generate)
+    feats = compute_features(original, data, generate)
     seconds = time.perf_counter() - t0
     save_tensors(path, {"theta0": feats.theta0, "index": feats.part.index, "train": feats.train.contiguous(),
                         "val": feats.val.contiguous()}, metadata={"generate": generate})

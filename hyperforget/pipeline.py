@@ -34,8 +34,10 @@ METHOD_CODE = ["hyperforget/unlearn", "hyperforget/hypernet", "hyperforget/objec
 
 @dataclass(frozen=True)
 class Stage:
-    """One DVC stage. `outs` are cached by DVC; `uncached` outs, `metrics` and `plots` are small files
-    kept in git's view (cache: false). `foreach` makes it a DVC foreach stage over those items."""
+    """One DVC stage. `outs` are cached by DVC; `uncached` outs and `plots` are small files kept out of the
+    cache (cache: false). `metrics` are cached: artifacts/ is git-ignored, so an experiment run with
+    `dvc exp run --temp` (make run-mnist) can only show its metrics in `dvc exp show` from the DVC cache.
+    `foreach` makes it a DVC foreach stage over those items."""
 
     name: str
     cmd: str
@@ -56,7 +58,7 @@ class Stage:
         """This stage as dvc.yaml spells it."""
         body: dict[str, Any] = {"cmd": self.cmd, "deps": self.deps, "params": self.params}
         outs = [*self.outs, *({p: {"cache": False}} for p in self.uncached)]
-        for key, values in (("outs", outs), ("metrics", [{p: {"cache": False}} for p in self.metrics]),
+        for key, values in (("outs", outs), ("metrics", list(self.metrics)),
                             ("plots", [{p: {"cache": False}} for p in self.plots])):
             if values:
                 body[key] = values

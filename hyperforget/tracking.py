@@ -142,6 +142,13 @@ def run_id_of(parent: Any) -> str | None:
     return getattr(parent, "run_id", parent)
 
 
+def _s3_down() -> bool:
+    from hyperforget import storage
+
+    endpoint = os.environ.get(storage.ENDPOINT_VAR)
+    return bool(endpoint) and not storage.reachable(endpoint)
+
+
 def diagnose(uri: str, error: Exception) -> StorageError:
     """Why a tracking call failed, said as the fix: the MLflow server, or the S3 store behind it."""
     from hyperforget import storage
@@ -169,6 +176,9 @@ def with_retries(fn: Any, uri: str, attempts: int = 3, base: float = 1.0) -> Any
             return fn()
         except (MlflowException, RequestException, OSError) as e:
             if isinstance(e, MlflowException) and e.error_code in _NOT_RETRIED:
+                # an answer, unless S3 is down: MLflow's artifact proxy then lists nothing and says "not found"
+                if _s3_down():
+                    raise diagnose(uri, e) from e
                 raise
             if i == attempts - 1:
                 raise diagnose(uri, e) from e

@@ -23,8 +23,6 @@ from hyperforget.config import Params
 from hyperforget.io import read_json, sha256_file
 
 pytestmark = pytest.mark.integration
-# failed (or was changed after) the last full run of the session that wrote it; open in the issue notes
-KNOWN_FAILURE = "known failure under the new verification gates, not yet fixed: see the closing notes"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -51,7 +49,6 @@ def cli(*args: str, env: dict) -> str:
     return r.stdout
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAILURE)
 def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, small_project, tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-cli"), "MLFLOW_DISABLE_TELEMETRY": "true",
            "STACK_DIR": full_stack["STACK_DIR"]}
@@ -125,7 +122,6 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAILURE)
 def test_ten_concurrent_unlearn_runs_register_ten_versions(full_stack, small_project, tmp_path):
     """Ten deletion requests submitted at once run side by side on the worker (each flow run its own
     process), all through the same registry: ten new, distinct versions, candidate on the newest."""

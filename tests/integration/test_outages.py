@@ -31,8 +31,6 @@ from hyperforget.export import onnx_outputs
 from hyperforget.io import sha256_file
 
 pytestmark = pytest.mark.integration
-# failed (or was changed after) the last full run of the session that wrote it; open in the issue notes
-KNOWN_FAILURE = "known failure under the new verification gates, not yet fixed: see the closing notes"
 
 BIN = Path(sys.executable).parent
 NAME = "digits-mlp-forget-classes-3"
@@ -76,7 +74,6 @@ def restart(outage_stack, services=("s3", "mlflow")) -> None:
     outage_stack["stack"].up(list(services), outage_stack["dir"], outage_stack["base"])
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAILURE)
 def test_s3_down_during_a_request_is_one_clear_error_and_its_runs_end_failed(outage_stack):
     env = {**os.environ, **outage_stack["env"]}
     kill(outage_stack, "s3")
@@ -101,7 +98,6 @@ def test_s3_down_during_a_request_is_one_clear_error_and_its_runs_end_failed(out
     assert {run.info.status for run in runs} == {"FAILED"}  # never left RUNNING
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAILURE)
 def test_an_export_cut_by_an_s3_outage_leaves_no_alias_and_a_retry_completes_the_same_version(outage_stack,
                                                                                               tmp_path):
     params, art = outage_stack["params"], outage_stack["art"]
@@ -137,7 +133,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAILURE)
 def test_a_candidate_loads_and_serves_as_an_mlflow_model_predicting_like_its_onnx(outage_stack, tmp_path):
     import mlflow.pyfunc
 
@@ -152,11 +147,12 @@ def test_a_candidate_loads_and_serves_as_an_mlflow_model_predicting_like_its_onn
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@candidate")
     np.testing.assert_array_equal(loaded.predict(x.numpy())["logits"], expected)
 
-    port = _free_port()
-    env = {**os.environ, **outage_stack["env"], "MLFLOW_DISABLE_TELEMETRY": "true"}
+    port, log = _free_port(), (tmp_path / "serve.log").open("w")
+    env = {**os.environ, **outage_stack["env"], "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # the venv active, as an operator has it (uvicorn)
     server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@candidate",
                                "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, answer = time.monotonic() + 120, None
         body = json.dumps({"inputs": x.numpy().tolist()}).encode()
@@ -167,15 +163,18 @@ def test_a_candidate_loads_and_serves_as_an_mlflow_model_predicting_like_its_onn
                 with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as r:
                     answer = json.loads(r.read())
             except OSError:
-                assert server.poll() is None, "mlflow models serve exited"
+                served = (tmp_path / "serve.log").read_text()[-3000:]
+                assert server.poll() is None, f"mlflow models serve exited:\n{served}"
                 time.sleep(1)
         assert answer is not None, "the served model never answered"
         got = np.asarray(answer["predictions"]["logits"] if isinstance(answer["predictions"], dict)
                          else [row["logits"] for row in answer["predictions"]], dtype=np.float32)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        log.close()
 
 
 def test_stack_up_right_after_a_killed_mlflow_starts_a_healthy_one(outage_stack):

@@ -28,8 +28,6 @@ from hyperforget.config import load_params
 from hyperforget.ledger import Ledger
 
 pytestmark = pytest.mark.integration
-# failed (or was changed after) the last full run of the session that wrote it; open in the issue notes
-KNOWN_FAILURE = "known failure under the new verification gates, not yet fixed: see the closing notes"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -99,7 +97,6 @@ def deployed(full_stack, project, tmp_path_factory):
     return env
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_FAILURE)
 def test_a_record_level_request_is_closed_with_a_certificate_that_verifies(full_stack, project, deployed, tmp_path):
     env, led, art = deployed, project["ledger"], project["art"]
     submit(project, "req-e2e", [3, 14, 15, 92, 653], env)
