@@ -66,3 +66,10 @@ def test_nothing_changes_directory_or_names_one_machines_paths():
             if "chdir(" in text or "/work/" in text or "/home/" in text:
                 offenders.append(str(f.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test files by basename (rootdir import mode): two test_x.py in tests/unit and
+    tests/integration stop the whole collection when both are collected in one run, as `make test` does."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
