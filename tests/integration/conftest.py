@@ -1,10 +1,9 @@
 """Fixtures that start real servers from infra/local/stack.py on a free port base and stop them.
 
-`s3_stack` (S3 only, ~2 s) and `full_stack` (S3 + MLflow + Prefect with a worker, ~20 s) are
-session-scoped: each starts once in its own temp dir, exports its variables for the session and
-is stopped (every process group, no orphans) when the session ends, even if a test fails.
-A test that uses both sees the variables of the one set up last in os.environ; read the yielded
-dicts when it matters.
+`full_stack` (S3 + MLflow + Prefect with a worker, ~20 s) is session-scoped: it starts once in its own
+temp dir, exports its variables for the session and is stopped (every process group, no orphans) when
+the session ends, even if a test fails. `s3_stack` is the same stack (one set of variables per session);
+a module that kills servers starts its own and restores the variables after it (test_outages).
 """
 
 from __future__ import annotations
@@ -56,9 +55,11 @@ def _run_stack(tmp_path_factory: pytest.TempPathFactory, services: list[str], na
 
 
 @pytest.fixture(scope="session")
-def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """S3 (SeaweedFS) on 127.0.0.1 with bucket HYPERFORGET_S3_BUCKET; yields the env it exported."""
-    yield from _run_stack(tmp_path_factory, ["s3"], "s3-stack")
+def s3_stack(full_stack: dict) -> dict:
+    """S3 (SeaweedFS) on 127.0.0.1 with bucket HYPERFORGET_S3_BUCKET: the full stack's. A second,
+    S3-only stack would export its own endpoint for the rest of the session, and the tests that run
+    requests on the full stack would then read another S3 than its MLflow server and worker write to."""
+    return full_stack
 
 
 @pytest.fixture(scope="session")

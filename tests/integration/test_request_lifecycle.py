@@ -11,7 +11,7 @@ registry version. Last, the `trueup` deployment (its schedule deployed inactive)
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -135,6 +135,19 @@ def test_a_record_level_request_is_closed_with_a_certificate_that_verifies(full_
     print(f"record-level request closed in {seconds:.0f} s (deployment run, --watch)")
 
 
+SCHEDULES = """
+import asyncio, json
+from prefect import get_client
+
+async def main():
+    async with get_client() as c:
+        deployment = await c.read_deployment_by_name("trueup/default")
+    print(json.dumps([{"active": s.active, "cron": s.schedule.cron} for s in deployment.schedules]))
+
+asyncio.run(main())
+"""
+
+
 def _kill_s3(full_stack, local_stack) -> None:
     pid = local_stack.status(full_stack["STACK_DIR"])["s3"]
     assert pid, "S3 is not running"
@@ -173,15 +186,10 @@ def test_a_request_whose_run_fails_with_s3_stopped_is_failed_then_retried_to_clo
 
 def test_the_trueup_deployment_is_scheduled_off_and_moves_champion_to_the_exact_model(full_stack, project,
                                                                                        deployed):
-    from prefect import get_client
-
-    async def schedules():
-        async with get_client() as c:
-            return (await c.read_deployment_by_name("trueup/default")).schedules
-
-    [schedule] = asyncio.run(schedules())
-    assert schedule.active is False and schedule.schedule.cron == "0 3 * * 0"
     env = deployed
+    # in a fresh process: this one's Prefect settings were fixed when prefect was first imported
+    schedules = json.loads(ok(run("python", "-c", SCHEDULES, env=env), env).strip().splitlines()[-1])
+    assert schedules == [{"active": False, "cron": "0 3 * * 0"}]
     ok(run("prefect", "--no-prompt", "deployment", "run", "trueup/default", "--param",
            f"params_path={project['path']}", "--watch", env=env), env)
     client = tracking.client(project["params"], project["art"])

@@ -27,6 +27,21 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+# what `source .stack/env` and the integration fixtures export: unit tests run on the embedded default
+STACK_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "HYPERFORGET_S3_ENDPOINT", "HYPERFORGET_S3_BUCKET",
+                   "HYPERFORGET_STACK_PORT_BASE", "PREFECT_API_URL", "HYPERFORGET_LEDGER_URL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _embedded_default():
+    """No server a developer's shell (or an integration fixture earlier in the session) points at.
+    Session scope: set up before any module-scoped project fixture writes its first MLflow run."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in STACK_VARIABLES:
+            mp.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> Dataset:
     cfg = DataConfig(raw_dir=str(tmp_path_factory.mktemp("raw")))
