@@ -32,8 +32,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# two workers, a test file each at a time: unit tests run on one torch thread and the integration tests wait
+# on servers, so one process leaves a core idle; each worker starts its own servers on free ports
 test: lint
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n 2 --dist loadfile
 
 stack-up: setup
 	$(BIN)/python infra/local/stack.py up

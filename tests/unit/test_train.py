@@ -84,3 +84,13 @@ def test_cnn_reaches_95_percent_on_real_mnist(tmp_path, mnist_t10k):
     model = ModelSpec("cnn", ds.input_shape, 10, 8).build(seed=0)
     train_model(model, ds.x_train, ds.y_train, TrainConfig(epochs=8, batch_size=64, lr=3e-3), seed=0)
     assert accuracy(predict(model, ds.x_test), ds.y_test) >= 0.95
+
+
+def test_importing_hyperforget_pins_the_cpu_kernels_so_weights_do_not_depend_on_the_machine():
+    import subprocess
+    import sys
+
+    code = "import hyperforget, torch, os; print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'])"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["AVX2", "AVX2"]
