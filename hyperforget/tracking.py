@@ -142,15 +142,8 @@ def run_id_of(parent: Any) -> str | None:
     return getattr(parent, "run_id", parent)
 
 
-def _s3_down() -> bool:
-    from hyperforget import storage
-
-    endpoint = os.environ.get(storage.ENDPOINT_VAR)
-    return bool(endpoint) and not storage.reachable(endpoint)
-
-
-def diagnose(uri: str, error: Exception) -> StorageError:
-    """Why a tracking call failed, said as the fix: the MLflow server, or the S3 store behind it."""
+def _s3_outage(uri: str, error: Exception) -> StorageError | None:
+    """The error to raise when the S3 store behind the MLflow server does not answer, else None."""
     from hyperforget import storage
 
     endpoint = os.environ.get(storage.ENDPOINT_VAR)
@@ -158,6 +151,14 @@ def diagnose(uri: str, error: Exception) -> StorageError:
         return StorageError(f"the S3 store at {endpoint} is down, so the MLflow server at {uri} cannot store "
                             f"artifacts ({type(error).__name__}); start it with `make stack-up` (then "
                             "`source .stack/env`) and retry: the request resumes where it stopped")
+    return None
+
+
+def diagnose(uri: str, error: Exception) -> StorageError:
+    """Why a tracking call failed, said as the fix: the MLflow server, or the S3 store behind it."""
+    s3 = _s3_outage(uri, error)
+    if s3 is not None:
+        return s3
     try:
         check_server(uri, attempts=1)
     except StorageError as down:
@@ -177,8 +178,9 @@ def with_retries(fn: Any, uri: str, attempts: int = 3, base: float = 1.0) -> Any
         except (MlflowException, RequestException, OSError) as e:
             if isinstance(e, MlflowException) and e.error_code in _NOT_RETRIED:
                 # an answer, unless S3 is down: MLflow's artifact proxy then lists nothing and says "not found"
-                if _s3_down():
-                    raise diagnose(uri, e) from e
+                s3 = _s3_outage(uri, e)
+                if s3 is not None:
+                    raise s3 from e
                 raise
             if i == attempts - 1:
                 raise diagnose(uri, e) from e

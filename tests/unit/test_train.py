@@ -87,10 +87,11 @@ def test_cnn_reaches_95_percent_on_real_mnist(tmp_path, mnist_t10k):
 
 
 def test_importing_hyperforget_pins_the_cpu_kernels_so_weights_do_not_depend_on_the_machine():
+    import os
     import subprocess
     import sys
 
     code = "import hyperforget, torch, os; print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'])"
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["AVX2", "AVX2"]
