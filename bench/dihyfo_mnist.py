@@ -3,12 +3,16 @@ and the memorisation distances, on MNIST (G.pt's 784→10→10 MLP, the t10k fil
 
     python bench/dihyfo_mnist.py [--data mnist] [--source ../shared/datasets/mnist-t10k]
                                  [--work /tmp/hyperforget-mnist] [--classes 0 1 ... 9] [--set KEY=VALUE ...]
+                                 [--methods gradtau,salun,scrub,head_finetune,...]
 
 Runs the library stages on the project folder --work (the params it ran with in --work/params.yaml, its
 own artifacts/, reused by a rerun; the working directory is never changed) and prints one Markdown
 table: a row per class and model, Δ = retained test acc − retrain mean, pass = gate pass rate among the
 K samples, NN/spacing = distance to the nearest zoo checkpoint over the zoo's median nearest-neighbour
-spacing, R² = prompt alignment over 20 prompts. Per-request JSON lands in --work/artifacts/compare/.
+spacing, R² = prompt alignment over 20 prompts. A second table gives, per class and model, the verification
+(LiRA AUC and TPR@1%FPR on D_f, linear probe and relearn steps on the forgotten class, the retrain reference
+as mean ± std) and every gate's verdict with the failing checks named (`hyperforget.tables`). `--methods`
+adds baselines beside ∇τ (default: ∇τ only). Per-request JSON lands in --work/artifacts/compare/.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import torch
 from _common import MNIST_SOURCE, run_pipeline
 
 from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params, apply_override, load_params, parse_params
-from hyperforget.evaluate import machine
+from hyperforget.config import ForgetConfig, Params, apply_override, load_params, parse_params
+from hyperforget.evaluate import load_report, machine
 from hyperforget.hypernet_report import dihyfo_comparison, generalisation_report
 from hyperforget.io import write_text
+from hyperforget.tables import verification_rows
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the repository's params: the base
 MNIST = {"data.name": "mnist", "hypernet.chunk_size": 1000}  # G.pt's chunk for this MLP: 11 tokens, not 65
@@ -89,19 +94,44 @@ def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
     return params, art
 
 
+def saved_comparison(params: Params, art: Artifacts, c: int, methods: tuple[str, ...]) -> dict | None:
+    """Class c's comparison saved in this project by an earlier run, if it used the same seed, retrain seeds,
+    MIA splits, gates and verification options and holds every method asked for; else None (recompute).
+    Lets a long per-class run be resumed class by class (each LeNet class costs its true retrains)."""
+    out = art.compare / f"dihyfo-{ForgetConfig(classes=[c]).slug()}"
+    if not (out / "comparison.json").exists():
+        return None
+    result, ev = load_report(out, out / "timing.json"), params.evaluation
+    s = result["settings"]
+    same = (s["seed"] == params.seed and s["retrain_seeds"] == ev.retrain_seeds and s["mia_splits"] == ev.mia_splits
+            and type(params.gates)(**s["gates"]) == params.gates
+            and type(ev.verification)(**result["verification"]["options"]) == ev.verification
+            and set(methods) <= set(result["methods"]))
+    print(f"class {c}: {'reused' if same else 'recomputed (other settings)'}: {out}", flush=True)
+    return result if same else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_setup_args(ap)
     ap.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
     ap.add_argument("--skip-held-out", action="store_true", help="no held-out-set report (each costs retrains)")
+    ap.add_argument("--methods", default="gradtau", help="baselines beside DiHyFo, comma-separated (registry names)")
+    ap.add_argument("--reuse", action="store_true", help="take a class's saved comparison from --work when it "
+                    "was made with the same settings, gates and methods (delete artifacts/compare to redo it)")
     args = ap.parse_args()
     params, art = setup(args)
     t0 = time.perf_counter()
     built = run_pipeline(params, art)
     t_build = time.perf_counter() - t0
-    rows = []
+    rows, checks = [], []
+    methods = tuple(args.methods.split(","))
     for c in args.classes:
-        rows += table_rows(c, dihyfo_comparison(params, art, [c]))
+        result = (saved_comparison(params, art, c, methods) if args.reuse else None) \
+            or dihyfo_comparison(params, art, [c], methods=methods)
+        rows += table_rows(c, result)
+        header, body = verification_rows(result)
+        checks += [[str(c), *row] for row in body]
     t_compare = time.perf_counter() - t0 - t_build
     general = {"pairs": []} if args.skip_held_out else generalisation_report(params, art)
 
@@ -114,6 +144,11 @@ def main() -> None:
     print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    if checks:
+        print("\nVerification against the retrain reference and the gates (params' `gates:`):\n")
+        print("| class | " + " | ".join(header) + " |\n|" + "---|" * (len(header) + 1))
+        for row in checks:
+            print("| " + " | ".join(row) + " |")
     if general["pairs"]:
         print("\nHeld-out pairs (never in the zoo):\n\n| pair | variant | forget acc | retained test acc | retrain | "
               "pass | R² |\n|---|---|---|---|---|---|---|")

@@ -9,6 +9,15 @@ this script's output (see its docstring).
     .venv/bin/python bench/verification_calibration.py                 # 4 seeds, MLP: the gates' numbers
     .venv/bin/python bench/verification_calibration.py --seeds 12      # wider look at the tails
     .venv/bin/python bench/verification_calibration.py --arch cnn
+    .venv/bin/python bench/verification_calibration.py --work /tmp/hf-lenet --threads 2 \
+        --methods head_finetune,salun,scrub,gradtau,dihyfo1,dihyfo2 --relearn-lr 3e-3 1e-3 3e-4 1e-4 \
+        --probe-per-class 14 100                                     # a built project: MNIST-60k LeNet
+
+`--work` takes a project folder built by `bench/dihyfo_mnist.py` (its params.yaml, prepared data, θ0, zoo
+and hypernetworks): θ0, the data and the retrain recipe are that project's, so the same numbers calibrate
+its gates (the MNIST-LeNet experiment's `gates.*` and `evaluation.verification.*` overrides). With several
+`--relearn-lr` / `--probe-per-class` values every one is measured on the same models, to choose the
+setting that separates θ0 and head-only fine-tuning from the retrains.
 """
 
 from __future__ import annotations
@@ -17,11 +26,15 @@ import argparse
 import itertools
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from hyperforget.config import DataConfig, ForgetConfig, TrainConfig
+from hyperforget import answer
+from hyperforget.artifacts import Artifacts
+from hyperforget.config import DataConfig, ForgetConfig, TrainConfig, apply_override, parse_params
 from hyperforget.data import forget_split, import_raw, prepare
 from hyperforget.metrics import accuracy
 from hyperforget.models import ModelSpec, predict
@@ -47,46 +60,92 @@ def _z(phi: np.ndarray, shadows: np.ndarray, min_var: float) -> np.ndarray:
     return (phi - mu) / np.sqrt(np.maximum(var, max(float(var.mean()), min_var)))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=("mlp", "cnn"), default="mlp")
-    ap.add_argument("--seeds", type=int, default=4, help="retrain seeds (≥ 4)")
-    ap.add_argument("--rotations", type=int, default=300, help="role assignments scored at most")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
+def digits_setup(arch: str, seeds: int) -> tuple[UnlearnInputs, list[torch.nn.Module], dict]:
+    """θ0 and `seeds` retrains on digits with the unit tests' recipe (the default gates' calibration)."""
     cfg = DataConfig(raw_dir=tempfile.mkdtemp())
     import_raw(cfg)
     data = prepare(cfg)
-    spec = ModelSpec(args.arch, data.input_shape, data.num_classes, 10 if args.arch == "mlp" else 4)
+    spec = ModelSpec(arch, data.input_shape, data.num_classes, 10 if arch == "mlp" else 4)
     theta0 = spec.build(seed=0)
     train_model(theta0, data.x_train, data.y_train, RECIPE, seed=0)
     split = forget_split(data, ForgetConfig(classes=[3]))
-    xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
-    refs = train_many(spec, [1000 + i for i in range(args.seeds)], data.x_train[split.retain_idx],
+    refs = train_many(spec, [1000 + i for i in range(seeds)], data.x_train[split.retain_idx],
                       data.y_train[split.retain_idx], RECIPE)
-    vo, gates = VerificationOptions(), VerificationGates()
-    sets = probe_sets(data, vo.seed, vo.probe_per_class)
+    return UnlearnInputs(theta0.eval(), spec, data, split, seed=0), refs, {}
+
+
+def project_setup(work: Path, seeds: int, classes: list[int], sets: list[str]) -> tuple[UnlearnInputs, list, dict]:
+    """θ0, data and recipe of a built project folder (+ `--set` overrides, e.g. per-method options); `seeds`
+    retrains with its `retrain` options, cached as safetensors under the project (a rerun reuses them when
+    data, θ0, request and recipe are the same); its own gates and verification options."""
+    art = Artifacts(work)
+    raw = yaml.safe_load(art.params.read_text())
+    for item in sets:
+        key, _, value = item.partition("=")
+        apply_override(raw, key, yaml.safe_load(value))
+    params = parse_params(raw, f"{art.params} + --set").model_copy(update={"forget": ForgetConfig(classes=classes)})
+    params = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"retrain_seeds": seeds})})
+    ctx = answer.context(params, art)
+    t0 = time.perf_counter()
+    _, refs = answer.reference_models(params, art, ctx)  # trained once, then read back (checksum-verified)
+    print(f"{seeds} retrains of {params.data.name} {params.model.arch}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return answer.inputs(params, art, ctx), refs, {"verification": params.evaluation.verification,
+                                                   "gates": params.gates, "options": params.method_options}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", choices=("mlp", "cnn"), default="mlp", help="digits: the model trained here")
+    ap.add_argument("--work", type=Path, help="a built project folder instead of digits (bench/dihyfo_mnist.py)")
+    ap.add_argument("--classes", type=int, nargs="+", default=[3], help="the request (--work only)")
+    ap.add_argument("--seeds", type=int, default=4, help="retrain seeds (≥ 4)")
+    ap.add_argument("--rotations", type=int, default=300, help="role assignments scored at most")
+    ap.add_argument("--methods", default=",".join(BASELINES), help="models scored beside θ0 (DiHyFo: --work)")
+    ap.add_argument("--relearn-lr", type=float, nargs="+", help="relearn lrs to measure (default: the options')")
+    ap.add_argument("--probe-per-class", type=int, nargs="+", help="probe sizes to measure (default: options')")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE (--work only)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    inputs, refs, project = (project_setup(args.work, args.seeds, args.classes, args.set) if args.work
+                             else digits_setup(args.arch, args.seeds))
+    data, split = inputs.data, inputs.split
+    vo: VerificationOptions = project.get("verification", VerificationOptions())
+    gates: VerificationGates = project.get("gates", VerificationGates())
+    lrs = args.relearn_lr or [vo.relearn_lr]
+    sizes = args.probe_per_class or [vo.probe_per_class]
+    xf, yf = inputs.x_forget, inputs.y_forget
+    sets = {n: probe_sets(data, vo.seed, n) for n in sizes}  # every size × relearn lr on the same models
     forgotten = torch.isin(data.y_test, torch.tensor(split.classes))
 
-    def per_model(model: torch.nn.Module) -> dict:
+    def per_model(model: torch.nn.Module, name: str) -> dict:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            print(f"  {name}: weights not finite (the method diverged): left out", flush=True)
+            return {}
         logits = predict(model, data.x_test)
-        out = {"phi": true_class_logit(model, xf, yf), "probe": probe_accuracy(model, *sets, split.classes, vo.probe_c),
+        out = {"phi": true_class_logit(model, xf, yf),
+               **{f"probe{n}": probe_accuracy(model, *sets[n], split.classes, vo.probe_c) for n in sizes},
                "forget_test_acc": accuracy(logits[forgotten], data.y_test[forgotten]),
                "retained_test_acc": accuracy(logits[~forgotten], data.y_test[~forgotten])}
-        for m in vo.relearn_m:
-            out[f"r{m}"] = relearn_steps(model, xf, yf, data.x_test[forgotten], data.y_test[forgotten], m,
-                                         vo.relearn_lr, vo.relearn_max_steps, vo.seed, vo.relearn_target)
+        for lr in lrs:
+            for m in vo.relearn_m:
+                out[f"r{m}@{lr:g}"] = relearn_steps(model, xf, yf, data.x_test[forgotten], data.y_test[forgotten],
+                                                    m, lr, vo.relearn_max_steps, vo.seed, vo.relearn_target)
+        print(f"  {name:14s} forget/retained test acc {out['forget_test_acc']:.3f}/{out['retained_test_acc']:.3f}"
+              + "".join(f"  probe({n}/class) {out[f'probe{n}']:.3f}" for n in sizes) + "  "
+              + "  ".join(f"relearn m{m}@{lr:g} {out[f'r{m}@{lr:g}']}" for lr in lrs for m in vo.relearn_m),
+              flush=True)
         return out
 
-    retrains = [per_model(m) for m in refs]
-    inputs = UnlearnInputs(theta0.eval(), spec, data, split, seed=0)
-    others = {"theta0": per_model(theta0), **{n: per_model(run_method(n, inputs).model) for n in BASELINES}}
-    print(f"{args.arch}, {args.seeds} retrain seeds; {vo!r}")
-    for name, row in [*((f"retrain{i}", r) for i, r in enumerate(retrains)), *others.items()]:
-        print(f"  {name:14s} forget/retained test acc {row['forget_test_acc']:.3f}/{row['retained_test_acc']:.3f}"
-              f"  probe {row['probe']:.3f}  " + "  ".join(f"relearn m{m} {row[f'r{m}']}" for m in vo.relearn_m))
-
+    print(f"{inputs.spec.arch} on {data.name}, classes {split.classes}, {args.seeds} retrain seeds; {vo!r}")
+    retrains = [per_model(m, f"retrain{i}") for i, m in enumerate(refs)]
+    others = {"theta0": per_model(inputs.original, "theta0")}
+    for n in args.methods.split(","):
+        res = run_method(n, inputs, project["options"](n) if "options" in project else None)
+        print(f"  {n} unlearned in {res.wall_time_s:.1f} s", flush=True)
+        others[n] = per_model(res.model, n)
+    others = {n: r for n, r in others.items() if r}
     combos = list(itertools.permutations(range(args.seeds), 4))
     rng = np.random.default_rng(0)
     if len(combos) > args.rotations:
@@ -94,31 +153,34 @@ def main() -> None:
     table: dict[str, list[dict]] = {"retrain": [], **{n: [] for n in others}}
     for a, b, held_out, target in combos:
         shadows = np.stack([retrains[a]["phi"], retrains[b]["phi"]])
-        probe_mean = np.mean([retrains[a]["probe"], retrains[b]["probe"]])
-        relearn_mean = {m: np.mean([retrains[a][f"r{m}"], retrains[b][f"r{m}"]]) for m in vo.relearn_m}
+        probe_mean = {n: np.mean([retrains[a][f"probe{n}"], retrains[b][f"probe{n}"]]) for n in sizes}
+        relearn_mean = {f"m{m}@{lr:g}": np.mean([retrains[a][f"r{m}@{lr:g}"], retrains[b][f"r{m}@{lr:g}"]])
+                        for lr in lrs for m in vo.relearn_m}
 
         z_held = _z(retrains[held_out]["phi"], shadows, vo.lira_min_var)
 
         def row(r: dict, shadows=shadows, probe_mean=probe_mean, relearn_mean=relearn_mean, z_held=z_held) -> dict:
             z = _z(r["phi"], shadows, vo.lira_min_var)
             return {"lira_auc": population_auc(z), "lira_auc_vs_held_out": auc(z, z_held),
-                    "probe_gap": r["probe"] - probe_mean,
-                    **{f"relearn_ratio_m{m}": r[f"r{m}"] / relearn_mean[m] for m in vo.relearn_m}}
+                    **{f"probe_gap({n}/class)": r[f"probe{n}"] - probe_mean[n] for n in sizes},
+                    **{f"relearn_ratio_{k}": r[f"r{k[1:]}"] / max(relearn_mean[k], 1e-9) for k in relearn_mean}}
 
         table["retrain"].append(row(retrains[target]))
         for name, r in others.items():
             table[name].append(row(r))
     limits = {"lira_auc": 0.5 + gates.max_lira_auc_excess, "lira_auc_vs_held_out": float("nan"),
-              "probe_gap": gates.max_probe_excess,
-              **{f"relearn_ratio_m{m}": gates.min_relearn_ratio for m in vo.relearn_m}}
+              **{f"probe_gap({n}/class)": gates.max_probe_excess for n in sizes},
+              **{f"relearn_ratio_m{m}@{lr:g}": gates.min_relearn_ratio for lr in lrs for m in vo.relearn_m}}
     print(f"{len(combos)} role assignments (2 references, 1 held-out, 1 under test); gates {gates!r}")
     for name, rows in table.items():
         print(f"  {name}")
         for key, limit in limits.items():
             v = np.array([r[key] for r in rows])
             fails = np.mean(v < limit - 1e-9) if key.startswith("relearn") else np.mean(v > limit + 1e-9)
+            if key == "lira_auc":  # two-sided when the deficit is set (gates.check_gates: lira_auc_low)
+                fails = np.mean((v > limit + 1e-9) | (v < 0.5 - gates.max_lira_auc_deficit - 1e-9))
             gate = "not gated" if np.isnan(limit) else f"fails gate {fails:.1%}"
-            print(f"    {key:20s} min {v.min():.3f}  q05 {np.quantile(v, .05):.3f}  median {np.median(v):.3f}"
+            print(f"    {key:24s} min {v.min():.3f}  q05 {np.quantile(v, .05):.3f}  median {np.median(v):.3f}"
                   f"  q95 {np.quantile(v, .95):.3f}  max {v.max():.3f}  {gate}")
     print(f"({time.perf_counter() - t0:.0f} s)")
 

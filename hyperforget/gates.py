@@ -16,7 +16,10 @@ accuracy 0 and leaves the features). `verification.verify` measures, against the
 per-example LiRA AUC on D_f, a linear probe's accuracy on the forgotten classes and the steps to relearn
 them; `verification_checks` gates each as a gap to that reference (thresholds `gates.max_lira_auc_excess`,
 `max_probe_excess`, `min_relearn_ratio`: `options.VerificationGates`, where their calibration is written
-down). A release without a verification result fails a check named `verification`.
+down). `max_lira_auc_deficit` < 0.5 makes the LiRA gate two-sided (a model that pushes D_f further out
+than any retrain would is told apart from one too: over-forgetting, the "Streisand effect"); it is off by
+default because on digits a retrain seed itself can score 0.004. A release without a verification result
+fails a check named `verification`.
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -
     checks = {"lira_auc": _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≤",
                                  0.5 + g.max_lira_auc_excess,
                                  f"0.5 + gates.max_lira_auc_excess {g.max_lira_auc_excess}")}
+    if g.max_lira_auc_deficit < 0.5:  # two-sided: D_f pushed further out than a retrain would is a signal too
+        checks["lira_auc_low"] = _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≥",
+                                        0.5 - g.max_lira_auc_deficit,
+                                        f"0.5 − gates.max_lira_auc_deficit {g.max_lira_auc_deficit}")
     ref = result.get("reference") or {}
     if result.get("probe_forget_acc") is not None:
         mean = _value(ref.get("probe_forget_acc") or {}, "mean")

@@ -25,7 +25,8 @@ COLUMNS = [  # (key in a report, header)
 VERIFICATION_HEADERS = {"lira_auc": "LiRA AUC", "lira_tpr_at_1fpr": "TPR@1%FPR", "probe_forget_acc": "probe forget acc",
                         "relearn_steps_m10": "relearn m=10", "relearn_steps_m100": "relearn m=100"}
 GATE_NAMES = {"forget_acc": "forget", "retained_test_acc": "retained", "mia": "MIA", "lira_auc": "LiRA",
-              "probe_forget_acc": "probe", "verification": "unverified"}  # relearn_steps_mM: "relearn mM"
+              "lira_auc_low": "LiRA (low)", "probe_forget_acc": "probe",
+              "verification": "unverified"}  # relearn_steps_mM: "relearn mM"
 HEADLINE = ("forget_acc", "test_retained_acc", "worst_retained_acc", "mia")
 
 
@@ -165,7 +166,9 @@ def _verification_markdown(result: dict[str, Any], md: Any) -> list[str]:
         "Verification (papers.md §5) and gates:",
         "",
         f"- LiRA AUC: mean over D_f of Φ(z), z the model's logit-scaled confidence against the {v['shadows']} "
-        f"shadow retrains (0.5 = like a retrain; gate ≤ 0.5 + {g.get('max_lira_auc_excess')}); TPR@1%FPR: the "
+        f"shadow retrains (0.5 = like a retrain; gate ≤ 0.5 + {g.get('max_lira_auc_excess')}"
+        + (f" and ≥ 0.5 − {g['max_lira_auc_deficit']}" if g.get("max_lira_auc_deficit", 0.5) < 0.5 else "")
+        + "); TPR@1%FPR: the "
         f"threshold set on the held-out retrain seed {v['held_out_seed']} (reported, not gated).",
         f"- Probe forget acc: a linear probe on the penultimate features, accuracy on the forgotten classes (gate ≤ "
         f"retrain mean + {g.get('max_probe_excess')}); relearn m: Adam steps on m forget examples until the "

@@ -263,10 +263,16 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     """
     cfg = cfg or VerificationOptions()
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
-    lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
-    out: dict[str, Any] = {f"lira_{k}": v for k, v in lira.items()}
-    out.update({"relearn_max_steps": cfg.relearn_max_steps, "relearn_m": list(cfg.relearn_m)})
+    out: dict[str, Any] = {"relearn_max_steps": cfg.relearn_max_steps, "relearn_m": list(cfg.relearn_m)}
     out["reference"] = reference if reference is not None else reference_metrics(reference_models, data, split, cfg)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        # A diverged method (NaN/inf weights): nothing to measure, and every gate on it fails as "not measured".
+        nan = float("nan")
+        return out | {"lira_auc": nan, "lira_auc_vs_held_out": nan, "lira_tpr_at_1fpr": nan, "lira_held_out_auc": nan,
+                      "lira_n_shadows": len(reference_models), "weights_not_finite": True,
+                      **dict.fromkeys(_class_keys(cfg), nan)}
+    lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
+    out.update({f"lira_{k}": v for k, v in lira.items()})
     if split.classes is None:
         out.update(dict.fromkeys(_class_keys(cfg)))
         return out

@@ -92,6 +92,15 @@ def test_verification_gates_join_the_output_gates_with_the_configured_limits():
     assert "relearn steps (m=10) 40.0000 < 45.0000 (retrain mean 50.0 × gates.min_relearn_ratio 0.9)" in g.reasons[2]
 
 
+def test_a_deficit_below_one_half_makes_the_lira_gate_two_sided():
+    assert "lira_auc_low" not in check_gates(report(), REFERENCE, GATES, VERIFIED).checks  # one-sided by default
+    two_sided = GatesConfig(max_lira_auc_deficit=0.3)
+    assert check_gates(report(), REFERENCE, two_sided, VERIFIED).passed  # 0.6 ≥ 0.2
+    g = check_gates(report(), REFERENCE, two_sided, VERIFIED | {"lira_auc": 0.1})
+    assert not g.passed and g.reasons == ["lira_auc_low: LiRA AUC against the retrains 0.1000 < 0.2000 "
+                                          "(0.5 − gates.max_lira_auc_deficit 0.3)"]
+
+
 def test_a_release_without_verification_fails_a_check_named_verification():
     assert set(check_gates(report(), REFERENCE, GATES).checks) == {"forget_acc", "retained_test_acc", "mia"}
     g = check_gates(report(), REFERENCE, GATES, require_verification=True)
