@@ -32,10 +32,13 @@ STACK_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "HYPERFORGET
                    "HYPERFORGET_STACK_PORT_BASE", "PREFECT_API_URL", "HYPERFORGET_LEDGER_URL")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _embedded_default():
     """No server a developer's shell (or an integration fixture earlier in the session) points at.
-    Session scope: set up before any module-scoped project fixture writes its first MLflow run."""
+    Module scope, autouse: set up before the module's own project fixtures write their first MLflow run, and
+    again for every unit module, because an integration module that ran earlier on the same xdist worker
+    exported its session stack's variables (restored when the unit module ends, for the integration tests
+    that still use that stack)."""
     with pytest.MonkeyPatch.context() as mp:
         for name in STACK_VARIABLES:
             mp.delenv(name, raising=False)
