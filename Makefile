@@ -51,9 +51,11 @@ bench: setup
 # MNIST-60k (../shared/datasets/mnist) with LeNet-5, DiHyFo generating its last block + head, as one DVC
 # experiment run in a temporary copy (params.yaml and artifacts/ here stay on digits); `dvc exp show` lists it
 # and `dvc exp apply mnist-lenet` brings its params, dvc.lock and outputs into the workspace.
-MNIST_EXP := -S data.name=mnist -S data.source=../shared/datasets/mnist -S model.arch=lenet \
-	-S train.epochs=12 -S train.batch_size=128 -S train.lr=0.001 -S train.schedule=cosine \
-	-S hypernet.generate=block_head -S hypernet.chunk_size=1000 -S unlearn.method=dihyfo2 \
+# LeNet's recipe and what DiHyFo generates: one list, for the experiment (-S) and the per-class bench (--set)
+LENET := model.arch=lenet train.epochs=12 train.batch_size=128 train.lr=0.001 train.schedule=cosine \
+	hypernet.generate=block_head
+MNIST_EXP := -S data.name=mnist -S data.source=../shared/datasets/mnist $(addprefix -S ,$(LENET)) \
+	-S hypernet.chunk_size=1000 -S unlearn.method=dihyfo2 \
 	-S 'evaluation.methods=[retrain,gradtau,dihyfo1,dihyfo2]' \
 	-S evaluation.verification.relearn_lr=1e-4 -S evaluation.verification.probe_per_class=100 $(MNIST_GATES)
 # The gate limits calibrated for LeNet (VerificationGates' docstring); DiHyFo fails them, so the publish stage
@@ -72,11 +74,9 @@ run-mnist: setup
 # DiHyFo-1/2 (last block + head), ∇τ, retrieval and the retrain reference for all ten classes. --reuse keeps
 # the classes already compared in MNIST_WORK with the same settings, so an interrupted run resumes.
 MNIST_WORK ?= /tmp/hyperforget-mnist-lenet
-LENET_SET := --set model.arch=lenet --set train.epochs=12 --set train.batch_size=128 --set train.lr=0.001 \
-	--set train.schedule=cosine --set hypernet.generate=block_head
 mnist-table: setup
 	$(BIN)/python bench/dihyfo_mnist.py --data mnist --source ../shared/datasets/mnist --work $(MNIST_WORK) \
-		--threads 1 --classes 0 1 2 3 4 5 6 7 8 9 --skip-held-out --reuse $(LENET_SET)
+		--threads 1 --classes 0 1 2 3 4 5 6 7 8 9 --skip-held-out --reuse $(addprefix --set ,$(LENET))
 
 clean:
 	rm -rf artifacts mlruns.db mlartifacts .stack

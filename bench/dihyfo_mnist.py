@@ -32,7 +32,7 @@ import torch
 from _common import MNIST_SOURCE, run_pipeline
 
 from hyperforget.artifacts import Artifacts
-from hyperforget.config import ForgetConfig, Params, apply_override, load_params, parse_params
+from hyperforget.config import ForgetConfig, Params, apply_override, load_params, parse_overrides, parse_params
 from hyperforget.evaluate import load_report, machine
 from hyperforget.hypernet_report import dihyfo_comparison, generalisation_report
 from hyperforget.io import write_text
@@ -79,10 +79,7 @@ def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
     folder's params.yaml; returns them and that project's `Artifacts` (nothing changes directory)."""
     raw = yaml.safe_load(REPO_PARAMS.read_text()) if REPO_PARAMS.exists() else {}
     overrides = {**MNIST, "data.source": str(Path(args.source).resolve())} if args.data == "mnist" else {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    for key, value in overrides.items():
+    for key, value in (overrides | parse_overrides(args.set)).items():
         apply_override(raw, key, value)
     parse_params(raw, "params.yaml + bench overrides")  # refuse bad overrides before writing anything
     art = Artifacts(Path(args.work or Path(tempfile.gettempdir()) / f"hyperforget-{args.data}"))

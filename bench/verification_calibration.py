@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from hyperforget import answer
 from hyperforget.artifacts import Artifacts
-from hyperforget.config import DataConfig, ForgetConfig, TrainConfig, apply_override, parse_params
+from hyperforget.config import DataConfig, ForgetConfig, TrainConfig, load_params, parse_overrides
 from hyperforget.data import forget_split, import_raw, prepare
 from hyperforget.metrics import accuracy
 from hyperforget.models import ModelSpec, predict
@@ -49,6 +48,7 @@ from hyperforget.verification import (
     probe_sets,
     relearn_steps,
     true_class_logit,
+    weights_finite,
 )
 
 RECIPE = TrainConfig(epochs=30, batch_size=32, lr=1e-2)
@@ -79,11 +79,7 @@ def project_setup(work: Path, seeds: int, classes: list[int], sets: list[str]) -
     retrains with its `retrain` options, cached as safetensors under the project (a rerun reuses them when
     data, θ0, request and recipe are the same); its own gates and verification options."""
     art = Artifacts(work)
-    raw = yaml.safe_load(art.params.read_text())
-    for item in sets:
-        key, _, value = item.partition("=")
-        apply_override(raw, key, yaml.safe_load(value))
-    params = parse_params(raw, f"{art.params} + --set").model_copy(update={"forget": ForgetConfig(classes=classes)})
+    params = load_params(art.params, parse_overrides(sets)).model_copy(update={"forget": ForgetConfig(classes=classes)})
     params = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"retrain_seeds": seeds})})
     ctx = answer.context(params, art)
     t0 = time.perf_counter()
@@ -120,7 +116,7 @@ def main() -> None:
     forgotten = torch.isin(data.y_test, torch.tensor(split.classes))
 
     def per_model(model: torch.nn.Module, name: str) -> dict:
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if not weights_finite(model):
             print(f"  {name}: weights not finite (the method diverged): left out", flush=True)
             return {}
         logits = predict(model, data.x_test)

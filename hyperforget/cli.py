@@ -17,14 +17,13 @@ from typing import Annotated
 from uuid import uuid4
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from hyperforget import answer, certificate, deletion, evidence, ledger, publish, records, stages
 from hyperforget import trueup as trueup_mod
 from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params, load_params
+from hyperforget.config import Params, load_params, parse_overrides
 from hyperforget.errors import ConfigError, HyperForgetError
 from hyperforget.options import VARIANTS
 from hyperforget.unlearn import METHODS
@@ -43,13 +42,7 @@ def _project(path: Path, sets: list[str] | None = None) -> tuple[Params, Artifac
 
 
 def _params(path: Path, sets: list[str] | None) -> Params:
-    overrides = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set forget.classes=[3]")
-        overrides[key] = yaml.safe_load(value)
-    return load_params(path, overrides)
+    return load_params(path, parse_overrides(sets or []))
 
 
 def _wrote(*items: str) -> None:

@@ -321,6 +321,17 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     return parse_params(raw, f"{path} with the overrides {given}" if given else str(path))
 
 
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items (VALUE as YAML) → {dotted key: value}, for `load_params` / `apply_override`."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set forget.classes=[3]")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = raw

@@ -132,6 +132,18 @@ def lira_audit(shadows: Sequence[nn.Module], held_out_retrain: nn.Module, target
             "n_shadows": len(shadows)}
 
 
+def weights_finite(model: nn.Module) -> bool:
+    """False when any parameter is NaN or ±inf: what a diverged unlearning method leaves (nothing to measure)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _unmeasured_lira(n_shadows: int) -> dict[str, float]:
+    """`lira_audit`'s keys for a target that cannot be scored (non-finite weights): NaN, which every gate
+    fails as "not measured"."""
+    nan = float("nan")
+    return {"auc": nan, "auc_vs_held_out": nan, "tpr_at_1fpr": nan, "held_out_auc": nan, "n_shadows": n_shadows}
+
+
 # ---------- linear probe ----------
 
 
@@ -265,18 +277,17 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
     out: dict[str, Any] = {"relearn_max_steps": cfg.relearn_max_steps, "relearn_m": list(cfg.relearn_m)}
     out["reference"] = reference if reference is not None else reference_metrics(reference_models, data, split, cfg)
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        # A diverged method (NaN/inf weights): nothing to measure, and every gate on it fails as "not measured".
-        nan = float("nan")
-        return out | {"lira_auc": nan, "lira_auc_vs_held_out": nan, "lira_tpr_at_1fpr": nan, "lira_held_out_auc": nan,
-                      "lira_n_shadows": len(reference_models), "weights_not_finite": True,
-                      **dict.fromkeys(_class_keys(cfg), nan)}
-    lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
+    finite = weights_finite(model)  # a diverged method: nothing to measure, every gate on it fails
+    if not finite:
+        out["weights_not_finite"] = True
+    lira = (lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var) if finite
+            else _unmeasured_lira(len(reference_models)))
     out.update({f"lira_{k}": v for k, v in lira.items()})
     if split.classes is None:
         out.update(dict.fromkeys(_class_keys(cfg)))
         return out
-    out.update(_class_metrics(model, data, split, cfg, probe_sets(data, cfg.seed, cfg.probe_per_class)))
+    out.update(_class_metrics(model, data, split, cfg, probe_sets(data, cfg.seed, cfg.probe_per_class)) if finite
+               else dict.fromkeys(_class_keys(cfg), float("nan")))
     return out
 
 
