@@ -13,11 +13,11 @@ import torch
 
 from hyperforget import stages
 from hyperforget.artifacts import Artifacts
-from hyperforget.config import DataConfig, EvaluationConfig, ForgetConfig, ModelConfig, Params, TrainConfig
+from hyperforget.config import DataConfig, EvaluationConfig, ForgetConfig, ModelConfig, Params, TrainConfig, load_params
 from hyperforget.data import forget_split as make_split
-from hyperforget.data import import_raw, prepare
+from hyperforget.data import import_raw, load_dataset, prepare
 from hyperforget.metrics import accuracy
-from hyperforget.models import ARCHITECTURES, ModelSpec, predict
+from hyperforget.models import ARCHITECTURES, ModelSpec, load_model, predict
 from hyperforget.options import VARIANTS
 from hyperforget.train import train_model
 from hyperforget.unlearn.method import UnlearnInputs
@@ -43,6 +43,10 @@ def add_request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs of θ0 and every retrain "
                         "(default: the data set's recipe)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--work", default=None,
+                        help="a project folder already built (bench/dihyfo_mnist.py --work, or a repository after "
+                             "`dvc repro`): take its data, θ0 and `train:` recipe instead of building them; "
+                             "--dataset, --source, --arch, --width and --epochs are then ignored")
 
 
 def setup(args: argparse.Namespace, retrain_seeds: int = 3, mia_splits: int = 10) -> tuple[Params, UnlearnInputs]:
@@ -71,6 +75,28 @@ def setup(args: argparse.Namespace, retrain_seeds: int = 3, mia_splits: int = 10
                     forget=request,
                     evaluation=EvaluationConfig(retrain_seeds=retrain_seeds, mia_splits=mia_splits))
     inputs = UnlearnInputs(original.eval(), spec, data, make_split(data, request), args.seed, gates=params.gates)
+    return params, inputs
+
+
+def load_project(args: argparse.Namespace) -> tuple[Params, UnlearnInputs]:
+    """As setup(), from a built project (--work): its params.yaml (the retrain reference trains with its
+    `train:` recipe), prepared data and θ0, and the request of --classes / --fraction. The inputs carry the
+    project's artifacts, so DiHyFo's variants can be timed beside the baselines."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    art = Artifacts(Path(args.work))
+    if not art.model.exists():
+        raise SystemExit(f"{art.root} holds no trained θ0 ({art.model} is missing): build it first, e.g. with "
+                         "bench/dihyfo_mnist.py --work DIR or `dvc repro`")
+    params = load_params(art.params)
+    request = ForgetConfig(fraction=args.fraction, seed=args.seed) if args.fraction else \
+        ForgetConfig(classes=args.classes or [3])
+    params = params.model_copy(update={"forget": request})
+    data, (model, spec) = load_dataset(art.prepare), load_model(art.model)
+    print(f"original: {art.model} ({sum(p.numel() for p in model.parameters())} parameters), test acc "
+          f"{accuracy(predict(model, data.x_test), data.y_test):.3f}; recipe {params.train.epochs} epochs, "
+          f"batch {params.train.batch_size}, lr {params.train.lr}, {params.train.schedule}")
+    inputs = UnlearnInputs(model.eval(), spec, data, make_split(data, request), params.seed, art, params.gates)
     return params, inputs
 
 

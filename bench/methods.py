@@ -7,8 +7,13 @@ anything else on the machine hits them alike; each is first run --warmup times u
 test accuracy of the last run, so a fast method that did not forget is visible as such.
 
     .venv/bin/python bench/methods.py --dataset digits --classes 3 --repeats 5 --threads 1
-    .venv/bin/python bench/methods.py --dataset mnist --source ../shared/datasets/mnist --arch lenet \
-        --classes 3 --repeats 1 --warmup 0 --threads 2
+
+MNIST-60k with LeNet-5 takes θ0 and its recipe (12 epochs, cosine) from a project that bench/dihyfo_mnist.py
+built (`make mnist-table`), where DiHyFo's hypernetworks can be timed beside the baselines:
+
+    .venv/bin/python bench/methods.py --work /tmp/hyperforget-mnist-lenet --classes 3 --repeats 1 --warmup 0 \
+        --threads 2 --methods finetune,neggrad,neggrad_plus,gradtau,gradtau_paper,forsaken,ssd,salun,scrub,\
+head_finetune,dihyfo1,dihyfo2
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import argparse
 import statistics
 
 import torch
-from _common import BASELINES, add_request_args, setup
+from _common import BASELINES, add_request_args, load_project, setup
 
 from hyperforget.evaluate import describe_request, machine
 from hyperforget.metrics import accuracy
@@ -32,7 +37,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each method first")
     parser.add_argument("--methods", default=",".join(BASELINES))
     args = parser.parse_args()
-    params, inputs = setup(args)
+    params, inputs = load_project(args) if args.work else setup(args)
     data, split = inputs.data, inputs.split
     names = ["retrain", *args.methods.split(",")]
     options = {n: params.method_options(n) for n in names}  # retrain: one seed, the original's recipe

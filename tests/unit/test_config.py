@@ -1,9 +1,14 @@
 """params.yaml validation: every bad value is rejected with a message naming the key and the value."""
 
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 import yaml
 
-from hyperforget.config import Params, load_params, parse_params
+from hyperforget.config import Params, apply_override, load_params, parse_overrides, parse_params
 from hyperforget.errors import ConfigError
 
 
@@ -78,3 +83,32 @@ def test_a_bad_override_is_named_as_the_override_not_as_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"with the overrides forget\.classes=\[42\]") as err:
         load_params(path, {"forget.classes": [42]})
     assert "forget.classes [42] out of range" in str(err.value)
+
+
+def _experiment_overrides(*make_vars: str) -> list[str]:
+    """The `-S KEY=VALUE` items of `make run-mnist`'s `dvc exp run`, as make would run it (dry run)."""
+    root = Path(__file__).resolve().parents[2]
+    script = subprocess.run(["make", "-n", "run-mnist", *make_vars], cwd=root, capture_output=True, text=True,
+                            check=True).stdout
+    line = next(x for x in script.replace("\\\n", " ").splitlines() if "dvc exp run" in x)
+    words = shlex.split(line.split(";")[0])
+    return [words[i + 1] for i, w in enumerate(words) if w == "-S"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("make_vars", [(), ("MNIST_GATES=$(MNIST_CALIBRATED_GATES)",)])
+def test_the_mnist_experiment_sets_only_keys_params_yaml_holds_and_valid_values(make_vars):
+    # `dvc exp run -S` refuses a key that params.yaml does not hold ("not in struct"); the values must validate
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    overrides = parse_overrides(_experiment_overrides(*make_vars))
+    for dotted in overrides:
+        node = raw
+        for key in dotted.split("."):
+            assert isinstance(node, dict) and key in node, f"-S {dotted}: not in params.yaml"
+            node = node[key]
+    for dotted, value in overrides.items():
+        apply_override(raw, dotted, value)
+    params = parse_params(raw, "params.yaml + make run-mnist")
+    assert (params.model.arch, params.hypernet.generate, params.evaluation.verification.relearn_lr) == \
+        ("lenet", "block_head", 1e-4)
+    assert ("gates.max_lira_auc_deficit" in overrides) == bool(make_vars)  # the calibrated limits reach dvc
