@@ -18,6 +18,8 @@ adds baselines beside ∇τ (default: ∇τ only). Per-request JSON lands in --w
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -36,6 +38,7 @@ from hyperforget.config import ForgetConfig, Params, apply_override, load_params
 from hyperforget.evaluate import load_report, machine
 from hyperforget.hypernet_report import dihyfo_comparison, generalisation_report
 from hyperforget.io import write_text
+from hyperforget.options import VARIANTS
 from hyperforget.tables import verification_rows
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the repository's params: the base
@@ -91,12 +94,29 @@ def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
     return params, art
 
 
+def built_inputs(art: Artifacts) -> dict[str, str]:
+    """What a class comparison is computed from, beyond params: θ0's checksum and each hypernetwork's
+    checkpoint record (its files' names and the zoo data's hash), hashed."""
+    theta0 = Path(f"{art.model}.sha256").read_text().split()[0]
+    return {"theta0": theta0, **{v: hashlib.sha256((art.hypernet(v) / "checkpoint.json").read_bytes()).hexdigest()
+                                 for v in VARIANTS}}
+
+
+def inputs_file(art: Artifacts, c: int) -> Path:
+    return art.compare / f"dihyfo-{ForgetConfig(classes=[c]).slug()}" / "inputs.json"
+
+
 def saved_comparison(params: Params, art: Artifacts, c: int, methods: tuple[str, ...]) -> dict | None:
     """Class c's comparison saved in this project by an earlier run, if it used the same seed, retrain seeds,
-    MIA splits, gates and verification options and holds every method asked for; else None (recompute).
-    Lets a long per-class run be resumed class by class (each LeNet class costs its true retrains)."""
+    MIA splits, gates and verification options, holds every method asked for and was computed from the same
+    θ0 and hypernetworks (`built_inputs`, recorded beside it); else None (recompute). Lets a long per-class
+    run be resumed class by class (each LeNet class costs its true retrains)."""
     out = art.compare / f"dihyfo-{ForgetConfig(classes=[c]).slug()}"
     if not (out / "comparison.json").exists():
+        return None
+    recorded = json.loads(inputs_file(art, c).read_text()) if inputs_file(art, c).exists() else None
+    if recorded is not None and recorded != built_inputs(art):
+        print(f"class {c}: recomputed (θ0 or a hypernetwork was rebuilt since): {out}", flush=True)
         return None
     result, ev = load_report(out, out / "timing.json"), params.evaluation
     s = result["settings"]
@@ -104,7 +124,8 @@ def saved_comparison(params: Params, art: Artifacts, c: int, methods: tuple[str,
             and type(params.gates)(**s["gates"]) == params.gates
             and type(ev.verification)(**result["verification"]["options"]) == ev.verification
             and set(methods) <= set(result["methods"]))
-    print(f"class {c}: {'reused' if same else 'recomputed (other settings)'}: {out}", flush=True)
+    unrecorded = " (saved before inputs.json was recorded: θ0 and hypernets unchecked)" if recorded is None else ""
+    print(f"class {c}: {'reused' + unrecorded if same else 'recomputed (other settings)'}: {out}", flush=True)
     return result if same else None
 
 
@@ -115,7 +136,7 @@ def main() -> None:
     ap.add_argument("--skip-held-out", action="store_true", help="no held-out-set report (each costs retrains)")
     ap.add_argument("--methods", default="gradtau", help="baselines beside DiHyFo, comma-separated (registry names)")
     ap.add_argument("--reuse", action="store_true", help="take a class's saved comparison from --work when it "
-                    "was made with the same settings, gates and methods (delete artifacts/compare to redo it)")
+                    "was made with the same settings, gates, methods, θ0 and hypernetworks (delete artifacts/compare to redo it)")
     args = ap.parse_args()
     params, art = setup(args)
     t0 = time.perf_counter()
@@ -124,8 +145,10 @@ def main() -> None:
     rows, checks = [], []
     methods = tuple(args.methods.split(","))
     for c in args.classes:
-        result = (saved_comparison(params, art, c, methods) if args.reuse else None) \
-            or dihyfo_comparison(params, art, [c], methods=methods)
+        result = saved_comparison(params, art, c, methods) if args.reuse else None
+        if result is None:
+            result = dihyfo_comparison(params, art, [c], methods=methods)
+            write_text(inputs_file(art, c), json.dumps(built_inputs(art), indent=2))
         rows += table_rows(c, result)
         header, body = verification_rows(result)
         checks += [[str(c), *row] for row in body]
