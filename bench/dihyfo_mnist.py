@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--skip-held-out", action="store_true", help="no held-out-set report (each costs retrains)")
     ap.add_argument("--methods", default="gradtau", help="baselines beside DiHyFo, comma-separated (registry names)")
     ap.add_argument("--reuse", action="store_true", help="take a class's saved comparison from --work when it "
-                    "was made with the same settings, gates, methods, θ0 and hypernetworks (delete artifacts/compare to redo it)")
+                    "was made with the same settings, gates, methods, θ0 and hypernetworks (delete "
+                    "artifacts/compare to redo it)")
     args = ap.parse_args()
     params, art = setup(args)
     t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from hyperforget import answer
 from hyperforget.artifacts import Artifacts
@@ -50,6 +51,7 @@ from hyperforget.verification import (
     true_class_logit,
     weights_finite,
 )
+from hyperforget.zoo import load_zoo
 
 RECIPE = TrainConfig(epochs=30, batch_size=32, lr=1e-2)
 BASELINES = ("head_finetune", "salun", "scrub")
@@ -85,8 +87,23 @@ def project_setup(work: Path, seeds: int, classes: list[int], sets: list[str]) -
     t0 = time.perf_counter()
     _, refs = answer.reference_models(params, art, ctx)  # trained once, then read back (checksum-verified)
     print(f"{seeds} retrains of {params.data.name} {params.model.arch}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(zoo_levels(art, classes), flush=True)
     return answer.inputs(params, art, ctx), refs, {"verification": params.evaluation.verification,
                                                    "gates": params.gates, "options": params.method_options}
+
+
+def zoo_levels(art: Artifacts, classes: list[int]) -> str:
+    """The forget-class validation losses the project's zoo holds for this request, per row kind: what
+    DiHyFo's prompt percentiles (unlearn.dihyfoN.hi_pct) choose from, beside the models' own (per_model)."""
+    zoo, rows = load_zoo(art.zoo)
+    forgot = zoo.forget_mask[:, classes].amax(1) > 0
+    loss = zoo.class_loss[:, classes].mean(1)
+    parts = []
+    for kind in sorted({r["kind"] for r in rows}):
+        v = loss[forgot & torch.tensor([r["kind"] == kind for r in rows])]
+        if len(v):
+            parts.append(f"{kind} {len(v)} rows: min {v.min():.2f}, median {v.median():.2f}, max {v.max():.2f}")
+    return "zoo rows forgetting the request, forget-class val loss (nats): " + "; ".join(parts)
 
 
 def main() -> None:
@@ -114,6 +131,7 @@ def main() -> None:
     xf, yf = inputs.x_forget, inputs.y_forget
     sets = {n: probe_sets(data, vo.seed, n) for n in sizes}  # every size × relearn lr on the same models
     forgotten = torch.isin(data.y_test, torch.tensor(split.classes))
+    forgotten_val = torch.isin(data.y_val, torch.tensor(split.classes))
 
     def per_model(model: torch.nn.Module, name: str) -> dict:
         if not weights_finite(model):
@@ -123,12 +141,15 @@ def main() -> None:
         out = {"phi": true_class_logit(model, xf, yf),
                **{f"probe{n}": probe_accuracy(model, *sets[n], split.classes, vo.probe_c) for n in sizes},
                "forget_test_acc": accuracy(logits[forgotten], data.y_test[forgotten]),
-               "retained_test_acc": accuracy(logits[~forgotten], data.y_test[~forgotten])}
+               "retained_test_acc": accuracy(logits[~forgotten], data.y_test[~forgotten]),
+               "forget_val_loss": F.cross_entropy(predict(model, data.x_val[forgotten_val]),
+                                                  data.y_val[forgotten_val]).item()}
         for lr in lrs:
             for m in vo.relearn_m:
                 out[f"r{m}@{lr:g}"] = relearn_steps(model, xf, yf, data.x_test[forgotten], data.y_test[forgotten],
                                                     m, lr, vo.relearn_max_steps, vo.seed, vo.relearn_target)
         print(f"  {name:14s} forget/retained test acc {out['forget_test_acc']:.3f}/{out['retained_test_acc']:.3f}"
+              f"  forget val loss {out['forget_val_loss']:.2f}"
               + "".join(f"  probe({n}/class) {out[f'probe{n}']:.3f}" for n in sizes) + "  "
               + "  ".join(f"relearn m{m}@{lr:g} {out[f'r{m}@{lr:g}']}" for lr in lrs for m in vo.relearn_m),
               flush=True)
