@@ -63,12 +63,14 @@ MNIST_EXP := -S data.name=mnist -S data.source=../shared/datasets/mnist $(addpre
 	-S 'evaluation.methods=[retrain,gradtau,dihyfo1,dihyfo2]' \
 	-S evaluation.verification.relearn_lr=1e-4 -S evaluation.verification.probe_per_class=100 $(MNIST_GATES)
 # The workspace goes back to digits (data/ and data.dvc as committed, `make run` unchanged) also when the
-# experiment fails; make then stops with the experiment's exit status.
+# experiment fails; make then stops with the experiment's exit status. The digits files are imported again:
+# a fresh clone has none before `make run`, and `dvc add` of an empty data/ would change data.dvc.
 run-mnist: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH hyperforget import-data --set data.name=mnist --set data.source=../shared/datasets/mnist
 	PATH=$(CURDIR)/$(BIN):$$PATH dvc add data
 	PATH=$(CURDIR)/$(BIN):$$PATH dvc exp run --temp -n mnist-lenet $(MNIST_EXP); rc=$$?; \
-		rm -rf data/raw/mnist && PATH=$(CURDIR)/$(BIN):$$PATH dvc add data && exit $$rc
+		rm -rf data/raw/mnist && PATH=$(CURDIR)/$(BIN):$$PATH hyperforget import-data && \
+		PATH=$(CURDIR)/$(BIN):$$PATH dvc add data && exit $$rc
 	PATH=$(CURDIR)/$(BIN):$$PATH dvc exp show --no-pager
 
 # The README's per-class tables on MNIST-60k / LeNet (2 cores: ~15 min a class, mostly its 4 true retrains):
