@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from hyperforget import stages
+from hyperforget import answer, stages
 from hyperforget.artifacts import Artifacts
 from hyperforget.config import DataConfig, EvaluationConfig, ForgetConfig, ModelConfig, Params, TrainConfig, load_params
 from hyperforget.data import forget_split as make_split
-from hyperforget.data import import_raw, load_dataset, prepare
+from hyperforget.data import import_raw, prepare
 from hyperforget.metrics import accuracy
-from hyperforget.models import ARCHITECTURES, ModelSpec, load_model, predict
+from hyperforget.models import ARCHITECTURES, ModelSpec, predict
 from hyperforget.options import VARIANTS
 from hyperforget.train import train_model
 from hyperforget.unlearn.method import UnlearnInputs
@@ -92,12 +92,12 @@ def load_project(args: argparse.Namespace) -> tuple[Params, UnlearnInputs]:
     request = ForgetConfig(fraction=args.fraction, seed=args.seed) if args.fraction else \
         ForgetConfig(classes=args.classes or [3])
     params = params.model_copy(update={"forget": request})
-    data, (model, spec) = load_dataset(art.prepare), load_model(art.model)
+    ctx = answer.context(params, art)  # the request's inputs as the pipeline builds them
+    model, data = ctx.original, ctx.data
     print(f"original: {art.model} ({sum(p.numel() for p in model.parameters())} parameters), test acc "
           f"{accuracy(predict(model, data.x_test), data.y_test):.3f}; recipe {params.train.epochs} epochs, "
           f"batch {params.train.batch_size}, lr {params.train.lr}, {params.train.schedule}")
-    inputs = UnlearnInputs(model.eval(), spec, data, make_split(data, request), params.seed, art, params.gates)
-    return params, inputs
+    return params, answer.inputs(params, art, ctx)
 
 
 def run_pipeline(params: Params, art: Artifacts, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:

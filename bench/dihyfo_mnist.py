@@ -34,9 +34,9 @@ import torch
 from _common import MNIST_SOURCE, run_pipeline
 
 from hyperforget.artifacts import Artifacts
-from hyperforget.config import ForgetConfig, Params, apply_override, load_params, parse_overrides, parse_params
+from hyperforget.config import Params, apply_override, load_params, parse_overrides, parse_params
 from hyperforget.evaluate import load_report, machine
-from hyperforget.hypernet_report import dihyfo_comparison, generalisation_report
+from hyperforget.hypernet_report import comparison_folder, dihyfo_comparison, generalisation_report
 from hyperforget.io import write_text
 from hyperforget.options import VARIANTS
 from hyperforget.tables import verification_rows
@@ -102,20 +102,18 @@ def built_inputs(art: Artifacts) -> dict[str, str]:
                                  for v in VARIANTS}}
 
 
-def inputs_file(art: Artifacts, c: int) -> Path:
-    return art.compare / f"dihyfo-{ForgetConfig(classes=[c]).slug()}" / "inputs.json"
-
-
-def saved_comparison(params: Params, art: Artifacts, c: int, methods: tuple[str, ...]) -> dict | None:
+def saved_comparison(params: Params, art: Artifacts, c: int, methods: tuple[str, ...],
+                     inputs: dict[str, str]) -> dict | None:
     """Class c's comparison saved in this project by an earlier run, if it used the same seed, retrain seeds,
     MIA splits, gates and verification options, holds every method asked for and was computed from the same
-    θ0 and hypernetworks (`built_inputs`, recorded beside it); else None (recompute). Lets a long per-class
-    run be resumed class by class (each LeNet class costs its true retrains)."""
-    out = art.compare / f"dihyfo-{ForgetConfig(classes=[c]).slug()}"
+    θ0 and hypernetworks (`inputs`, as `built_inputs` gives them, recorded beside it as inputs.json); else None
+    (recompute). Lets a long per-class run be resumed class by class (each LeNet class costs its true
+    retrains)."""
+    out = comparison_folder(art, [c])
     if not (out / "comparison.json").exists():
         return None
-    recorded = json.loads(inputs_file(art, c).read_text()) if inputs_file(art, c).exists() else None
-    if recorded is not None and recorded != built_inputs(art):
+    recorded = json.loads((out / "inputs.json").read_text()) if (out / "inputs.json").exists() else None
+    if recorded is not None and recorded != inputs:
         print(f"class {c}: recomputed (θ0 or a hypernetwork was rebuilt since): {out}", flush=True)
         return None
     result, ev = load_report(out, out / "timing.json"), params.evaluation
@@ -145,11 +143,12 @@ def main() -> None:
     t_build = time.perf_counter() - t0
     rows, checks = [], []
     methods = tuple(args.methods.split(","))
+    inputs = built_inputs(art)  # θ0 and the hypernets stay as run_pipeline left them for the whole run
     for c in args.classes:
-        result = saved_comparison(params, art, c, methods) if args.reuse else None
+        result = saved_comparison(params, art, c, methods, inputs) if args.reuse else None
         if result is None:
             result = dihyfo_comparison(params, art, [c], methods=methods)
-            write_text(inputs_file(art, c), json.dumps(built_inputs(art), indent=2))
+            write_text(comparison_folder(art, [c]) / "inputs.json", json.dumps(inputs, indent=2))
         rows += table_rows(c, result)
         header, body = verification_rows(result)
         checks += [[str(c), *row] for row in body]

@@ -38,6 +38,11 @@ def _request(params: Params, art: Artifacts, classes: list[int]) -> tuple[Params
     return p, answer.inputs(p, art, ctx)
 
 
+def comparison_folder(art: Artifacts, classes: list[int]) -> Path:
+    """Where `dihyfo_comparison` writes a class request's report by default (artifacts/compare/dihyfo-<slug>)."""
+    return art.compare / f"dihyfo-{ForgetConfig(classes=classes).slug()}"
+
+
 def dihyfo_comparison(params: Params, art: Artifacts, classes: list[int], variants: tuple[str, ...] = VARIANTS,
                       methods: tuple[str, ...] = ("gradtau",), out_dir: Path | None = None) -> dict[str, Any]:
     """Both DiHyFo variants vs retrain, ∇τ and the retrieval baselines on one class request, each sample
@@ -61,7 +66,7 @@ def dihyfo_comparison(params: Params, art: Artifacts, classes: list[int], varian
             baseline = load_flat(spec.build(), zoo.assemble(weights)).eval()  # + θ0's frozen part, if partial
             result["methods"][f"{name} ({variant} prompt)"] = _method_entry(ev, baseline, reference, report[name])
     result = jsonable(result | {"honesty": honesty})
-    out = Path(out_dir or art.compare / f"dihyfo-{ForgetConfig(classes=classes).slug()}")
+    out = Path(out_dir or comparison_folder(art, classes))
     write_report(result, out, out / "timing.json")
     write_json(Path(out) / "honesty.json", result["honesty"])
     return result
