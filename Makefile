@@ -53,7 +53,7 @@ bench: setup
 # and `dvc exp apply mnist-lenet` brings its params, dvc.lock and outputs into the workspace.
 # LeNet's recipe and what DiHyFo generates: one list, for the experiment (-S) and the per-class bench (--set)
 LENET := model.arch=lenet train.epochs=12 train.batch_size=128 train.lr=0.001 train.schedule=cosine \
-	hypernet.generate=block_head
+	hypernet.generate=block_head hypernet.steps=2000
 # The gate limits calibrated for LeNet (VerificationGates' docstring); DiHyFo fails them, so the publish stage
 # then fails (registered, no alias): `make run-mnist MNIST_GATES="$(MNIST_CALIBRATED_GATES)"`.
 MNIST_CALIBRATED_GATES := -S gates.max_probe_excess=0.03 -S gates.max_lira_auc_deficit=0.3
