@@ -45,6 +45,7 @@ REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the reposit
 # G.pt's chunk for this MLP (11 tokens, not 65); 2000 hypernet steps, as every MNIST table in the README was
 # measured (params.yaml trains 1000 on digits so that `make run` stays under 5 minutes)
 MNIST = {"data.name": "mnist", "hypernet.chunk_size": 1000, "hypernet.steps": 2000}
+INPUTS_JSON = "inputs.json"  # beside a class's comparison: the `built_inputs` it was computed from
 HEADER = ["class", "model", "forget acc", "retained test acc", "Δ retrain", "worst retained", "MIA", "pass",
           "NN/spacing", "R²", "time s"]
 
@@ -114,7 +115,8 @@ def saved_comparison(params: Params, art: Artifacts, c: int, methods: tuple[str,
     out = comparison_folder(art, [c])
     if not (out / "comparison.json").exists():
         return None
-    recorded = json.loads((out / "inputs.json").read_text()) if (out / "inputs.json").exists() else None
+    recorded_file = out / INPUTS_JSON
+    recorded = json.loads(recorded_file.read_text()) if recorded_file.exists() else None
     if recorded is not None and recorded != inputs:
         print(f"class {c}: recomputed (θ0 or a hypernetwork was rebuilt since): {out}", flush=True)
         return None
@@ -150,7 +152,7 @@ def main() -> None:
         result = saved_comparison(params, art, c, methods, inputs) if args.reuse else None
         if result is None:
             result = dihyfo_comparison(params, art, [c], methods=methods)
-            write_text(comparison_folder(art, [c]) / "inputs.json", json.dumps(inputs, indent=2))
+            write_text(comparison_folder(art, [c]) / INPUTS_JSON, json.dumps(inputs, indent=2))
         rows += table_rows(c, result)
         header, body = verification_rows(result)
         checks += [[str(c), *row] for row in body]
