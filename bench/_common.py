@@ -11,15 +11,23 @@ from typing import Any
 
 import torch
 
-from hyperforget import answer, stages
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import DataConfig, EvaluationConfig, ForgetConfig, ModelConfig, Params, TrainConfig, load_params
-from hyperforget.data import forget_split as make_split
-from hyperforget.data import import_raw, prepare
-from hyperforget.metrics import accuracy
-from hyperforget.models import ARCHITECTURES, ModelSpec, predict
-from hyperforget.options import VARIANTS
-from hyperforget.train import train_model
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.config.options import VARIANTS
+from hyperforget.config.params import (
+    DataConfig,
+    EvaluationConfig,
+    ForgetConfig,
+    ModelConfig,
+    Params,
+    TrainConfig,
+    load_params,
+)
+from hyperforget.data.datasets import forget_split as make_split
+from hyperforget.data.datasets import import_raw, prepare
+from hyperforget.models.metrics import accuracy
+from hyperforget.models.nets import ARCHITECTURES, ModelSpec, predict
+from hyperforget.models.train import train_model
+from hyperforget.pipeline import answer, stages
 from hyperforget.unlearn.method import UnlearnInputs
 
 # The MNIST IDX files: the repository's sibling shared/ folder (<x>/main beside <x>/shared).
@@ -38,7 +46,7 @@ def add_request_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",")], help="e.g. 3 or 2,5")
     parser.add_argument("--fraction", type=float, help="forget a random fraction of the training set instead")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="the target model (hyperforget.models)")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="the target model (models.nets)")
     parser.add_argument("--width", type=int, default=10, help="hidden width (mlp) or channels (cnn); lenet: fixed")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs of θ0 and every retrain "
                         "(default: the data set's recipe)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from _common import BASELINES, add_request_args, setup
 
-from hyperforget.evaluate import compare, format_table, write_report
+from hyperforget.pipeline.compare import compare, format_table, write_report
 
 
 def main() -> None:

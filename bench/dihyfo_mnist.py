@@ -11,7 +11,7 @@ table: a row per class and model, Δ = retained test acc − retrain mean, pass 
 K samples, NN/spacing = distance to the nearest zoo checkpoint over the zoo's median nearest-neighbour
 spacing, R² = prompt alignment over 20 prompts. A second table gives, per class and model, the verification
 (LiRA AUC and TPR@1%FPR on D_f, linear probe and relearn steps on the forgotten class, the retrain reference
-as mean ± std) and every gate's verdict with the failing checks named (`hyperforget.tables`). `--methods`
+as mean ± std) and every gate's verdict with the failing checks named (`hyperforget.pipeline.tables`). `--methods`
 adds baselines beside ∇τ (default: ∇τ only). Per-request JSON lands in --work/artifacts/compare/.
 """
 
@@ -33,13 +33,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP 
 import torch
 from _common import MNIST_SOURCE, run_pipeline
 
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params, apply_override, load_params, parse_overrides, parse_params
-from hyperforget.evaluate import load_report, machine
-from hyperforget.hypernet_report import comparison_folder, dihyfo_comparison, generalisation_report
-from hyperforget.io import write_text
-from hyperforget.options import VARIANTS
-from hyperforget.tables import verification_rows
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import write_text
+from hyperforget.config.options import VARIANTS
+from hyperforget.config.params import Params, apply_override, load_params, parse_overrides, parse_params
+from hyperforget.pipeline.compare import load_report, machine
+from hyperforget.pipeline.tables import verification_rows
+from hyperforget.studies.hypernet_report import comparison_folder, dihyfo_comparison, generalisation_report
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the repository's params: the base
 # G.pt's chunk for this MLP (11 tokens, not 65); 2000 hypernet steps, as every MNIST table in the README was

@@ -30,10 +30,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP 
 from _common import MNIST_SOURCE
 from dihyfo_mnist import MNIST, setup
 
-from hyperforget import stages
-from hyperforget.evaluate import machine
-from hyperforget.heldout import heldout_report, step_sweep
-from hyperforget.io import write_json
+from hyperforget.base.io import write_json
+from hyperforget.pipeline import stages
+from hyperforget.pipeline.compare import machine
+from hyperforget.studies.heldout import heldout_report, step_sweep
 
 MNIST_FULL = MNIST_SOURCE.parent / "mnist"
 # what the bench adds to params.yaml per data set: a zoo that holds class sets; MNIST with G.pt's chunk.

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from hyperforget.config import DataConfig, ForgetConfig, TrainConfig
-from hyperforget.data import forget_split, import_raw, prepare
-from hyperforget.evaluate import machine
-from hyperforget.metrics import accuracy, per_class_accuracy
-from hyperforget.models import ModelSpec, num_params, param_layout, predict
-from hyperforget.train import train_model
+from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig
+from hyperforget.data.datasets import forget_split, import_raw, prepare
+from hyperforget.models.metrics import accuracy, per_class_accuracy
+from hyperforget.models.nets import ModelSpec, num_params, param_layout, predict
+from hyperforget.models.train import train_model
+from hyperforget.pipeline.compare import machine
 from hyperforget.unlearn.retrain import SEED_OFFSET
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"

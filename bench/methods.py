@@ -24,9 +24,9 @@ import statistics
 import torch
 from _common import BASELINES, add_request_args, load_project, setup
 
-from hyperforget.evaluate import describe_request, machine
-from hyperforget.metrics import accuracy
-from hyperforget.models import predict
+from hyperforget.models.metrics import accuracy
+from hyperforget.models.nets import predict
+from hyperforget.pipeline.compare import describe_request, machine
 from hyperforget.unlearn import run_method
 
 

@@ -28,10 +28,10 @@ import time
 from _common import run_pipeline
 from dihyfo_mnist import add_setup_args, setup
 
-from hyperforget.config import ForgetConfig
-from hyperforget.data import forget_split, load_dataset
-from hyperforget.evaluate import machine
-from hyperforget.models import load_model
+from hyperforget.config.params import ForgetConfig
+from hyperforget.data.datasets import forget_split, load_dataset
+from hyperforget.models.nets import load_model
+from hyperforget.pipeline.compare import machine
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 

@@ -32,17 +32,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hyperforget import answer
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import DataConfig, ForgetConfig, TrainConfig, load_params, parse_overrides
-from hyperforget.data import forget_split, import_raw, prepare
-from hyperforget.metrics import accuracy
-from hyperforget.models import ModelSpec, predict
-from hyperforget.options import VerificationGates, VerificationOptions
-from hyperforget.train import train_many, train_model
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.config.options import VerificationGates, VerificationOptions
+from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig, load_params, parse_overrides
+from hyperforget.data.datasets import forget_split, import_raw, prepare
+from hyperforget.models.metrics import accuracy
+from hyperforget.models.nets import ModelSpec, predict
+from hyperforget.models.train import train_many, train_model
+from hyperforget.pipeline import answer
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.verification import (
+from hyperforget.verify.verdict import (
     auc,
     population_auc,
     probe_accuracy,
@@ -51,7 +51,7 @@ from hyperforget.verification import (
     true_class_logit,
     weights_finite,
 )
-from hyperforget.zoo import load_zoo
+from hyperforget.zoo.trajectories import load_zoo
 
 RECIPE = TrainConfig(epochs=30, batch_size=32, lr=1e-2)
 BASELINES = ("head_finetune", "salun", "scrub")

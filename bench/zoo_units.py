@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from _common import add_request_args, setup
 
-from hyperforget.io import read_json
-from hyperforget.zoo import INDEX, build_zoo
+from hyperforget.base.io import read_json
+from hyperforget.zoo.trajectories import INDEX, build_zoo
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from hyperforget.config import DataConfig, TrainConfig
-from hyperforget.data import import_raw, prepare
-from hyperforget.models import ModelSpec
-from hyperforget.train import train_many, train_model
+from hyperforget.config.params import DataConfig, TrainConfig
+from hyperforget.data.datasets import import_raw, prepare
+from hyperforget.models.nets import ModelSpec
+from hyperforget.models.train import train_many, train_model
 
 
 def main() -> None:

@@ -1,13 +1,14 @@
 """Prefect flow `build`: import data → prepare → train → zoo (units fanned out) → hypernetworks → compare.
 
-Each task is one library call (`hyperforget.stages`) on the project the params file lives in; nothing
+Each task is one library call (`hyperforget.pipeline.stages`) on the project the params file lives in; nothing
 changes the working directory, so the tasks also run in the worker processes of a Dask or Ray task
 runner and two builds of two projects can share a process. Why cache by input hash: a stage whose
 inputs are unchanged has its result on disk already, so re-running the flow skips it (like `dvc
-repro`). The key is the stage, the params sections it reads (from `hyperforget.pipeline.STAGES`, the
-table dvc.yaml is checked against), the digest of its upstream outputs, the library's source and the
-project folder; a stage whose outputs were deleted runs again (refresh_cache). Results are stored as
-JSON (paths and digests), never pickled. The zoo needs no cache: its units are independent tasks and
+repro`). The key is the stage, the params sections it reads (from `hyperforget.pipeline.table.STAGES`,
+the table dvc.yaml is checked against), the digest of its upstream outputs, the source its stage runs (the
+import closure of its module, as dvc.yaml lists it) and the project folder; a stage whose outputs were
+deleted runs again (refresh_cache). Results are stored as JSON (paths and digests), never pickled. The zoo
+needs no cache: its units are independent tasks and
 each one skips itself when its checksummed shards are on disk, so an interrupted build resumes.
 
 `HYPERFORGET_TASK_RUNNER` picks the runner when a build starts (not at import): `thread` (default, two
@@ -17,6 +18,10 @@ HYPERFORGET_DASK_ADDRESS) or `ray` (prefect-ray; HYPERFORGET_RAY_ADDRESS, else a
 """
 
 from __future__ import annotations
+
+from hyperforget.base.runtime import configure
+
+configure()  # a flow module is its process's entry point: the settings go in before torch loads
 
 import hashlib
 import json
@@ -29,17 +34,20 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 import hyperforget
-from hyperforget import stages
-from hyperforget import zoo as zoo_mod
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params, load_params
-from hyperforget.errors import ConfigError
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError
+from hyperforget.base.io import sha256_file
+from hyperforget.config.options import VARIANTS
+from hyperforget.config.params import Params, load_params
 from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON
-from hyperforget.io import sha256_file
-from hyperforget.options import VARIANTS
-from hyperforget.pipeline import stage
+from hyperforget.pipeline import stages
+from hyperforget.pipeline.table import code_files, stage
+from hyperforget.zoo import trajectories as zoo_mod
 
+PROJECT_CODE = Path(hyperforget.__file__).resolve().parents[1]  # the folder holding hyperforget/
 RUNNERS = ("thread", "dask", "ray")
+STAGE_OF = {"import_data": "prepare", "prepare": "prepare", "train": "train", "hypernet": "hypernet",
+            "compare": "compare"}  # cached task → the pipeline stage whose code it runs
 SECTIONS = {"import_data": ["data"], **{name: stage(name).sections for name in ("prepare", "train", "hypernet",
                                                                                    "compare")}}
 
@@ -70,18 +78,20 @@ def _dump(value):
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
-def code_digest() -> str:
-    """sha256 over the library's source: any code change invalidates every cached stage (conservative)."""
+def code_digest(task_name: str) -> str:
+    """sha256 over the source files the task's stage runs: the import closure of its module, the same files
+    dvc.yaml lists as the stage's code deps (`hyperforget.pipeline.table.code_files`), so the two
+    orchestrators agree on what is stale."""
     h = hashlib.sha256()
-    for f in sorted(Path(hyperforget.__file__).parent.rglob("*.py")):
-        h.update(f.read_bytes())
+    for rel in code_files(stage(STAGE_OF[task_name]).module):
+        h.update(rel.encode() + b"\0" + (PROJECT_CODE / rel).read_bytes())
     return h.hexdigest()
 
 
 def stage_key(ctx, inputs: dict) -> str:
     params: Params = inputs["params"]
     blob = {"stage": ctx.task.name, "variant": inputs.get("variant"), "upstream": inputs.get("upstream"),
-            "project": inputs["root"], "code": code_digest(),
+            "project": inputs["root"], "code": code_digest(ctx.task.name),
             "params": {s: _dump(getattr(params, s)) for s in SECTIONS[ctx.task.name]}}
     return f"hyperforget-{ctx.task.name}-" + hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 

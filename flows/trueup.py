@@ -1,4 +1,4 @@
-"""Prefect flow `trueup`: approximate now, exact later → `hyperforget.trueup.trueup` → a Markdown artifact.
+"""Prefect flow `trueup`: approximate now, exact later → `hyperforget.erasure.trueup.trueup` → a Markdown artifact.
 
 Why a flow: the true-up is a batch job (a retrain from scratch without every closed deletion request's
 records), run on a schedule (`prefect.yaml`: a cron schedule, off until someone turns it on) or by hand; the
@@ -9,14 +9,18 @@ the excluded records, the registry version a first attempt created.
 
 from __future__ import annotations
 
+from hyperforget.base.runtime import configure
+
+configure()  # a flow module is its process's entry point: the settings go in before torch loads
+
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
 from flows.unlearn import transient
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import load_params
-from hyperforget.trueup import trueup as run_trueup
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.config.params import load_params
+from hyperforget.erasure.trueup import trueup as run_trueup
 
 
 @task(name="trueup", persist_result=False, retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=transient)

@@ -1,6 +1,6 @@
-"""Prefect flow `unlearn`: one deletion request, through the ledger → `hyperforget.deletion.handle` (submit
+"""Prefect flow `unlearn`: one deletion request, through the ledger → `hyperforget.erasure.deletion.handle` (submit
 unless known, then scoped → unlearned → verified → published → closed with a signed certificate, each step
-recorded; the answering itself is `hyperforget.answer.answer`: unlearn, gate, register, export, upload) →
+recorded; the answering itself is `hyperforget.pipeline.answer.answer`: unlearn, gate, register, export, upload) →
 a Markdown artifact.
 
 Why this shape: the flow is a shell. The same library call answers the request here, in
@@ -21,6 +21,10 @@ and two flow runs of two projects in one process never touch each other's files.
 
 from __future__ import annotations
 
+from hyperforget.base.runtime import configure
+
+configure()  # a flow module is its process's entry point: the settings go in before torch loads
+
 import re
 
 from prefect import flow, get_run_logger, task
@@ -29,10 +33,10 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import StrictFloat, StrictInt
 
-from hyperforget import deletion
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import load_params
-from hyperforget.errors import ConfigError, GateFailed, HyperForgetError, StorageError
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError, GateFailed, HyperForgetError, StorageError
+from hyperforget.config.params import load_params
+from hyperforget.erasure import deletion
 
 
 def transient(task, task_run, state) -> bool:

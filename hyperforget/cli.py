@@ -20,12 +20,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hyperforget import answer, certificate, deletion, evidence, ledger, publish, records, stages
-from hyperforget import trueup as trueup_mod
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params, load_params, parse_overrides
-from hyperforget.errors import ConfigError, HyperForgetError
-from hyperforget.options import VARIANTS
+from hyperforget.base import records
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError, HyperForgetError
+from hyperforget.config.options import VARIANTS
+from hyperforget.config.params import Params, load_params, parse_overrides
+from hyperforget.erasure import certificate, deletion, evidence, ledger
+from hyperforget.erasure import trueup as trueup_mod
+from hyperforget.pipeline import answer, stages
+from hyperforget.publish import release as publish
 from hyperforget.unlearn import METHODS
 
 HELP = (f"Machine unlearning by sampling weights. Methods: {', '.join(METHODS)}. "
@@ -172,7 +175,7 @@ def compare(
     set_: SetOpt = None,
 ) -> None:
     """Run every method and the retrain reference on the forget request; print and write the table."""
-    from hyperforget.evaluate import format_table
+    from hyperforget.pipeline.compare import format_table
 
     out = stages.compare(*_project(params, set_), methods.split(",") if methods else None)
     print(format_table(out["result"]))  # plain: a wide table must not be re-wrapped at 80 columns

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from hyperforget.errors import IntegrityError
+from hyperforget.base.errors import IntegrityError
+from hyperforget.base.io import load_tensors, read_json, save_tensors, sidecar, write_json
 from hyperforget.hypernet.denoiser import Denoiser
 from hyperforget.hypernet.tokenizer import Tokenizer
-from hyperforget.io import load_tensors, read_json, save_tensors, sidecar, write_json
 
 CHECKPOINT_JSON = "checkpoint.json"
 _STEP_FILES = ("model", "ema", "optimizer")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from hyperforget.errors import ConfigError
-from hyperforget.options import VARIANTS
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.options import VARIANTS
 
 
 def conditioning(class_loss: torch.Tensor, forget_mask: torch.Tensor, variant: str) -> dict[str, torch.Tensor]:

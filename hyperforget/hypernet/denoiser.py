@@ -15,9 +15,9 @@ import math
 import torch
 from torch import nn
 
-from hyperforget.errors import ConfigError
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.options import VARIANTS
 from hyperforget.hypernet.tokenizer import Tokenizer
-from hyperforget.options import VARIANTS
 
 FREQ_DIM = 128  # sin+cos features per frequency embedding
 

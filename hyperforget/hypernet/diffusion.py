@@ -20,14 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hyperforget.errors import ConfigError
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.options import HypernetConfig
 from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON, load_checkpoint, read_meta, save_checkpoint
 from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.denoiser import Denoiser
 from hyperforget.hypernet.tokenizer import Tokenizer, check_mlp_layout, permute_mlp_hidden
-from hyperforget.models import Layout, seeded
-from hyperforget.options import HypernetConfig
-from hyperforget.zoo import ZooTensors, held_out_rows, refuse_held_out
+from hyperforget.models.nets import Layout, seeded
+from hyperforget.zoo.trajectories import ZooTensors, held_out_rows, refuse_held_out
 
 log = logging.getLogger(__name__)
 

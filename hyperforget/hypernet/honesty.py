@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 
-from hyperforget.data import Dataset
+from hyperforget.data.datasets import Dataset
 from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.diffusion import Hypernet, candidate_seeds, sample
 from hyperforget.hypernet.prompts import r2, sweep_targets
-from hyperforget.metrics import class_metrics
-from hyperforget.models import ModelSpec, frozen_features, load_flat
-from hyperforget.zoo import ZooTensors
+from hyperforget.models.metrics import class_metrics
+from hyperforget.models.nets import ModelSpec, frozen_features, load_flat
+from hyperforget.zoo.trajectories import ZooTensors
 
 
 @torch.no_grad()

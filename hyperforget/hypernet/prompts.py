@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hyperforget.errors import ConfigError
+from hyperforget.base.errors import ConfigError
 from hyperforget.hypernet.conditioning import conditioning
 
 

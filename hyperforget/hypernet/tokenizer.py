@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperforget.errors import ConfigError, IntegrityError
-from hyperforget.models import MLP_LAYOUT_NAMES, Layout, num_params
+from hyperforget.base.errors import ConfigError, IntegrityError
+from hyperforget.models.nets import MLP_LAYOUT_NAMES, Layout, num_params
 
 
 class Tokenizer(nn.Module):

@@ -1,7 +1,7 @@
 """Unlearning methods behind one interface (`method.Method`), in a plain registry: name → Method.
 
 A new method is one module plus one entry in `METHODS` and one options section in
-`hyperforget.options.UnlearnConfig` (retrain has none: its recipe is `train:`).
+`hyperforget.config.options.UnlearnConfig` (retrain has none: its recipe is `train:`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from hyperforget import options as o
-from hyperforget.errors import ConfigError
+from hyperforget.base.errors import ConfigError
+from hyperforget.config import options as o
 from hyperforget.unlearn import dihyfo, finetune, forsaken, gradtau, head_finetune, neggrad, retrain, salun, scrub, ssd
 from hyperforget.unlearn.method import Method, UnlearnInputs, UnlearnResult
 

@@ -32,16 +32,16 @@ from collections.abc import Sequence
 
 import torch
 
-from hyperforget.config import GatesConfig
-from hyperforget.errors import ConfigError
-from hyperforget.features import load_features
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.options import DiHyFoOptions
+from hyperforget.config.params import GatesConfig
 from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sample
 from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
-from hyperforget.metrics import class_metrics
-from hyperforget.models import ModelSpec, flatten, generated_part, load_flat
-from hyperforget.options import DiHyFoOptions
+from hyperforget.models.features import load_features
+from hyperforget.models.metrics import class_metrics
+from hyperforget.models.nets import ModelSpec, flatten, generated_part, load_flat
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.zoo import read_zoo_losses, weights_sha256
+from hyperforget.zoo.trajectories import read_zoo_losses, weights_sha256
 
 
 @torch.no_grad()

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperforget.metrics import MembershipAttack, accuracy, attack_features, forgetting_rate
-from hyperforget.models import predict
-from hyperforget.options import ForsakenOptions
+from hyperforget.config.options import ForsakenOptions
+from hyperforget.models.metrics import MembershipAttack, accuracy, attack_features, forgetting_rate
+from hyperforget.models.nets import predict
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, batch_stream, working_copy
 
 Neuron = tuple[str, int, slice]  # (outgoing weight's parameter name, neuron index, its input columns)

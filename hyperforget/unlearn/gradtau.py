@@ -37,10 +37,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hyperforget.objectives import bounded_ascent, unseen_loss
-from hyperforget.options import GradTauOptions
-from hyperforget.progress import progress
-from hyperforget.train import batch_order
+from hyperforget.base.progress import progress
+from hyperforget.config.options import GradTauOptions
+from hyperforget.models.objectives import bounded_ascent, unseen_loss
+from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import (
     Timer,
     UnlearnInputs,

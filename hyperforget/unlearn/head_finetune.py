@@ -3,7 +3,7 @@
 Only the classifier head (`models.head_parameters`) is trained, with Adam, on D_r ∪ D_f where D_f
 carries uniformly random wrong labels (as SalUn's random labelling). Every other parameter is frozen
 and stays bit-identical to θ0, so the penultimate features still encode the forgotten classes: output
-metrics call it forgotten, the linear probe and relearn time in `hyperforget.verification` should not.
+metrics call it forgotten, the linear probe and relearn time in `hyperforget.verify.verdict` should not.
 Measured on digits class 3 (64→10→10 MLP, defaults): D_f accuracy 0.008-0.031, retained test accuracy
 0.919-0.929; it relearns the class in 11-12 steps against 36-66 for retrains (fails the relearn gate)
 and LiRA calls it 0.93-0.99; the probe does not separate it there (a retrain's features hold the class
@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hyperforget.models import head_parameters
-from hyperforget.options import HeadFinetuneOptions
-from hyperforget.progress import progress
-from hyperforget.train import batch_order
+from hyperforget.base.progress import progress
+from hyperforget.config.options import HeadFinetuneOptions
+from hyperforget.models.nets import head_parameters
+from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, working_copy
 from hyperforget.unlearn.salun import relabelled_union
 

@@ -19,11 +19,11 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import GatesConfig
-from hyperforget.data import Dataset, ForgetSplit
-from hyperforget.models import ModelSpec
-from hyperforget.train import batch_order
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.config.params import GatesConfig
+from hyperforget.data.datasets import Dataset, ForgetSplit
+from hyperforget.models.nets import ModelSpec
+from hyperforget.models.train import batch_order
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hyperforget.options import NegGradOptions, NegGradPlusOptions
-from hyperforget.progress import progress
-from hyperforget.train import batch_order
+from hyperforget.base.progress import progress
+from hyperforget.config.options import NegGradOptions, NegGradPlusOptions
+from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, batch_stream, working_copy
 
 

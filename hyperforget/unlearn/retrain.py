@@ -9,9 +9,9 @@ retrained model starts from the original's initialisation.
 
 from __future__ import annotations
 
-from hyperforget.config import TrainConfig
-from hyperforget.options import RetrainOptions
-from hyperforget.train import train_many, train_model
+from hyperforget.config.options import RetrainOptions
+from hyperforget.config.params import TrainConfig
+from hyperforget.models.train import train_many, train_model
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
 
 SEED_OFFSET = 1000

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperforget.options import SalUnOptions
-from hyperforget.progress import progress
-from hyperforget.train import batch_order
+from hyperforget.base.progress import progress
+from hyperforget.config.options import SalUnOptions
+from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, working_copy
 
 

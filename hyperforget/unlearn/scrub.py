@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hyperforget.options import ScrubOptions
-from hyperforget.progress import progress
-from hyperforget.train import batch_order
+from hyperforget.base.progress import progress
+from hyperforget.config.options import ScrubOptions
+from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, working_copy
 
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperforget.options import SSDOptions
-from hyperforget.train import batch_order
+from hyperforget.config.options import SSDOptions
+from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, working_copy
 
 

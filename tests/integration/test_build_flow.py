@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hyperforget import tracking
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params
-from hyperforget.io import read_json
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import read_json
+from hyperforget.config.params import Params
+from hyperforget.publish import tracking
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from hyperforget import registry, storage, tracking
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params
-from hyperforget.io import read_json, sha256_file
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import read_json, sha256_file
+from hyperforget.config.params import Params
+from hyperforget.publish import registry, tracking
+from hyperforget.publish import s3 as storage
 
 pytestmark = pytest.mark.integration
 

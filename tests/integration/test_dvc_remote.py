@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperforget import storage
+from hyperforget.publish import s3 as storage
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,15 @@ import numpy as np
 import pytest
 import torch
 
-from hyperforget import publish, registry, stages, tracking
-from hyperforget.answer import unlearn
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import load_params
-from hyperforget.errors import GateFailed, StorageError
-from hyperforget.export import onnx_outputs
-from hyperforget.io import sha256_file
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import GateFailed, StorageError
+from hyperforget.base.io import sha256_file
+from hyperforget.config.params import load_params
+from hyperforget.pipeline import stages
+from hyperforget.pipeline.answer import unlearn
+from hyperforget.publish import registry, tracking
+from hyperforget.publish import release as publish
+from hyperforget.publish.onnx import onnx_outputs
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hyperforget import records, registry, stages, storage, tracking
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import load_params
-from hyperforget.ledger import Ledger
+from hyperforget.base import records
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.config.params import load_params
+from hyperforget.erasure.ledger import Ledger
+from hyperforget.pipeline import stages
+from hyperforget.publish import registry, tracking
+from hyperforget.publish import s3 as storage
 
 pytestmark = pytest.mark.integration
 

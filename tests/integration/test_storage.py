@@ -1,4 +1,4 @@
-"""hyperforget.storage against a real SeaweedFS S3 server started by infra/local/stack.py."""
+"""hyperforget.publish.s3 against a real SeaweedFS S3 server started by infra/local/stack.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from hyperforget import storage
-from hyperforget.errors import IntegrityError, StorageError
+from hyperforget.base.errors import IntegrityError, StorageError
+from hyperforget.publish import s3 as storage
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperforget.config import DataConfig, ForgetConfig, TrainConfig
-from hyperforget.data import Dataset, ForgetSplit, forget_split, import_raw, prepare
-from hyperforget.models import ModelSpec
-from hyperforget.train import train_model
+from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig
+from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, import_raw, prepare
+from hyperforget.models.nets import ModelSpec
+from hyperforget.models.train import train_model
 
 ORIGINAL_RECIPE = TrainConfig(epochs=30, batch_size=32, lr=1e-2)  # ~96% test accuracy on digits
 

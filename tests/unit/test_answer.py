@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from hyperforget import answer, stages
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import load_params
-from hyperforget.errors import IntegrityError
-from hyperforget.io import read_json, tensor_metadata
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import IntegrityError
+from hyperforget.base.io import read_json, tensor_metadata
+from hyperforget.config.params import load_params
+from hyperforget.pipeline import answer, stages
 from hyperforget.unlearn import run_method
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,6 @@
-"""The structure holds: imports point down the layers, every module is in the contract, the pipeline
-table and dvc.yaml agree, nothing depends on the working directory or on one machine's paths."""
+"""The structure holds: packages by domain, imports point down the layers, every package is in the contract,
+the stage deps are derived and dvc.yaml lists them, nothing depends on the working directory or on one
+machine's paths."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import yaml
 
 import hyperforget
-from hyperforget.pipeline import STAGES, dvc_stages
+from hyperforget.pipeline.table import STAGES, dvc_stages, stage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,11 +24,16 @@ def contract_layers() -> list[str]:
     return [m.strip() for layer in layers for m in layer.replace(":", "|").split("|")]
 
 
-def test_every_package_module_is_placed_in_the_layers_contract():
-    modules = {f"hyperforget.{m.name}" for m in pkgutil.iter_modules(hyperforget.__path__)}
+def test_the_layers_contract_names_every_package_of_the_library():
+    packages = {f"hyperforget.{m.name}" for m in pkgutil.iter_modules(hyperforget.__path__)}
     listed = set(contract_layers())
-    assert modules - listed == set(), "add these modules to [tool.importlinter] layers in pyproject.toml"
-    assert listed - modules == set(), "the contract lists modules that do not exist"
+    assert packages - listed == set(), "add these packages to [tool.importlinter] layers in pyproject.toml"
+    assert listed - packages == set(), "the contract lists packages that do not exist"
+
+
+def test_the_library_is_packages_by_domain_with_only_the_shells_beside_them():
+    modules = {m.name for m in pkgutil.iter_modules(hyperforget.__path__) if not m.ispkg}
+    assert modules == {"cli", "__main__"}
 
 
 def test_imports_point_down_the_layers():
@@ -35,26 +41,42 @@ def test_imports_point_down_the_layers():
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
-def test_dvc_yaml_is_the_pipeline_table():
+def test_dvc_yaml_lists_each_stages_import_closure_and_misses_no_module():
+    """The stage deps are derived (import closure of the stage's module); a module dropped from dvc.yaml,
+    or one a stage runs that dvc.yaml never listed, leaves `dvc repro` with stale outputs: name it."""
     on_disk = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert on_disk == dvc_stages(), "dvc.yaml drifted from hyperforget/pipeline.py: regenerate it (see its header)"
+    for s in STAGES:
+        listed = on_disk[s.name].get("do", on_disk[s.name])["deps"]
+        assert sorted(set(s.deps) - set(listed)) == [], f"dvc.yaml's {s.name} stage misses these deps"
+        assert sorted(set(listed) - set(s.deps)) == [], f"dvc.yaml's {s.name} stage lists deps it does not run"
+    assert on_disk == dvc_stages(), ("dvc.yaml drifted from hyperforget/pipeline/table.py: "
+                                     "regenerate it (see its header)")
 
 
-def test_every_stage_depends_on_its_own_code_and_on_paths_that_exist():
-    for stage in STAGES:
-        assert "hyperforget/stages.py" in stage.deps, stage.name
-        for dep in stage.deps:
+def test_a_stage_depends_on_what_its_module_imports_indirectly_and_on_nothing_else():
+    zoo = stage("zoo").deps  # the zoo index stores per-class metrics: models/metrics.py, two imports away
+    assert {"hyperforget/models/metrics.py", "hyperforget/models/nets.py", "hyperforget/data/datasets.py",
+            "hyperforget/zoo/trajectories.py", "hyperforget/pipeline/stages/zoo_build.py"} <= set(zoo)
+    assert not [d for d in stage("prepare").deps if d.startswith(("hyperforget/hypernet", "hyperforget/unlearn",
+                                                                   "hyperforget/models"))]
+    assert not [d for d in stage("train").deps if d.startswith(("hyperforget/hypernet", "hyperforget/unlearn"))]
+
+
+def test_every_stage_depends_on_its_own_module_and_on_paths_that_exist():
+    for s in STAGES:
+        assert s.module.replace(".", "/") + ".py" in s.deps, s.name
+        for dep in s.deps:
             if not dep.startswith(("artifacts/", "data/")):
-                assert (ROOT / dep).exists(), f"{stage.name} depends on {dep}, which does not exist"
+                assert (ROOT / dep).exists(), f"{s.name} depends on {dep}, which does not exist"
 
 
 def test_stage_params_name_real_keys_of_params_yaml():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for stage in STAGES:
-        for key in stage.params:
+    for s in STAGES:
+        for key in s.params:
             node = raw
             for part in key.split("."):
-                assert isinstance(node, dict) and part in node, f"{stage.name} lists {key}, not in params.yaml"
+                assert isinstance(node, dict) and part in node, f"{s.name} lists {key}, not in params.yaml"
                 node = node[part]
 
 

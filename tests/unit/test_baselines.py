@@ -9,12 +9,12 @@ import copy
 import pytest
 import torch
 
-from hyperforget.config import ForgetConfig, TrainConfig
-from hyperforget.data import forget_split
-from hyperforget.metrics import accuracy
-from hyperforget.models import flatten, head_parameters, predict
-from hyperforget.options import HeadFinetuneOptions, SalUnOptions, ScrubOptions, UnlearnConfig
-from hyperforget.train import train_many
+from hyperforget.config.options import HeadFinetuneOptions, SalUnOptions, ScrubOptions, UnlearnConfig
+from hyperforget.config.params import ForgetConfig, TrainConfig
+from hyperforget.data.datasets import forget_split
+from hyperforget.models.metrics import accuracy
+from hyperforget.models.nets import flatten, head_parameters, predict
+from hyperforget.models.train import train_many
 from hyperforget.unlearn import METHODS, run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.unlearn.salun import saliency_mask, wrong_labels

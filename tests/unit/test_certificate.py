@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hyperforget.certificate import (
+from hyperforget.base.errors import ConfigError
+from hyperforget.erasure.certificate import (
     build_certificate,
     file_bytes,
     load_or_create_key,
@@ -23,7 +24,6 @@ from hyperforget.certificate import (
     verify,
     write_certificate,
 )
-from hyperforget.errors import ConfigError
 
 ENV = "HF_TEST_SIGNING_KEY"
 

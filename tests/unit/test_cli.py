@@ -9,12 +9,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hyperforget import stages
-from hyperforget.artifacts import Artifacts
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import sidecar
 from hyperforget.cli import app
-from hyperforget.config import load_params
-from hyperforget.io import sidecar
-from hyperforget.options import VARIANTS
+from hyperforget.config.options import VARIANTS
+from hyperforget.config.params import load_params
+from hyperforget.pipeline import stages
 from hyperforget.unlearn import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hyperforget.config import Params, apply_override, load_params, parse_overrides, parse_params
-from hyperforget.errors import ConfigError
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.params import Params, apply_override, load_params, parse_overrides, parse_params
 
 
 def test_the_shipped_params_file_is_valid():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hyperforget.config import DataConfig, ForgetConfig
-from hyperforget.data import (
+from hyperforget.base.errors import DataError, IntegrityError
+from hyperforget.config.params import DataConfig, ForgetConfig
+from hyperforget.data.datasets import (
     CIFAR_RECORD,
     MNIST_MD5,
     check_mnist_md5,
@@ -21,7 +22,6 @@ from hyperforget.data import (
     stratified_split,
     write_idx,
 )
-from hyperforget.errors import DataError, IntegrityError
 
 
 def test_idx_round_trip_raw_and_gzip(tmp_path):

@@ -7,18 +7,18 @@ import copy
 import pytest
 import torch
 
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import ForgetConfig, TrainConfig, ZooConfig
-from hyperforget.data import forget_split
-from hyperforget.errors import ConfigError
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.options import HypernetConfig
+from hyperforget.config.params import ForgetConfig, TrainConfig, ZooConfig
+from hyperforget.data.datasets import forget_split
 from hyperforget.hypernet import diffusion as dihyfo_mod
 from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
 from hyperforget.hypernet.honesty import baseline_weights, honesty_report
-from hyperforget.models import flatten
-from hyperforget.options import HypernetConfig
+from hyperforget.models.nets import flatten
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.zoo import build_zoo, load_zoo
+from hyperforget.zoo.trajectories import build_zoo, load_zoo
 
 # proposed CPU defaults for the hypernetwork (see the report); the tiny one only has to run
 HYPERNET = dict(chunk_size=128, width=64, depth=2, heads=4, steps=2000, batch_size=64, lr=1e-3, device="cpu")

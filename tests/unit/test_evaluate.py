@@ -8,11 +8,12 @@ import time
 
 import pytest
 
-from hyperforget import evaluate, tables
-from hyperforget.config import parse_params
-from hyperforget.data import forget_split
-from hyperforget.errors import ConfigError
-from hyperforget.metrics import Evaluator
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.params import parse_params
+from hyperforget.data.datasets import forget_split
+from hyperforget.models.metrics import Evaluator
+from hyperforget.pipeline import compare as evaluate
+from hyperforget.pipeline import tables
 from hyperforget.unlearn import method as base
 from hyperforget.unlearn.method import UnlearnInputs
 

@@ -7,10 +7,10 @@ import torch
 from sklearn.datasets import load_digits
 
 import hyperforget
-from hyperforget.errors import IntegrityError
-from hyperforget.export import export_onnx, onnx_outputs
-from hyperforget.io import sha256_file
-from hyperforget.models import ModelSpec
+from hyperforget.base.errors import IntegrityError
+from hyperforget.base.io import sha256_file
+from hyperforget.models.nets import ModelSpec
+from hyperforget.publish.onnx import export_onnx, onnx_outputs
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.build import task_runner
-from hyperforget.errors import ConfigError
+from hyperforget.base.errors import ConfigError
 
 
 def test_threads_by_default(monkeypatch):
@@ -37,9 +37,9 @@ def two_projects(tmp_path_factory, digits):
 
     import yaml
 
-    from hyperforget import stages
-    from hyperforget.artifacts import Artifacts
-    from hyperforget.config import load_params
+    from hyperforget.base.artifacts import Artifacts
+    from hyperforget.config.params import load_params
+    from hyperforget.pipeline import stages
 
     first = tmp_path_factory.mktemp("project-a")
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
@@ -65,9 +65,9 @@ def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_
     from prefect import flow
 
     from flows.unlearn import unlearn
-    from hyperforget import tracking
-    from hyperforget.artifacts import Artifacts
-    from hyperforget.config import load_params
+    from hyperforget.base.artifacts import Artifacts
+    from hyperforget.config.params import load_params
+    from hyperforget.publish import tracking
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # first start: ~30 s here

@@ -2,8 +2,8 @@
 
 import math
 
-from hyperforget.config import GatesConfig
-from hyperforget.gates import GateResult, check_gates
+from hyperforget.config.params import GatesConfig
+from hyperforget.verify.gates import GateResult, check_gates
 
 GATES = GatesConfig(max_forget_acc=0.05, max_retain_drop=0.05, max_mia=0.5)
 REFERENCE = {"test_retained_acc": {"mean": 0.95, "std": 0.01}, "forget_acc": {"mean": 0.0, "std": 0.0},

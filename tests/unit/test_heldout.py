@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params, TrainConfig, ZooConfig
-from hyperforget.data import save_dataset
-from hyperforget.heldout import BASELINES, heldout_report, step_sweep
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import read_json
+from hyperforget.config.options import HypernetConfig
+from hyperforget.config.params import Params, TrainConfig, ZooConfig
+from hyperforget.data.datasets import save_dataset
 from hyperforget.hypernet.diffusion import train_hypernet
-from hyperforget.io import read_json
-from hyperforget.models import save_model
-from hyperforget.options import HypernetConfig
-from hyperforget.zoo import build_zoo, load_zoo
+from hyperforget.models.nets import save_model
+from hyperforget.studies.heldout import BASELINES, heldout_report, step_sweep
+from hyperforget.zoo.trajectories import build_zoo, load_zoo
 
 TINY_HYPERNET = dict(chunk_size=64, width=32, depth=1, heads=2, steps=10, batch_size=16, lr=3e-3, warmup=2,
                      checkpoint_every=10, sample_steps=3, ema=0.0, device="cpu")

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperforget.errors import ConfigError, IntegrityError
+from hyperforget.base.errors import ConfigError, IntegrityError
+from hyperforget.base.io import load_tensors
+from hyperforget.config.options import HypernetConfig
 from hyperforget.hypernet import diffusion
 from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.denoiser import Denoiser
 from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sample, train_hypernet
 from hyperforget.hypernet.prompts import prompt_ladder, r2, request_prompt, request_prompts, sweep_targets
 from hyperforget.hypernet.tokenizer import Tokenizer, permute_mlp_hidden
-from hyperforget.io import load_tensors
-from hyperforget.models import build_model, flatten, load_flat, param_layout
-from hyperforget.options import HypernetConfig
-from hyperforget.zoo import ZooTensors
+from hyperforget.models.nets import build_model, flatten, load_flat, param_layout
+from hyperforget.zoo.trajectories import ZooTensors
 
 C = 10
 

@@ -1,4 +1,4 @@
-"""hyperforget.io: safetensors + sha256 sidecars, atomic writes."""
+"""hyperforget.base.io: safetensors + sha256 sidecars, atomic writes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from hyperforget.errors import IntegrityError
-from hyperforget.io import (
+from hyperforget.base.errors import IntegrityError
+from hyperforget.base.io import (
     atomic_path,
     load_tensors,
     read_json,
@@ -45,7 +45,7 @@ def test_save_then_load_round_trips_tensors_exactly(tmp_path, tensors):
 
 SAVE = """
 import sys, torch
-from hyperforget.io import save_tensors
+from hyperforget.base.io import save_tensors
 meta = {"arch": "mlp", "width": "10", "input_shape": "[1, 8, 8]", "num_classes": "10", "seed": "0"}
 print(save_tensors(sys.argv[1], {"w": torch.arange(6.0), "b": torch.ones(2)}, metadata=meta))
 """

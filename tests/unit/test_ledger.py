@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from hyperforget.errors import ConfigError, StorageError
-from hyperforget.ledger import Ledger, scope_sha256
+from hyperforget.base.errors import ConfigError, StorageError
+from hyperforget.erasure.ledger import Ledger, scope_sha256
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from hyperforget.config import ForgetConfig
-from hyperforget.data import forget_split
-from hyperforget.metrics import (
+from hyperforget.config.params import ForgetConfig
+from hyperforget.data.datasets import forget_split
+from hyperforget.models.metrics import (
     Evaluator,
     MembershipAttack,
     accuracy,

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from hyperforget.errors import ConfigError, IntegrityError
-from hyperforget.models import (
+from hyperforget.base.errors import ConfigError, IntegrityError
+from hyperforget.models.nets import (
     GENERATE,
     HEAD_LAYERS,
     ModelSpec,

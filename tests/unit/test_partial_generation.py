@@ -8,19 +8,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import TrainConfig, ZooConfig
-from hyperforget.errors import ConfigError, IntegrityError
-from hyperforget.export import export_onnx
-from hyperforget.features import FEATURES
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError, IntegrityError
+from hyperforget.base.io import read_json, sidecar
+from hyperforget.config.options import HypernetConfig
+from hyperforget.config.params import TrainConfig, ZooConfig
 from hyperforget.hypernet.diffusion import train_hypernet
-from hyperforget.io import read_json, sidecar
-from hyperforget.models import ModelSpec, flatten, frozen_features, generated_part, load_flat
-from hyperforget.options import HypernetConfig
-from hyperforget.train import train_model
+from hyperforget.models.features import FEATURES
+from hyperforget.models.nets import ModelSpec, flatten, frozen_features, generated_part, load_flat
+from hyperforget.models.train import train_model
+from hyperforget.publish.onnx import export_onnx
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.zoo import build_zoo, load_zoo
+from hyperforget.zoo.trajectories import build_zoo, load_zoo
 
 TINY_ZOO = ZooConfig(trajectories=2, steps=6, save_every=3, retrain_seeds=1, shard_rows=64)
 TINY_HYPERNET = dict(chunk_size=256, width=32, depth=1, heads=2, steps=20, batch_size=16, lr=3e-3, warmup=2,

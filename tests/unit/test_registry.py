@@ -7,12 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hyperforget import publish, registry, storage, tracking
-from hyperforget.artifacts import Artifacts
-from hyperforget.config import Params
-from hyperforget.errors import ConfigError, GateFailed, IntegrityError, StorageError
-from hyperforget.io import sha256_file, write_json
-from hyperforget.models import ModelSpec, save_model
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError, GateFailed, IntegrityError, StorageError
+from hyperforget.base.io import sha256_file, write_json
+from hyperforget.config.params import Params
+from hyperforget.models.nets import ModelSpec, save_model
+from hyperforget.publish import registry, tracking
+from hyperforget.publish import release as publish
+from hyperforget.publish import s3 as storage
 
 REFERENCE = {"test_retained_acc": {"mean": 0.95, "std": 0.01}, "forget_acc": {"mean": 0.0, "std": 0.0}}
 VERIFIED = {"lira_auc": 0.5, "probe_forget_acc": None, "relearn_m": [], "reference": {}}  # verification.verify's shape
@@ -97,7 +99,7 @@ def test_a_version_is_an_mlflow_model_that_predicts_like_its_onnx(client, art, m
     import mlflow.pyfunc
     import numpy as np
 
-    from hyperforget.export import onnx_outputs
+    from hyperforget.publish.onnx import onnx_outputs
 
     shipped(art)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)

@@ -18,14 +18,18 @@ import yaml
 from sqlalchemy import exc as sa_exc
 from typer.testing import CliRunner
 
-from hyperforget import deletion, evidence, ledger, publish, records, registry, stages, tracking, trueup
-from hyperforget.artifacts import Artifacts
+from hyperforget.base import records
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError, DataError, StorageError
+from hyperforget.base.io import sha256_file
 from hyperforget.cli import app
-from hyperforget.config import ForgetConfig, load_params, parse_params
-from hyperforget.data import forget_split, load_dataset
-from hyperforget.errors import ConfigError, DataError, StorageError
-from hyperforget.io import sha256_file
-from hyperforget.metrics import Evaluator
+from hyperforget.config.params import ForgetConfig, load_params, parse_params
+from hyperforget.data.datasets import forget_split, load_dataset
+from hyperforget.erasure import deletion, evidence, ledger, trueup
+from hyperforget.models.metrics import Evaluator
+from hyperforget.pipeline import stages
+from hyperforget.publish import registry, tracking
+from hyperforget.publish import release as publish
 from hyperforget.unlearn import METHODS, run_method
 from hyperforget.unlearn.method import UnlearnInputs
 

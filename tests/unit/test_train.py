@@ -4,11 +4,11 @@
 import pytest
 import torch
 
-from hyperforget.config import DataConfig, TrainConfig
-from hyperforget.data import import_raw, prepare
-from hyperforget.metrics import accuracy
-from hyperforget.models import ModelSpec, flatten, frozen_features, predict
-from hyperforget.train import lr_schedule, train_many, train_many_params, train_model
+from hyperforget.config.params import DataConfig, TrainConfig
+from hyperforget.data.datasets import import_raw, prepare
+from hyperforget.models.metrics import accuracy
+from hyperforget.models.nets import ModelSpec, flatten, frozen_features, predict
+from hyperforget.models.train import lr_schedule, train_many, train_many_params, train_model
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperforget.config import ForgetConfig, parse_params
-from hyperforget.data import forget_split
-from hyperforget.errors import ConfigError
-from hyperforget.metrics import Evaluator
-from hyperforget.models import flatten
-from hyperforget.options import UnlearnConfig
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.options import UnlearnConfig
+from hyperforget.config.params import ForgetConfig, parse_params
+from hyperforget.data.datasets import forget_split
+from hyperforget.models.metrics import Evaluator
+from hyperforget.models.nets import flatten
 from hyperforget.unlearn import METHODS, get_method, run_method
 from hyperforget.unlearn.forsaken import enforce
 from hyperforget.unlearn.method import UnlearnInputs

@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperforget.config import ForgetConfig, GatesConfig, TrainConfig
-from hyperforget.data import forget_split
-from hyperforget.errors import ConfigError
-from hyperforget.gates import check_gates
-from hyperforget.metrics import Evaluator, accuracy, summarise
-from hyperforget.models import HEAD_LAYERS, ModelSpec, head_parameters, predict
-from hyperforget.options import VerificationGates, VerificationOptions
-from hyperforget.train import train_many
+from hyperforget.base.errors import ConfigError
+from hyperforget.config.options import VerificationGates, VerificationOptions
+from hyperforget.config.params import ForgetConfig, GatesConfig, TrainConfig
+from hyperforget.data.datasets import forget_split
+from hyperforget.models.metrics import Evaluator, accuracy, summarise
+from hyperforget.models.nets import HEAD_LAYERS, ModelSpec, head_parameters, predict
+from hyperforget.models.train import train_many
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.verification import (
+from hyperforget.verify.gates import check_gates
+from hyperforget.verify.verdict import (
     auc,
     lira_audit,
     lira_scores,
@@ -97,7 +97,7 @@ def test_lira_scores_a_hand_computed_case_with_the_variance_floor():
 def test_auc_tpr_at_fpr_and_population_auc_on_synthetic_scores():
     assert auc(np.array([3.0, 4.0, 5.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(8.5 / 9)  # tie = ½
     assert auc(np.zeros(4), np.zeros(4)) == 0.5
-    from hyperforget.verification import tpr_at_fpr
+    from hyperforget.verify.verdict import tpr_at_fpr
 
     neg = np.arange(100.0)  # 1% of 100 negatives may exceed the threshold: it is 98
     assert tpr_at_fpr(np.array([97.0, 98.0, 99.0, 150.0]), neg, 0.01) == 0.5

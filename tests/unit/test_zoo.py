@@ -10,12 +10,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperforget import zoo as zoo_mod
-from hyperforget.config import Params, TrainConfig, ZooConfig
-from hyperforget.errors import ConfigError, IntegrityError
-from hyperforget.io import read_json, write_json
-from hyperforget.models import flatten, load_flat, param_layout
-from hyperforget.zoo import align_hidden, build_unit, build_zoo, finish_zoo, load_zoo, plan_zoo, zoo_requests
+from hyperforget.base.errors import ConfigError, IntegrityError
+from hyperforget.base.io import read_json, write_json
+from hyperforget.config.params import Params, TrainConfig, ZooConfig
+from hyperforget.models.nets import flatten, load_flat, param_layout
+from hyperforget.zoo import trajectories as zoo_mod
+from hyperforget.zoo.trajectories import (
+    align_hidden,
+    build_unit,
+    build_zoo,
+    finish_zoo,
+    load_zoo,
+    plan_zoo,
+    zoo_requests,
+)
 
 TINY = ZooConfig(pairs=[], holdout_sets=0, trajectories=2, steps=4, save_every=2, retrain_seeds=1, shard_rows=3)
 TINY_RETRAIN = TrainConfig(epochs=1, batch_size=64)

@@ -1,0 +1,31 @@
+"""Process-wide runtime settings, applied by the entry points (CLI, Prefect flows, DVC stages through the
+CLI) before torch runs, never on import of the library.
+
+Why these: the CPU kernels are pinned to AVX2 (torch, MKL and oneDNN read these at first use, not at
+import), so float results do not depend on which x86 CPU ran them (AVX-512 sums in another order): a model
+trained on one machine is byte-identical on another and `dvc.lock` written on one reproduces on the next.
+OpenMP threads wait passively: on 2 contended cores, spinning threads of these tiny models cost more than
+the work (a request measured 4–10× slower under load without it). OpenMP reads its wait policy when its
+runtime loads, so `configure()` must run before torch is imported to take effect. Any of them set in the
+environment wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+SETTINGS = (
+    ("ATEN_CPU_CAPABILITY", "avx2"),
+    ("MKL_CBWR", "AVX2"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+    ("OMP_WAIT_POLICY", "PASSIVE"),
+    ("MLFLOW_DISABLE_TELEMETRY", "true"),
+    ("DO_NOT_TRACK", "1"),
+)
+
+
+def configure() -> dict[str, str]:
+    """Set each setting the environment does not already choose; return the values in force."""
+    for name, value in SETTINGS:
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name, _ in SETTINGS}

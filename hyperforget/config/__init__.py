@@ -1,0 +1,1 @@
+"""One validated `params.yaml`: the typed sections (`params`) and every method's and gate's options (`options`)."""

@@ -1,0 +1,50 @@
+"""Stage `zoo`: build (or resume) the weight zoo, whole or one work unit at a time (the Prefect fan-out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import write_json
+from hyperforget.config.params import Params
+from hyperforget.data import datasets as data_mod
+from hyperforget.models.nets import load_model
+from hyperforget.pipeline.stages.common import track
+from hyperforget.zoo import trajectories as zoo_mod
+
+
+def _zoo_inputs(art: Artifacts) -> tuple:
+    model, spec = load_model(art.model)
+    return model, spec, data_mod.load_dataset(art.prepare)
+
+
+def zoo(params: Params, art: Artifacts, workers: int = 1) -> dict[str, Any]:
+    """Build (or resume) the zoo from the prepared data and θ0, `workers` units at once."""
+    model, spec, data = _zoo_inputs(art)
+    return _track_zoo(params, art, zoo_mod.build_zoo(model, spec, data, params.zoo, params.train, art.zoo,
+                                                     workers=workers, generate=params.hypernet.generate))
+
+
+def zoo_plan(params: Params, art: Artifacts) -> dict[str, Any]:
+    """The zoo's number of work units and those still to build (see `zoo.plan_zoo`)."""
+    model, spec, data = _zoo_inputs(art)
+    timings: dict[str, float] = {}
+    todo = zoo_mod.plan_zoo(model, spec, data, params.zoo, params.train, art.zoo, params.hypernet.generate, timings)
+    return {"units": len(zoo_mod.zoo_units(art.zoo)), "todo": todo, **timings}
+
+
+def zoo_unit(params: Params, art: Artifacts, unit: int) -> dict[str, Any]:
+    model, spec, data = _zoo_inputs(art)
+    return zoo_mod.build_unit(model, spec, data, params.zoo, params.train, art.zoo, unit)
+
+
+def zoo_finish(params: Params, art: Artifacts, seconds: float, resumed: int) -> dict[str, Any]:
+    return _track_zoo(params, art, zoo_mod.finish_zoo(art.zoo, seconds, resumed))
+
+
+def _track_zoo(params: Params, art: Artifacts, summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("seconds", "resumed_units", *(("features_s",) if "features_s" in summary else ()))  # partial generation
+    write_json(art.timing("zoo"), {k: summary[k] for k in keys})
+    track(params, art, "zoo", {k: summary[k] for k in ("rows", "shards", "counts", *keys)},
+          [art.zoo / zoo_mod.MANIFEST])
+    return summary

@@ -1,0 +1,245 @@
+"""Held-out class sets: does the hypernetwork answer requests that no zoo checkpoint holds?
+
+For every held-out set (`ZooConfig.held_out`: never in the zoo, the hypernetwork's training or any tuning)
+one request is answered side by side by
+- DiHyFo (each variant asked for): K candidates from one batched sampler call, the best that passes the
+  validation gates (`unlearn.dihyfo`);
+- `retrieval`: the zoo checkpoint whose recorded per-class val losses are nearest the most ambitious prompt
+  (log1p space, `honesty.retrieval_row`);
+- `retrieval@K`: for DiHyFo's K prompts, the nearest zoo checkpoints (as many per prompt level as DiHyFo
+  samples there), selected on the validation split exactly as DiHyFo selects its samples: a lookup table
+  with DiHyFo's selection;
+- `retrieval+noise`: the retrieved checkpoint plus Gaussian noise whose norm is the zoo's median
+  nearest-neighbour spacing;
+- `retrieval+steps`: from the retrieved checkpoint, k Adam steps of the set's own unlearning loss (∇τ's
+  bounded ascent, `objectives.bounded_ascent`, with the set's τ), k chosen so that its time equals DiHyFo's
+  on that set (from a 10-step timing of the same loop; the zoo trajectories' middle lr and ascent weight);
+- the methods named (∇τ `gradtau`, `salun`) with their params' options;
+- retraining from scratch: the reference (`evaluation.retrain_seeds` seeds, the gates' baseline) and the
+  wall time of one seed (`t_retrain`, what a user would pay).
+Every model is evaluated on the test split (`metrics.Evaluator`) and judged by the release gates against
+the reference (`gates.check_gates`); Δ = retained test accuracy − the reference's mean. Time is the
+unlearning alone, as each method's `wall_time_s` (DiHyFo: prompt + sampling + scoring; loading the
+hypernetwork and the zoo is setup, as loading θ0 is).
+
+`step_sweep` measures DiHyFo's DDIM steps on *tuning* sets (`ZooConfig.tuning_sets`: neither in the zoo nor
+held out), so the step count the held-out table uses is chosen without looking at a held-out set.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import jsonable, write_json
+from hyperforget.config.options import VARIANTS
+from hyperforget.config.params import ForgetConfig, Params
+from hyperforget.hypernet.honesty import nearest, retrieval_row, zoo_spacing
+from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
+from hyperforget.models.nets import flatten, load_flat
+from hyperforget.models.objectives import bounded_ascent, unseen_loss
+from hyperforget.models.train import batch_order
+from hyperforget.pipeline import answer
+from hyperforget.pipeline.compare import machine
+from hyperforget.unlearn import run_method
+from hyperforget.unlearn.dihyfo import score, select
+from hyperforget.unlearn.method import Timer
+from hyperforget.verify.gates import check_gates
+from hyperforget.zoo.trajectories import ZooTensors, load_zoo
+
+BASELINES = ("retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps")
+STEP_LR, STEP_ALPHA, STEP_BATCH = 4.5e-3, 0.11, 64  # middles of the zoo trajectories' ranges (zoo.lr, forget_weight)
+
+
+class SetRun:
+    """One class set's shared pieces: its inputs, evaluator, retrain reference and the rows of its table."""
+
+    def __init__(self, params: Params, art: Artifacts, classes: Sequence[int], time_retrain: bool = True):
+        self.classes = sorted(classes)
+        self.params = params.model_copy(update={"forget": ForgetConfig(classes=self.classes)})
+        ctx = answer.context(self.params, art)
+        self.inputs = answer.inputs(self.params, art, ctx)
+        self.evaluator = ctx.evaluator
+        self.reference = answer.reference(self.params, art, ctx)  # cached under artifacts/ by what determines it
+        self.rows: dict[str, dict[str, Any]] = {
+            "retrain": {"forget_acc": self.reference["forget_acc"]["mean"],
+                        "retained_acc": self.reference["test_retained_acc"]["mean"], "delta": 0.0,
+                        "worst_retained_acc": self.reference["worst_retained_acc"]["mean"],
+                        "mia": self.reference["mia"]["mean"], "passed": None, "time_s": None}}
+        if time_retrain:
+            self.rows["retrain"]["time_s"] = run_method("retrain", self.inputs,
+                                                        self.params.method_options("retrain")).wall_time_s
+
+    def add(self, name: str, model: torch.nn.Module, seconds: float, **info: Any) -> dict[str, Any]:
+        report = self.evaluator.report(model)
+        verdict = check_gates(report, self.reference, self.params.gates)
+        row = {"forget_acc": report["forget_acc"], "retained_acc": report["test_retained_acc"],
+               "delta": report["test_retained_acc"] - self.reference["test_retained_acc"]["mean"],
+               "worst_retained_acc": report["worst_retained_acc"], "mia": report["mia"],
+               "passed": verdict.passed, "reasons": verdict.reasons, "time_s": seconds, **info}
+        self.rows[name] = row
+        return row
+
+
+def dihyfo_options(params: Params, variant: str, sample_steps: int | None = None):
+    opts = params.method_options(variant)
+    return opts.model_copy(update={"sample_steps": sample_steps}) if sample_steps else opts
+
+
+def run_dihyfo(run: SetRun, variant: str, sample_steps: int | None, zoo: ZooTensors, spacing: float,
+               name: str | None = None) -> dict[str, Any]:
+    res = run_method(variant, run.inputs, dihyfo_options(run.params, variant, sample_steps))
+    vec = flatten(res.model)
+    dist = nearest(zoo.weights, (vec if zoo.index is None else vec[zoo.index])[None])[0].item()  # in zoo space
+    i = res.info
+    return run.add(name or variant, res.model, res.wall_time_s, pass_rate=i["pass_rate"], steps=i["sample_steps"],
+                   sample_s=i["sample_s"], score_s=i["score_s"], prompt_s=i["prompt_s"],
+                   nn_ratio=dist / spacing if spacing > 0 else None)
+
+
+def ascent_steps(run: SetRun, start: torch.Tensor, tau: float, steps: int, seed: int) -> torch.nn.Module:
+    """`steps` Adam steps of the set's bounded ascent from the flat weights `start` (batches of STEP_BATCH)."""
+    inp = run.inputs
+    model = load_flat(inp.spec.build(), start).train()
+    opt = torch.optim.Adam(model.parameters(), lr=STEP_LR)
+    xf, yf, xr, yr = inp.x_forget, inp.y_forget, inp.x_retain, inp.y_retain
+    g = torch.Generator().manual_seed(seed)
+    f_batches, r_batches = iter(()), iter(())
+    for _ in range(steps):
+        fidx = next(f_batches, None)
+        if fidx is None:
+            f_batches = iter(batch_order(len(yf), STEP_BATCH, g))
+            fidx = next(f_batches)
+        ridx = next(r_batches, None)
+        if ridx is None:
+            r_batches = iter(batch_order(len(yr), STEP_BATCH, g))
+            ridx = next(r_batches)
+        loss = bounded_ascent(F.cross_entropy(model(xf[fidx]), yf[fidx]), F.cross_entropy(model(xr[ridx]), yr[ridx]),
+                              tau, STEP_ALPHA)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def run_baselines(run: SetRun, zoo: ZooTensors, spacing: float, variant: str, budget_s: float, seed: int) -> None:
+    """The four retrieval baselines with `variant`'s prompts; retrieval+steps gets `budget_s` in all."""
+    inp, opts = run.inputs, run.params.method_options(variant)
+    spec, data = inp.spec, inp.data
+    ladder = prompt_ladder(opts.hi_pct, opts.lo_pct, min(opts.prompt_levels, opts.k))
+    per = [len(x) for x in torch.arange(opts.k).tensor_split(len(ladder))]
+    with Timer() as t_lookup:
+        _, targets = request_prompts(zoo.class_loss, zoo.forget_mask, run.classes, opts.variant, ladder)
+        best_row = retrieval_row(zoo.class_loss, targets[-1])  # the most ambitious prompt (hi_pct, lo_pct)
+    base = zoo.assemble(zoo.weights[best_row])  # full weights (θ0's frozen layers for a partial zoo)
+    run.add("retrieval", load_flat(spec.build(), base).eval(), t_lookup.seconds, zoo_row=best_row)
+
+    with Timer() as t_k:
+        dist = ((zoo.class_loss.log1p()[None] - targets.log1p()[:, None]) ** 2).sum(-1)  # [L, N]
+        rows = torch.cat([dist[i].topk(n, largest=False).indices for i, n in enumerate(per)])
+        theta0 = flatten(inp.original).float()
+        full = zoo.assemble(zoo.weights[rows])
+        cand = score(spec, torch.cat([theta0[None], full]), data.x_val, data.y_val, run.classes)
+        reference = cand["retained_acc"][0].item()
+        chosen, passed = select({k: v[1:] for k, v in cand.items()}, reference, inp.gates)
+    run.add("retrieval@K", load_flat(spec.build(), full[chosen]).eval(), t_k.seconds,
+            pass_rate=passed.float().mean().item(), zoo_row=int(rows[chosen]))
+
+    noise = torch.randn(zoo.weights.shape[1], generator=torch.Generator().manual_seed(seed))  # in zoo space
+    noisy = zoo.assemble(zoo.weights[best_row] + noise * spacing / noise.norm())
+    run.add("retrieval+noise", load_flat(spec.build(), noisy).eval(),
+            t_lookup.seconds, noise_norm=spacing)
+
+    tau = unseen_loss(inp.original, data.x_val, data.y_val, tuple(run.classes))
+    t0 = time.perf_counter()
+    ascent_steps(run, base, tau, 10, seed)  # time the loop to choose k; not part of the method's time
+    per_step = (time.perf_counter() - t0) / 10
+    k = max(1, int((budget_s - t_lookup.seconds) / per_step))
+    with Timer() as t_steps:
+        tau = unseen_loss(inp.original, data.x_val, data.y_val, tuple(run.classes))
+        model = ascent_steps(run, base, tau, k, seed)
+    run.add("retrieval+steps", model, t_lookup.seconds + t_steps.seconds, steps=k, budget_s=budget_s)
+
+
+def evaluate_set(params: Params, art: Artifacts, classes: Sequence[int], zoo: ZooTensors, spacing: float,
+                 variants: Sequence[str], methods: Sequence[str], sample_steps: int | None, seed: int = 0,
+                 time_retrain: bool = True) -> dict[str, Any]:
+    """Every method and baseline on one class set; the baselines get the first variant's prompts and time."""
+    run = SetRun(params, art, classes, time_retrain)
+    for variant in variants:
+        run_dihyfo(run, variant, sample_steps, zoo, spacing)
+    budget = run.rows[variants[0]]["time_s"] if variants else 0.1
+    run_baselines(run, zoo, spacing, variants[0] if variants else "dihyfo2", budget, seed)
+    for name in methods:
+        res = run_method(name, run.inputs, run.params.method_options(name))
+        run.add(name, res.model, res.wall_time_s)
+    return {"classes": run.classes, "rows": run.rows}
+
+
+def summarise_sets(sets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method: means over sets, the fraction of sets whose model passed the gates, median time."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sets[0]["rows"] if sets else []:
+        rows = [s["rows"][name] for s in sets if name in s["rows"]]
+
+        def mean(key: str, rows=rows) -> float | None:
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            return sum(vals) / len(vals) if vals else None
+
+        times = [r["time_s"] for r in rows if r.get("time_s") is not None]
+        passed = [r["passed"] for r in rows if r.get("passed") is not None]
+        out[name] = {"sets": len(rows), "forget_acc": mean("forget_acc"), "retained_acc": mean("retained_acc"),
+                     "delta": mean("delta"), "pass_rate": mean("pass_rate"),
+                     "sets_passed": sum(passed) / len(passed) if passed else None,
+                     "time_s": statistics.median(times) if times else None}
+    return out
+
+
+def step_sweep(params: Params, art: Artifacts, variant: str, steps: Sequence[int] = (10, 20, 50), sets: int = 8,
+               seed: int = 0) -> dict[str, Any]:
+    """DiHyFo at each DDIM step count on `sets` tuning sets (never held out, never in the zoo): gate pass
+    fraction, mean candidate pass rate, mean Δ retrain and the time split; `chosen` = the fewest steps whose
+    sets-passed fraction and mean Δ are no worse than the most steps' (Δ within 0.5 points)."""
+    zoo, _ = load_zoo(art.zoo)
+    spacing = zoo_spacing(zoo.weights)
+    tuning = params.zoo.tuning_sets(zoo.num_classes, sets, seed)
+    per_set = []
+    for classes in tuning:
+        run = SetRun(params, art, classes, time_retrain=False)
+        for s in steps:
+            run_dihyfo(run, variant, s, zoo, spacing, name=f"{variant}@{s}")
+        per_set.append({"classes": run.classes, "rows": run.rows})
+    summary = summarise_sets(per_set)
+    top = summary[f"{variant}@{max(steps)}"]
+    ok = [s for s in sorted(steps) if summary[f"{variant}@{s}"]["sets_passed"] >= top["sets_passed"]
+          and summary[f"{variant}@{s}"]["delta"] >= top["delta"] - 0.005]
+    return jsonable({"sets": per_set, "summary": summary, "chosen": ok[0] if ok else max(steps)})
+
+
+def heldout_report(params: Params, art: Artifacts, variants: Sequence[str] = ("dihyfo2",),
+                   methods: Sequence[str] = ("gradtau", "salun"), sample_steps: int | None = None,
+                   limit: int | None = None, time_retrain: bool = True, progress=None) -> dict[str, Any]:
+    """Every held-out set (the first `limit`), each method and baseline, and the summary over sets; written
+    to artifacts/compare/heldout-sets.json."""
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown DiHyFo variant {v!r}")
+    zoo, _ = load_zoo(art.zoo)
+    spacing = zoo_spacing(zoo.weights)
+    held = params.zoo.held_out(zoo.num_classes)[:limit]
+    sets = []
+    for i, classes in enumerate(held):
+        sets.append(evaluate_set(params, art, classes, zoo, spacing, variants, methods, sample_steps,
+                                 seed=params.seed + i, time_retrain=time_retrain))
+        if progress:
+            progress(i + 1, len(held), sets[-1])
+    result = jsonable({"sets": sets, "summary": summarise_sets(sets), "zoo_rows": zoo.num_rows,
+                       "zoo_spacing": spacing, "sample_steps": sample_steps, "machine": machine()})
+    write_json(art.compare / "heldout-sets.json", result)
+    return result

@@ -1,0 +1,131 @@
+"""Release gates for an unlearned model: the output gates (forget accuracy, retained test accuracy, MIA)
+and the verification gates (LiRA on D_f, linear probe, relearn time; papers.md §5).
+
+Why the output gates: a model may ship only if it no longer recognises what it was asked to forget
+(forget accuracy ≤ `max_forget_acc`), still does its job (retained-class test accuracy no more than
+`max_retain_drop` below the mean of the models retrained from scratch without D_f), and does not leak
+membership of D_f (the loss MIA calls at most `max_mia` of D_f "member").
+
+The MIA gate is an absolute threshold on the fraction of D_f judged member, not a gap to the retrain
+reference: a retrained model's own score depends on the request (near 0 for a forgotten class), so a
+relative gate would be lax exactly where leakage matters. A metric that is missing or NaN fails its
+gate: an unmeasured model is not a released model.
+
+Why the verification gates: output metrics alone cannot certify (a head-only fine-tune reaches forget
+accuracy 0 and leaves the features). `verification.verify` measures, against the retrain reference, the
+per-example LiRA AUC on D_f, a linear probe's accuracy on the forgotten classes and the steps to relearn
+them; `verification_checks` gates each as a gap to that reference (thresholds `gates.max_lira_auc_excess`,
+`max_probe_excess`, `min_relearn_ratio`: `options.VerificationGates`, where their calibration is written
+down). `max_lira_auc_deficit` < 0.5 makes the LiRA gate two-sided (a model that pushes D_f further out
+than any retrain would is told apart from one too: over-forgetting, the "Streisand effect"); it is off by
+default because on digits a retrain seed itself can score 0.004. A release without a verification result
+fails a check named `verification`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hyperforget.config.options import VerificationGates
+from hyperforget.config.params import GatesConfig
+
+_EPS = 1e-9  # float noise never decides a gate
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Overall verdict, one reason per failed gate, and every check's numbers (value, op, limit)."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GateResult:
+        return cls(bool(d["passed"]), list(d.get("reasons", [])), dict(d.get("checks", {})))
+
+    def lines(self) -> list[str]:
+        """One human line per check, pass or fail (for summaries)."""
+        return [f"{'PASS' if c['passed'] else 'FAIL'} {name}: {c['detail']}" for name, c in self.checks.items()]
+
+
+def _value(d: dict, key: str) -> float:
+    v = d.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else float("nan")
+
+
+def _check(name: str, value: float, op: str, limit: float, rule: str) -> dict[str, Any]:
+    if math.isnan(value) or math.isnan(limit):
+        what = "the limit" if math.isnan(limit) else name
+        return {"value": value, "op": op, "limit": limit, "passed": False,
+                "detail": f"{what} not measured ({rule})"}
+    ok = value <= limit + _EPS if op == "≤" else value >= limit - _EPS
+    shown = op if ok else {"≤": ">", "≥": "<"}[op]
+    return {"value": value, "op": op, "limit": limit, "passed": ok,
+            "detail": f"{name} {value:.4f} {shown} {limit:.4f} ({rule})"}
+
+
+def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -> dict[str, dict]:
+    """Gate the gaps to the retrain reference of a `verification.verify` result: name → {value, op, limit,
+    passed, detail}. A missing or NaN value fails; probe and relearn checks exist only when `verify`
+    measured them (class requests)."""
+    g = thresholds
+    checks = {"lira_auc": _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≤",
+                                 0.5 + g.max_lira_auc_excess,
+                                 f"0.5 + gates.max_lira_auc_excess {g.max_lira_auc_excess}")}
+    if g.max_lira_auc_deficit < 0.5:  # two-sided: D_f pushed further out than a retrain would is a signal too
+        checks["lira_auc_low"] = _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≥",
+                                        0.5 - g.max_lira_auc_deficit,
+                                        f"0.5 − gates.max_lira_auc_deficit {g.max_lira_auc_deficit}")
+    ref = result.get("reference") or {}
+    if result.get("probe_forget_acc") is not None:
+        mean = _value(ref.get("probe_forget_acc") or {}, "mean")
+        checks["probe_forget_acc"] = _check(
+            "probe forget acc", _value(result, "probe_forget_acc"), "≤", mean + g.max_probe_excess,
+            f"retrain mean {mean:.4f} + gates.max_probe_excess {g.max_probe_excess}")
+    for m in result.get("relearn_m", []):
+        key = f"relearn_steps_m{m}"
+        if result.get(key) is None:
+            continue
+        mean = _value(ref.get(key) or {}, "mean")
+        checks[key] = _check(f"relearn steps (m={m})", _value(result, key), "≥", mean * g.min_relearn_ratio,
+                             f"retrain mean {mean:.1f} × gates.min_relearn_ratio {g.min_relearn_ratio}")
+    return checks
+
+
+def check_gates(report: dict, reference_summary: dict, gates: GatesConfig,
+                verification: dict[str, Any] | None = None, *, require_verification: bool = False) -> GateResult:
+    """Judge an unlearning report (metrics.Evaluator.report) against the retrain reference summary
+    (metrics.summarise over the retrained models: {key: {mean, std}}) and its `verification.verify` result.
+    Without one, only the output gates are judged, unless `require_verification` (a release:
+    `publish.gate`), where the missing result fails a check named `verification`."""
+    ref_mean = _value(reference_summary.get("test_retained_acc", {}), "mean")
+    ref_forget = _value(reference_summary.get("forget_acc", {}), "mean")
+    ref_mia = _value(reference_summary.get("mia", {}), "mean")
+    # A retrained model still classifies a random subset about as well as unseen data (and the MIA
+    # calls much of it "member"): the limits follow the retrain reference where it sits above them.
+    forget_limit = max(gates.max_forget_acc, ref_forget + gates.max_forget_excess)
+    mia_limit = max(gates.max_mia, ref_mia + gates.max_mia_excess)
+    checks = {
+        "forget_acc": _check("forget acc", _value(report, "forget_acc"), "≤", forget_limit,
+                             f"max(gates.max_forget_acc, retrain mean {ref_forget:.4f} + gates.max_forget_excess)"),
+        "retained_test_acc": _check(
+            "retained test acc", _value(report, "test_retained_acc"), "≥", ref_mean - gates.max_retain_drop,
+            f"retrain mean {ref_mean:.4f} − gates.max_retain_drop {gates.max_retain_drop}",
+        ),
+        "mia": _check("MIA member rate on D_f", _value(report, "mia"), "≤", mia_limit,
+                      f"max(gates.max_mia, retrain mean {ref_mia:.4f} + gates.max_mia_excess)"),
+    }
+    if verification is None and require_verification:
+        checks["verification"] = {"value": float("nan"), "op": "", "limit": float("nan"), "passed": False,
+                                  "detail": "verification not measured (LiRA, probe and relearn need the retrain "
+                                            "reference models: evaluation.retrain_seeds ≥ 3)"}
+    elif verification is not None:
+        checks |= verification_checks(verification, gates)
+    reasons = [f"{name}: {c['detail']}" for name, c in checks.items() if not c["passed"]]
+    return GateResult(not reasons, reasons, checks)
