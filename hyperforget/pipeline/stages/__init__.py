@@ -10,10 +10,10 @@ of its module (`hyperforget.pipeline.table`), so a module holds only what its st
 re-exports the stage functions, so callers write `stages.prepare(params, art)`.
 """
 
-from hyperforget.pipeline.stages.comparison import compare
+from hyperforget.pipeline.stages.comparison import compare, evaluate_original
 from hyperforget.pipeline.stages.dataset import import_data, prepare
 from hyperforget.pipeline.stages.hypernets import ALIGNMENT_SETS, alignment_requests, hypernet
-from hyperforget.pipeline.stages.original import evaluate_original, train
+from hyperforget.pipeline.stages.original import train
 from hyperforget.pipeline.stages.publication import publish, publish_markdown, summary
 from hyperforget.pipeline.stages.zoo_build import zoo, zoo_finish, zoo_plan, zoo_unit
 
