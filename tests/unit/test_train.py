@@ -86,12 +86,31 @@ def test_cnn_reaches_95_percent_on_real_mnist(tmp_path, mnist_t10k):
     assert accuracy(predict(model, ds.x_test), ds.y_test) >= 0.95
 
 
-def test_importing_hyperforget_pins_the_cpu_kernels_so_weights_do_not_depend_on_the_machine():
+SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OMP_WAIT_POLICY")
+
+
+def _child(code: str) -> list[str]:
     import os
     import subprocess
     import sys
 
-    code = "import hyperforget, torch, os; print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'])"
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["AVX2", "AVX2"]
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def test_importing_the_library_changes_no_process_setting():
+    code = f"import os, hyperforget.cli; print(*[os.environ.get(k, '-') for k in {SETTINGS!r}])"
+    assert _child(code) == ["-"] * len(SETTINGS)
+
+
+def test_the_entry_points_pin_the_cpu_kernels_and_passive_threads_before_torch_loads():
+    """What `hyperforget` (and every flow module) runs first: weights then do not depend on the machine."""
+    import platform
+
+    code = ("import os; from hyperforget.base.runtime import configure; configure(); import torch; "
+            f"print(torch.backends.cpu.get_cpu_capability(), *[os.environ[k] for k in {SETTINGS!r}])")
+    capability, *values = _child(code)
+    assert values == ["avx2", "AVX2", "AVX2", "PASSIVE"]
+    if platform.machine() in ("x86_64", "AMD64"):  # the AVX2 pin means nothing on ARM
+        assert capability == "AVX2"
