@@ -23,7 +23,8 @@ from hyperforget.config.params import (
     load_params,
 )
 from hyperforget.data.datasets import forget_split as make_split
-from hyperforget.data.datasets import import_raw, prepare
+from hyperforget.data.datasets import prepare
+from hyperforget.data.readers import import_raw
 from hyperforget.models.metrics import accuracy
 from hyperforget.models.nets import ARCHITECTURES, ModelSpec, predict
 from hyperforget.models.train import train_model

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig
-from hyperforget.data.datasets import forget_split, import_raw, prepare
+from hyperforget.data.datasets import forget_split, prepare
+from hyperforget.data.readers import import_raw
 from hyperforget.models.metrics import accuracy, per_class_accuracy
 from hyperforget.models.nets import ModelSpec, num_params, param_layout, predict
 from hyperforget.models.train import train_model

@@ -35,23 +35,19 @@ import torch.nn.functional as F
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.options import VerificationGates, VerificationOptions
 from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig, load_params, parse_overrides
-from hyperforget.data.datasets import forget_split, import_raw, prepare
+from hyperforget.data.datasets import forget_split, prepare
+from hyperforget.data.readers import import_raw
 from hyperforget.models.metrics import accuracy
 from hyperforget.models.nets import ModelSpec, predict
 from hyperforget.models.train import train_many, train_model
 from hyperforget.pipeline import answer
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.verify.verdict import (
-    auc,
-    population_auc,
-    probe_accuracy,
-    probe_sets,
-    relearn_steps,
-    true_class_logit,
-    weights_finite,
-)
-from hyperforget.zoo.trajectories import load_zoo
+from hyperforget.verify.lira import auc, population_auc, true_class_logit
+from hyperforget.verify.probe import probe_accuracy, probe_sets
+from hyperforget.verify.relearn import relearn_steps
+from hyperforget.verify.verdict import weights_finite
+from hyperforget.zoo.shards import load_zoo
 
 RECIPE = TrainConfig(epochs=30, batch_size=32, lr=1e-2)
 BASELINES = ("head_finetune", "salun", "scrub")

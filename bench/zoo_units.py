@@ -23,7 +23,8 @@ import torch
 from _common import add_request_args, setup
 
 from hyperforget.base.io import read_json
-from hyperforget.zoo.trajectories import INDEX, build_zoo
+from hyperforget.zoo.build import build_zoo
+from hyperforget.zoo.shards import INDEX
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ import time
 import torch
 
 from hyperforget.config.params import DataConfig, TrainConfig
-from hyperforget.data.datasets import import_raw, prepare
+from hyperforget.data.datasets import prepare
+from hyperforget.data.readers import import_raw
 from hyperforget.models.nets import ModelSpec
 from hyperforget.models.train import train_many, train_model
 

@@ -42,7 +42,7 @@ from hyperforget.config.params import Params, load_params
 from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON
 from hyperforget.pipeline import stages
 from hyperforget.pipeline.table import code_files, stage
-from hyperforget.zoo import trajectories as zoo_mod
+from hyperforget.zoo import shards
 
 PROJECT_CODE = Path(hyperforget.__file__).resolve().parents[1]  # the folder holding hyperforget/
 RUNNERS = ("thread", "dask", "ray")
@@ -133,7 +133,7 @@ def zoo_unit(params: Params, root: str, unit: int) -> dict:
 @plain(name="zoo_finish")
 def zoo_finish(params: Params, root: str, seconds: float, resumed: int) -> dict:
     art = Artifacts(root)
-    return stages.zoo_finish(params, art, seconds, resumed) | {"sha256": sha256_file(art.zoo / zoo_mod.INDEX)}
+    return stages.zoo_finish(params, art, seconds, resumed) | {"sha256": sha256_file(art.zoo / shards.INDEX)}
 
 
 @cached(name="hypernet")

@@ -24,7 +24,7 @@ from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, HyperForgetError
 from hyperforget.config.options import VARIANTS
-from hyperforget.config.params import Params, load_params, parse_overrides
+from hyperforget.config.params import ForgetConfig, Params, load_params, parse_overrides
 from hyperforget.erasure import certificate, deletion, evidence, ledger
 from hyperforget.erasure import trueup as trueup_mod
 from hyperforget.pipeline import answer, stages
@@ -214,6 +214,27 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
     print(stages.summary(*_project(params)))  # plain: a wide table must not be re-wrapped at 80 columns
 
 
+params_app = typer.Typer(no_args_is_help=True, help="Params and experiment files (configs/*.yaml, `extends:`).")
+app.add_typer(params_app, name="params")
+
+
+@params_app.command("flags")
+def params_flags(experiment: Annotated[Path, typer.Argument(help="an experiment file, e.g. configs/mnist-lenet.yaml")]
+                 ) -> None:
+    """Print the experiment as `dvc exp run` flags (`-S KEY=VALUE ...`, one shell line), after validating it:
+    `dvc exp run $(hyperforget params flags configs/mnist-lenet.yaml)` (make run-mnist). On an error nothing
+    is printed to stdout, the error goes to stderr, and the exit status is 1."""
+    from hyperforget.config.params import dvc_flags
+
+    try:
+        load_params(experiment)
+        flags = dvc_flags(experiment)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(flags)
+
+
 request_app = typer.Typer(no_args_is_help=True, help="Deletion requests: submit, process, track, retire, and "
                           "verify their certificates (the ledger: requests.ledger_url or HYPERFORGET_LEDGER_URL).")
 app.add_typer(request_app, name="request")
@@ -235,6 +256,27 @@ def _outcome(out: deletion.Outcome) -> None:
     console.print(f"request {out.request_id}: [bold]{out.state}[/bold]", highlight=False, soft_wrap=True)
 
 
+def _parse_classes(text: str) -> list[int]:
+    """`--classes 3,5` → [3, 5]. Strict, as a deletion request must be exactly what was asked: each item is a
+    non-negative integer in the ASCII digits 0-9 (`int()` would also read '٣' as 3), none empty, none twice;
+    ConfigError, one line, naming the item otherwise."""
+    how = "give comma-separated classes, e.g. --classes 3,5"
+    if not text.strip():
+        raise ConfigError(f"--classes {text!r} is empty: {how}")
+    items = [item.strip() for item in text.split(",")]
+    for i, item in enumerate(items, 1):
+        if not item:
+            raise ConfigError(f"--classes {text!r}: item {i} is empty; {how}")
+        if not (item.isascii() and item.isdigit()):
+            raise ConfigError(f"--classes {text!r}: item {i}, {item!r}, is not a class number (a non-negative "
+                              f"integer in the digits 0-9); {how}")
+    classes = [int(item) for item in items]
+    problem = ForgetConfig.classes_problem(classes)
+    if problem:
+        raise ConfigError(f"--classes {text!r} {problem}")
+    return classes
+
+
 @request_app.command("submit")
 def request_submit(
     samples: Annotated[Path | None, typer.Option(help="file of record ids: per line, a train-split index or "
@@ -248,10 +290,7 @@ def request_submit(
     """Record a deletion request (state `received`, due in requests.deadline_days) after checking its ids."""
     if (samples is None) == (classes is None):
         raise ConfigError("give the records to delete: --samples FILE or --classes 3,5 (one of them)")
-    try:
-        wanted = None if classes is None else [int(c) for c in classes.split(",") if c.strip()]
-    except ValueError:
-        raise ConfigError(f"--classes {classes!r}: expected comma-separated classes, e.g. --classes 3,5") from None
+    wanted = None if classes is None else _parse_classes(classes)
     rec = deletion.submit(*_project(params), classes=wanted, samples=samples, requester=requester,
                           request_id=request_id)
     console.print(f"request [bold]{rec.request_id}[/bold] {rec.state}: {_scope(rec)}, from {rec.requester}; "

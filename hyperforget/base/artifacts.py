@@ -11,9 +11,47 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hyperforget.base.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
+EXTENDS = "extends"  # an experiment file's top-level key: the params file it overlays (hyperforget.config.params)
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def params_chain(params_path: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The params files `params_path` stands on, as (absolute path, raw mapping), from it to the base: a file
+    with a top-level `extends: FILE` (FILE relative to the file that names it) overlays FILE; the base, the
+    last, names none and is the project's params file. A missing or unreadable file, or a cycle, is a
+    ConfigError that names the file and the `extends` that led to it."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    path, named_by = Path(params_path).resolve(), None
+    while True:
+        where = f" (extends of {named_by})" if named_by else ""
+        if any(path == seen for seen, _ in chain):
+            raise ConfigError(f"{chain[0][0]}: `extends` loops back to {path}{where}; the last file of the chain "
+                              f"must be the project's {PARAMS_FILE}, with no `{EXTENDS}` key")
+        if not path.is_file():
+            hint = "; the path is relative to the file that names it" if named_by else \
+                "; pass --params PATH or run from the project root"
+            raise ConfigError(f"params file {path} not found{where}{hint}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+        chain.append((path, raw))
+        if EXTENDS not in raw:
+            return chain
+        parent = raw[EXTENDS]
+        if not isinstance(parent, str) or not parent.strip():
+            raise ConfigError(f"{path}: `{EXTENDS}` must name a params file (a path relative to {path.name}, "
+                              f"e.g. ../{PARAMS_FILE}), got {parent!r}")
+        path, named_by = (path.parent / parent).resolve(), path
 
 
 @dataclass(frozen=True)
@@ -27,8 +65,10 @@ class Artifacts:
 
     @classmethod
     def for_params(cls, params_path: str | Path) -> Artifacts:
-        """The project whose params file is `params_path` (its folder is the project root)."""
-        return cls(Path(params_path).resolve().parent)
+        """The project whose params file is `params_path`: its folder is the project root, or for an experiment
+        file (`extends: FILE`, see `params_chain`) the folder of the base params file its chain ends in."""
+        path = Path(params_path)
+        return cls((params_chain(path)[-1][0] if path.is_file() else path.resolve()).parent)
 
     def resolve(self, path: str | Path) -> Path:
         """A project-relative path (as params write them) made absolute under `root`."""

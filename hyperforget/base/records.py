@@ -1,10 +1,13 @@
 """Record ids: how a deletion request names the training records it wants gone, and how a record is hashed.
 
 A record-ids file holds one entry per line (blank lines and `#` comments are ignored):
-- a non-negative integer: the index of a record in the prepared TRAIN split (`x_train[i]`, `y_train[i]` of
-  `artifacts/prepare/dataset.safetensors`; the dataset card gives its size), or
+- a non-negative integer written with the ASCII digits 0-9: the index of a record in the prepared TRAIN split
+  (`x_train[i]`, `y_train[i]` of `artifacts/prepare/dataset.safetensors`; the dataset card gives its size), or
 - `sha256:<64 hex digits>`: the hash of a record's bytes, as `RECORD_HASH` defines it. A hash names content,
   so every train record with those bytes is meant (identical duplicates go together).
+Parsing is strict, because a deletion request must be exactly what was asked: `²` or `٣` (digits Python's
+`int()` would read) are refused, and so is an entry listed twice (the request would silently name fewer records
+than its file lists); each error is one line naming the entry and its line.
 
 Why both: an index is what the data owner's own tables hold once they know the prepared order; a hash
 lets someone who holds only the record itself (the image and its label) ask without knowing any index.
@@ -34,8 +37,10 @@ from hyperforget.base.io import write_text
 HASH_PREFIX = "sha256:"
 RECORD_HASH = ("sha256 over the record's prepared input x_train[i] as float32 little-endian bytes in C order, "
                "followed by its label y_train[i] as int64 little-endian (artifacts/prepare/dataset.safetensors)")
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"[0-9a-f]{64}")
+_INDEX = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() and int() also take '²' and '٣'
 _SHOWN = 5  # ids named in one error message
+_TIMES = {2: "twice", 3: "three times"}
 
 
 @dataclass(frozen=True)
@@ -56,32 +61,46 @@ def ids_sha256(indices: list[int] | tuple[int, ...]) -> str:
 
 
 def parse_ids(text: str, source: str = "record ids") -> RecordIds:
-    """The entries of a record-ids text; DataError naming the line of a malformed entry, or an empty list."""
-    indices, hashes = set(), set()
+    """The entries of a record-ids text; DataError (one line) naming the line of a malformed entry, every entry
+    listed more than once, or an empty list."""
+    lines: dict[int | str, list[int]] = {}  # entry → the lines it is on
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         if line.lower().startswith(HASH_PREFIX):
             digest = line[len(HASH_PREFIX):].strip().lower()
-            if not _HEX.match(digest):
+            if not _HEX.fullmatch(digest):
                 raise DataError(f"{source} line {n}: {line!r} is not sha256:<64 hex digits>")
-            hashes.add(digest)
-        elif line.isdigit():
-            indices.add(int(line))
+            lines.setdefault(digest, []).append(n)
+        elif _INDEX.fullmatch(line):
+            lines.setdefault(int(line), []).append(n)
         else:
-            raise DataError(f"{source} line {n}: {line!r} is neither a record id (a non-negative integer: an index "
-                            f"into the prepared train split) nor sha256:<hex> of a record; one entry per line")
-    if not indices and not hashes:
+            raise DataError(f"{source} line {n}: {line!r} is neither a record id (a non-negative integer in the ASCII "
+                            "digits 0-9: an index into the prepared train split) nor sha256:<hex> of a record; one "
+                            "entry per line")
+    if not lines:
         raise DataError(f"{source} names no records (it is empty or only comments): a deletion request must name at "
                         "least one record, one id per line")
-    return RecordIds(tuple(sorted(indices)), tuple(sorted(hashes)), source)
+    repeated = [(entry, at) for entry, at in lines.items() if len(at) > 1]
+    if repeated:
+        extra = sum(len(at) - 1 for _, at in repeated)
+        named = [f"{_entry(e)} {_TIMES.get(len(at), f'{len(at)} times')}: lines {_few(at)}" for e, at in repeated]
+        raise DataError(f"{source}: {extra} duplicate id{'s' if extra > 1 else ''} ({_few(named, '; ')}); list each "
+                        "record once")
+    indices = sorted(e for e in lines if isinstance(e, int))
+    hashes = sorted(e for e in lines if isinstance(e, str))
+    return RecordIds(tuple(indices), tuple(hashes), source)
+
+
+def _entry(entry: int | str) -> str:
+    return str(entry) if isinstance(entry, int) else f"{HASH_PREFIX}{entry[:12]}…"
 
 
 def read_ids(path: str | Path) -> RecordIds:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some editors write one) is not an entry
     except FileNotFoundError:
         raise DataError(f"record-ids file {path} not found; give the path of a file with one record id per line "
                         "(a relative forget.samples is resolved against the params file's folder)") from None
@@ -122,8 +141,8 @@ def record_hashes(x: Any, y: Any) -> list[str]:
     return [hashlib.sha256(rows[i].tobytes() + ys[i].tobytes()).hexdigest() for i in range(len(rows))]
 
 
-def _few(items: list) -> str:
-    shown = ", ".join(str(i) for i in items[:_SHOWN])
+def _few(items: list, sep: str = ", ") -> str:
+    shown = sep.join(str(i) for i in items[:_SHOWN])
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 

@@ -27,7 +27,8 @@ from hyperforget.hypernet.conditioning import conditioning
 from hyperforget.hypernet.denoiser import Denoiser
 from hyperforget.hypernet.tokenizer import Tokenizer, check_mlp_layout, permute_mlp_hidden
 from hyperforget.models.nets import Layout, seeded
-from hyperforget.zoo.trajectories import ZooTensors, held_out_rows, refuse_held_out
+from hyperforget.zoo.requests import held_out_rows, refuse_held_out
+from hyperforget.zoo.shards import ZooTensors
 
 log = logging.getLogger(__name__)
 

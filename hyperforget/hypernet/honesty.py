@@ -25,7 +25,7 @@ from hyperforget.hypernet.diffusion import Hypernet, candidate_seeds, sample
 from hyperforget.hypernet.prompts import r2, sweep_targets
 from hyperforget.models.metrics import class_metrics
 from hyperforget.models.nets import ModelSpec, frozen_features, load_flat
-from hyperforget.zoo.trajectories import ZooTensors
+from hyperforget.zoo.shards import ZooTensors
 
 
 @torch.no_grad()

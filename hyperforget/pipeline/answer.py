@@ -35,7 +35,7 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify.gates import GateResult
 from hyperforget.verify.verdict import shadows_and_held_out, verify
-from hyperforget.zoo.trajectories import INDEX
+from hyperforget.zoo.shards import INDEX
 
 PIPELINE_RUN = None  # the pipeline's own request writes requests/<slug>/<method>/, ad-hoc ones runs/<name>/
 

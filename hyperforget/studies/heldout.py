@@ -51,7 +51,7 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.dihyfo import score, select
 from hyperforget.unlearn.method import Timer
 from hyperforget.verify.gates import check_gates
-from hyperforget.zoo.trajectories import ZooTensors, load_zoo
+from hyperforget.zoo.shards import ZooTensors, load_zoo
 
 BASELINES = ("retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps")
 STEP_LR, STEP_ALPHA, STEP_BATCH = 4.5e-3, 0.11, 64  # middles of the zoo trajectories' ranges (zoo.lr, forget_weight)

@@ -23,7 +23,7 @@ from hyperforget.pipeline import answer
 from hyperforget.pipeline.compare import compare, write_report
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.zoo.trajectories import load_zoo
+from hyperforget.zoo.shards import load_zoo
 
 
 def _method_entry(ev: Evaluator, model: torch.nn.Module, reference: dict, info: dict[str, Any]) -> dict[str, Any]:

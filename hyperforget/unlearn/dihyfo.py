@@ -41,7 +41,7 @@ from hyperforget.models.features import load_features
 from hyperforget.models.metrics import class_metrics
 from hyperforget.models.nets import ModelSpec, flatten, generated_part, load_flat
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.zoo.trajectories import read_zoo_losses, weights_sha256
+from hyperforget.zoo.shards import read_zoo_losses, weights_sha256
 
 
 @torch.no_grad()

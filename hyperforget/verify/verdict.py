@@ -37,99 +37,20 @@ release gates judge output metrics and verification in one place.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import ndtr
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from hyperforget.base.errors import ConfigError, DataError
+from hyperforget.base.errors import ConfigError
 from hyperforget.config.options import VerificationGates, VerificationOptions
 from hyperforget.data.datasets import Dataset, ForgetSplit
-from hyperforget.models.metrics import accuracy
-from hyperforget.models.nets import predict
 from hyperforget.verify.gates import verification_checks as gate_checks
-
-_EPS = 1e-9  # float noise never decides a check
-
-
-# ---------- LiRA ----------
-
-
-@torch.no_grad()
-def true_class_logit(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """φ = log(p_y / (1 − p_y)) per example, computed stably as z_y − logsumexp_{j≠y} z_j (float64)."""
-    logits = predict(model, x).double()
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf"))
-    return (z_y - torch.logsumexp(others, 1)).numpy()
-
-
-def lira_scores(shadow_models: Sequence[nn.Module], target_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                min_var: float = 1e-2) -> np.ndarray:
-    """Offline LiRA z-scores of `target_model` on (x, y) against "out" shadows (higher = more likely "in").
-
-    Per example: μ, σ² of φ over the shadows (unbiased), σ² floored by the mean σ² over examples and by
-    `min_var`; score = (φ_target − μ) / σ, monotone in the one-sided likelihood ratio of the offline attack.
-    """
-    if len(shadow_models) < 2:
-        raise ConfigError(f"LiRA needs at least 2 shadow (retrain) models to fit a variance, got {len(shadow_models)}")
-    phis = np.stack([true_class_logit(m, x, y) for m in shadow_models])  # [K, N]
-    return _z(true_class_logit(target_model, x, y), phis, min_var)
-
-
-def _z(phi: np.ndarray, shadow_phis: np.ndarray, min_var: float) -> np.ndarray:
-    """`lira_scores` on precomputed φ: target [N], shadows [K, N]."""
-    mu, var = shadow_phis.mean(0), shadow_phis.var(0, ddof=1)
-    return (phi - mu) / np.sqrt(np.maximum(var, max(float(var.mean()), min_var)))
-
-
-def auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counting ½ (ROC AUC)."""
-    labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
-    return float(roc_auc_score(labels, np.r_[positive, negative]))
-
-
-def tpr_at_fpr(positive: np.ndarray, negative: np.ndarray, fpr: float = 0.01) -> float:
-    """TPR with the threshold set on the negatives: the smallest value among the negatives that at most
-    ⌊fpr · n⌋ negatives exceed; a positive counts when it is strictly above it."""
-    neg = np.sort(np.asarray(negative, dtype=float))
-    allowed = math.floor(fpr * len(neg) + 1e-12)
-    threshold = neg[len(neg) - allowed - 1]
-    return float((np.asarray(positive) > threshold).mean())
-
-
-def population_auc(scores: np.ndarray) -> float:
-    """Mean over examples of Φ(z): per example, the probability that the scored model's φ exceeds a fresh
-    "out" model's under the fitted Gaussian; averaged, the AUC against the out population (0.5 = out)."""
-    return float(ndtr(np.asarray(scores, dtype=float)).mean())
-
-
-def lira_audit(shadows: Sequence[nn.Module], held_out_retrain: nn.Module, target: nn.Module,
-               x_forget: torch.Tensor, y_forget: torch.Tensor, min_var: float = 1e-2) -> dict[str, float]:
-    """Per-example LiRA on D_f: how well it tells `target` from models that never saw D_f.
-
-    - `auc`: AUC of `target` against the out population the shadows fit (`population_auc`);
-    - `auc_vs_held_out`: AUC of the target's scores against the held-out retrain's scores;
-    - `tpr_at_1fpr`: TPR at 1% FPR, the threshold set on the held-out retrain's scores;
-    - `held_out_auc`: the held-out retrain's own `auc`, a check on the shadows (it should pass the gate).
-    Why `auc` is the gated one: for class requests φ on D_f is dominated by a per-model offset (how far
-    a model that never saw the class pushes its logit down), so two retrain seeds' score sets barely
-    overlap and `auc_vs_held_out` between them lands anywhere in [0, 1] (see `VerificationGates`).
-    """
-    s_target = lira_scores(shadows, target, x_forget, y_forget, min_var)
-    s_held = lira_scores(shadows, held_out_retrain, x_forget, y_forget, min_var)
-    return {"auc": population_auc(s_target), "auc_vs_held_out": auc(s_target, s_held),
-            "tpr_at_1fpr": tpr_at_fpr(s_target, s_held, 0.01), "held_out_auc": population_auc(s_held),
-            "n_shadows": len(shadows)}
+from hyperforget.verify.lira import lira_audit, population_auc, tpr_at_fpr, true_class_logit, z_scores
+from hyperforget.verify.probe import probe_accuracy, probe_sets
+from hyperforget.verify.relearn import relearn_steps
 
 
 def weights_finite(model: nn.Module) -> bool:
@@ -142,79 +63,6 @@ def _unmeasured_lira(n_shadows: int) -> dict[str, float]:
     fails as "not measured"."""
     nan = float("nan")
     return {"auc": nan, "auc_vs_held_out": nan, "tpr_at_1fpr": nan, "held_out_auc": nan, "n_shadows": n_shadows}
-
-
-# ---------- linear probe ----------
-
-
-def _balanced_draw(y: torch.Tensor, per_class: int | None, gen: torch.Generator) -> torch.Tensor:
-    classes = y.unique().tolist()
-    n = min(int((y == c).sum()) for c in classes)
-    n = n if per_class is None else min(n, per_class)
-    picks = []
-    for c in classes:
-        idx = (y == c).nonzero().flatten()
-        picks.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
-    return torch.cat(picks).sort().values
-
-
-def probe_sets(data: Dataset, seed: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                  torch.Tensor]:
-    """Class-balanced probe sets: train = `per_class` examples per class from the validation split (capped by
-    its rarest class), test = the test split balanced to its rarest class. Forgotten classes included."""
-    gen = torch.Generator().manual_seed(seed)
-    tr = _balanced_draw(data.y_val, per_class, gen)
-    te = _balanced_draw(data.y_test, None, gen)
-    if len(data.y_val[tr].unique()) < data.num_classes:
-        raise DataError("the validation split lacks some classes; the probe needs every class in it")
-    return data.x_val[tr], data.y_val[tr], data.x_test[te], data.y_test[te]
-
-
-@torch.no_grad()
-def _features(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    model.eval()
-    return model.features(x).double().numpy()
-
-
-def probe_accuracy(model: nn.Module, x_probe_train: torch.Tensor, y_probe_train: torch.Tensor,
-                   x_probe_test: torch.Tensor, y_probe_test: torch.Tensor, classes: Sequence[int],
-                   c: float = 1.0) -> float:
-    """Accuracy on the `classes` of the probe test set of a standardised logistic regression fitted on
-    `model.features` of the probe train set."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-    probe.fit(_features(model, x_probe_train), y_probe_train.numpy())
-    keep = torch.isin(y_probe_test, torch.tensor(list(classes)))
-    if not keep.any():
-        raise DataError(f"the probe test set has no examples of classes {list(classes)}")
-    pred = probe.predict(_features(model, x_probe_test[keep]))
-    return float((pred == y_probe_test[keep].numpy()).mean())
-
-
-# ---------- relearn time ----------
-
-
-def relearn_steps(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, x_eval: torch.Tensor,
-                  y_eval: torch.Tensor, m: int, lr: float, max_steps: int, seed: int, target: float = 0.5) -> int:
-    """Adam steps (fixed lr, one full batch of m examples drawn from (x_f, y_f)) on a copy of `model` until
-    its accuracy on (x_eval, y_eval) reaches `target`: 0 if it already does, `max_steps + 1` if never."""
-    if m > len(y_f):
-        raise DataError(f"relearning needs m = {m} forget examples but D_f has {len(y_f)}; lower relearn_m")
-    if len(y_eval) == 0:
-        raise DataError("relearning needs test examples of the forgotten classes to measure accuracy on")
-    pick = torch.randperm(len(y_f), generator=torch.Generator().manual_seed(seed))[:m]
-    xb, yb = x_f[pick], y_f[pick]
-    work = copy.deepcopy(model)
-    opt = torch.optim.Adam(work.parameters(), lr=lr)
-    for step in range(max_steps + 1):
-        if accuracy(predict(work, x_eval), y_eval) >= target - _EPS:
-            return step
-        if step == max_steps:
-            break
-        work.train()
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(work(xb), yb).backward()
-        opt.step()
-    return max_steps + 1
 
 
 # ---------- all of it ----------
@@ -306,14 +154,15 @@ def retrain_row(retrains: Sequence[nn.Module], data: Dataset, split: ForgetSplit
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
     phis = np.stack([true_class_logit(m, xf, yf) for m in retrains])
     k = len(retrains)
-    loo = [population_auc(_z(phis[i], np.delete(phis, i, 0), cfg.lira_min_var)) for i in range(k)]
+    loo = [population_auc(z_scores(phis[i], np.delete(phis, i, 0), cfg.lira_min_var)) for i in range(k)]
     out: dict[str, Any] = {"lira_auc": _summary(loo), "lira_tpr_at_1fpr": None}
     if k >= 4:
         tprs = []
         for i in range(k):
             h = (i + 1) % k
             rest = np.delete(phis, [i, h], 0)
-            tprs.append(tpr_at_fpr(_z(phis[i], rest, cfg.lira_min_var), _z(phis[h], rest, cfg.lira_min_var), 0.01))
+            tprs.append(tpr_at_fpr(z_scores(phis[i], rest, cfg.lira_min_var), z_scores(phis[h], rest, cfg.lira_min_var),
+                                   0.01))
         out["lira_tpr_at_1fpr"] = _summary(tprs)
     ref = reference if reference is not None else reference_metrics(shadows, data, split, cfg)
     return out | {key: ref.get(key) for key in _class_keys(cfg)}

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig
-from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, import_raw, prepare
+from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, prepare
+from hyperforget.data.readers import import_raw
 from hyperforget.models.nets import ModelSpec
 from hyperforget.models.train import train_model
 

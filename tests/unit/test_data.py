@@ -8,18 +8,14 @@ import torch
 
 from hyperforget.base.errors import DataError, IntegrityError
 from hyperforget.config.params import DataConfig, ForgetConfig
-from hyperforget.data.datasets import (
+from hyperforget.data.datasets import forget_split, load_dataset, prepare, save_dataset, stratified_split
+from hyperforget.data.readers import (
     CIFAR_RECORD,
     MNIST_MD5,
     check_mnist_md5,
-    forget_split,
     import_raw,
-    load_dataset,
-    prepare,
     read_cifar_batches,
     read_idx,
-    save_dataset,
-    stratified_split,
     write_idx,
 )
 

@@ -18,7 +18,8 @@ from hyperforget.hypernet.honesty import baseline_weights, honesty_report
 from hyperforget.models.nets import flatten
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.zoo.trajectories import build_zoo, load_zoo
+from hyperforget.zoo.build import build_zoo
+from hyperforget.zoo.shards import load_zoo
 
 # proposed CPU defaults for the hypernetwork (see the report); the tiny one only has to run
 HYPERNET = dict(chunk_size=128, width=64, depth=2, heads=4, steps=2000, batch_size=64, lr=1e-3, device="cpu")

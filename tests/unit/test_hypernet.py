@@ -15,7 +15,7 @@ from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sampl
 from hyperforget.hypernet.prompts import prompt_ladder, r2, request_prompt, request_prompts, sweep_targets
 from hyperforget.hypernet.tokenizer import Tokenizer, permute_mlp_hidden
 from hyperforget.models.nets import build_model, flatten, load_flat, param_layout
-from hyperforget.zoo.trajectories import ZooTensors
+from hyperforget.zoo.shards import ZooTensors
 
 C = 10
 

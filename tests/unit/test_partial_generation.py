@@ -20,7 +20,8 @@ from hyperforget.models.train import train_model
 from hyperforget.publish.onnx import export_onnx
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.zoo.trajectories import build_zoo, load_zoo
+from hyperforget.zoo.build import build_zoo
+from hyperforget.zoo.shards import load_zoo
 
 TINY_ZOO = ZooConfig(trajectories=2, steps=6, save_every=3, retrain_seeds=1, shard_rows=64)
 TINY_HYPERNET = dict(chunk_size=256, width=32, depth=1, heads=2, steps=20, batch_size=16, lr=3e-3, warmup=2,

@@ -48,7 +48,7 @@ def ids_file(folder: Path, *lines: object, name: str = "ids.txt") -> Path:
 
 def test_record_ids_name_train_indices_and_record_hashes(digits, tmp_path):
     hashes = records.record_hashes(digits.x_train, digits.y_train)
-    f = ids_file(tmp_path, "# the data owner's list", 7, 3, 3, "", f"sha256:{hashes[11]}")
+    f = ids_file(tmp_path, "# the data owner's list", 7, 3, "", f"sha256:{hashes[11]}")
     assert records.resolve(records.read_ids(f), digits) == [3, 7, 11]
     split = forget_split(digits, ForgetConfig(samples=str(f)))
     assert split.classes is None and split.forget_idx.tolist() == [3, 7, 11]
@@ -94,7 +94,7 @@ def test_a_missing_file_says_how_relative_paths_resolve(tmp_path):
 def test_forget_takes_exactly_one_kind_and_a_sample_slug_names_the_set(tmp_path):
     with pytest.raises(ConfigError, match=r"exactly one of forget\.classes"):
         parse_params({"forget": {"classes": [3], "samples": "ids.txt"}})
-    a, b = ids_file(tmp_path, 9, 1, 5, name="a.txt"), ids_file(tmp_path, 5, 9, 1, 1, name="b.txt")
+    a, b = ids_file(tmp_path, 9, 1, 5, name="a.txt"), ids_file(tmp_path, 5, 9, 1, name="b.txt")
     slug = ForgetConfig(samples=str(a)).slug()
     assert slug == ForgetConfig(samples=str(b)).slug() == f"samples-{records.ids_sha256([1, 5, 9])[:12]}"
     assert records.ids_sha256([1, 5, 9]) == ledger.scope_sha256([9, 5, 1])  # the ledger's ids hash

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hyperforget.config.params import DataConfig, TrainConfig
-from hyperforget.data.datasets import import_raw, prepare
+from hyperforget.data.datasets import prepare
+from hyperforget.data.readers import import_raw
 from hyperforget.models.metrics import accuracy
 from hyperforget.models.nets import ModelSpec, flatten, frozen_features, predict
 from hyperforget.models.train import lr_schedule, train_many, train_many_params, train_model

@@ -23,20 +23,10 @@ from hyperforget.models.train import train_many
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify.gates import check_gates
-from hyperforget.verify.verdict import (
-    auc,
-    lira_audit,
-    lira_scores,
-    population_auc,
-    probe_accuracy,
-    probe_sets,
-    relearn_steps,
-    retrain_row,
-    shadows_and_held_out,
-    true_class_logit,
-    verification_checks,
-    verify,
-)
+from hyperforget.verify.lira import auc, lira_audit, lira_scores, population_auc, true_class_logit
+from hyperforget.verify.probe import probe_accuracy, probe_sets
+from hyperforget.verify.relearn import relearn_steps
+from hyperforget.verify.verdict import retrain_row, shadows_and_held_out, verification_checks, verify
 
 RETRAIN_SEEDS = [1000, 1001, 1002, 1003]  # two references (LiRA's shadows), one held-out, one never seen
 
@@ -97,7 +87,7 @@ def test_lira_scores_a_hand_computed_case_with_the_variance_floor():
 def test_auc_tpr_at_fpr_and_population_auc_on_synthetic_scores():
     assert auc(np.array([3.0, 4.0, 5.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(8.5 / 9)  # tie = ½
     assert auc(np.zeros(4), np.zeros(4)) == 0.5
-    from hyperforget.verify.verdict import tpr_at_fpr
+    from hyperforget.verify.lira import tpr_at_fpr
 
     neg = np.arange(100.0)  # 1% of 100 negatives may exceed the threshold: it is 98
     assert tpr_at_fpr(np.array([97.0, 98.0, 99.0, 150.0]), neg, 0.01) == 0.5

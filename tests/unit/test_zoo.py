@@ -14,16 +14,12 @@ from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.base.io import read_json, write_json
 from hyperforget.config.params import Params, TrainConfig, ZooConfig
 from hyperforget.models.nets import flatten, load_flat, param_layout
-from hyperforget.zoo import trajectories as zoo_mod
-from hyperforget.zoo.trajectories import (
-    align_hidden,
-    build_unit,
-    build_zoo,
-    finish_zoo,
-    load_zoo,
-    plan_zoo,
-    zoo_requests,
-)
+from hyperforget.zoo import build as zoo_build
+from hyperforget.zoo import shards
+from hyperforget.zoo.build import build_unit, build_zoo, plan_zoo
+from hyperforget.zoo.requests import zoo_requests
+from hyperforget.zoo.shards import finish_zoo, load_zoo
+from hyperforget.zoo.trajectories import align_hidden
 
 TINY = ZooConfig(pairs=[], holdout_sets=0, trajectories=2, steps=4, save_every=2, retrain_seeds=1, shard_rows=3)
 TINY_RETRAIN = TrainConfig(epochs=1, batch_size=64)
@@ -50,7 +46,7 @@ def test_zoo_holds_every_request_and_counts(tiny_zoo):
 
 def test_resumed_build_equals_uninterrupted(tiny_zoo, tmp_path, monkeypatch, original_mlp, digits_spec, digits):
     full, _ = tiny_zoo
-    real_write, calls = zoo_mod._write_shard, []
+    real_write, calls = shards.write_shard, []
 
     def crash_after_four(*args, **kwargs):
         if len(calls) == 4:  # original, class 0 (2 shards), first shard of class 1: mid-unit
@@ -58,7 +54,7 @@ def test_resumed_build_equals_uninterrupted(tiny_zoo, tmp_path, monkeypatch, ori
         calls.append(1)
         real_write(*args, **kwargs)
 
-    monkeypatch.setattr(zoo_mod, "_write_shard", crash_after_four)
+    monkeypatch.setattr(zoo_build, "write_shard", crash_after_four)
     with pytest.raises(KeyboardInterrupt):
         build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
     monkeypatch.undo()

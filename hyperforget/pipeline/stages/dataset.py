@@ -5,12 +5,13 @@ from __future__ import annotations
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.params import Params
 from hyperforget.data import datasets as data_mod
+from hyperforget.data import readers
 from hyperforget.pipeline.stages.common import data_config, track
 
 
 def import_data(params: Params, art: Artifacts) -> dict:
-    folder = data_mod.import_raw(data_config(params, art))
-    return {"raw_dir": str(folder), "files": data_mod.raw_checksums(folder)}
+    folder = readers.import_raw(data_config(params, art))
+    return {"raw_dir": str(folder), "files": readers.raw_checksums(folder)}
 
 
 def prepare(params: Params, art: Artifacts) -> dict:

@@ -14,7 +14,7 @@ from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
 from hyperforget.hypernet.honesty import prompt_alignment
 from hyperforget.models.nets import load_model
 from hyperforget.pipeline.stages.common import track
-from hyperforget.zoo import trajectories as zoo_mod
+from hyperforget.zoo import shards
 
 ALIGNMENT_SETS = 6  # held-out sets whose prompt alignment the hypernet stage reports (bench/ reports all)
 
@@ -27,7 +27,7 @@ def alignment_requests(params: Params, num_classes: int) -> list[list[int]]:
 
 def hypernet(params: Params, art: Artifacts, variant: str) -> dict[str, Any]:
     """Train one DiHyFo variant on the zoo; metrics: training summary and prompt alignment (R²) per request."""
-    zoo_tensors, _ = zoo_mod.load_zoo(art.zoo)
+    zoo_tensors, _ = shards.load_zoo(art.zoo)
     out = art.hypernet(variant)
     summary = train_hypernet(zoo_tensors, params.hypernet.model_copy(update={"variant": variant}), out,
                              held_out=params.zoo.held_out(zoo_tensors.num_classes))

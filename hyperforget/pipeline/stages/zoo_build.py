@@ -10,7 +10,7 @@ from hyperforget.config.params import Params
 from hyperforget.data import datasets as data_mod
 from hyperforget.models.nets import load_model
 from hyperforget.pipeline.stages.common import track
-from hyperforget.zoo import trajectories as zoo_mod
+from hyperforget.zoo import build, shards
 
 
 def _zoo_inputs(art: Artifacts) -> tuple:
@@ -21,7 +21,7 @@ def _zoo_inputs(art: Artifacts) -> tuple:
 def zoo(params: Params, art: Artifacts, workers: int = 1) -> dict[str, Any]:
     """Build (or resume) the zoo from the prepared data and θ0, `workers` units at once."""
     model, spec, data = _zoo_inputs(art)
-    return _track_zoo(params, art, zoo_mod.build_zoo(model, spec, data, params.zoo, params.train, art.zoo,
+    return _track_zoo(params, art, build.build_zoo(model, spec, data, params.zoo, params.train, art.zoo,
                                                      workers=workers, generate=params.hypernet.generate))
 
 
@@ -29,22 +29,22 @@ def zoo_plan(params: Params, art: Artifacts) -> dict[str, Any]:
     """The zoo's number of work units and those still to build (see `zoo.plan_zoo`)."""
     model, spec, data = _zoo_inputs(art)
     timings: dict[str, float] = {}
-    todo = zoo_mod.plan_zoo(model, spec, data, params.zoo, params.train, art.zoo, params.hypernet.generate, timings)
-    return {"units": len(zoo_mod.zoo_units(art.zoo)), "todo": todo, **timings}
+    todo = build.plan_zoo(model, spec, data, params.zoo, params.train, art.zoo, params.hypernet.generate, timings)
+    return {"units": len(shards.zoo_units(art.zoo)), "todo": todo, **timings}
 
 
 def zoo_unit(params: Params, art: Artifacts, unit: int) -> dict[str, Any]:
     model, spec, data = _zoo_inputs(art)
-    return zoo_mod.build_unit(model, spec, data, params.zoo, params.train, art.zoo, unit)
+    return build.build_unit(model, spec, data, params.zoo, params.train, art.zoo, unit)
 
 
 def zoo_finish(params: Params, art: Artifacts, seconds: float, resumed: int) -> dict[str, Any]:
-    return _track_zoo(params, art, zoo_mod.finish_zoo(art.zoo, seconds, resumed))
+    return _track_zoo(params, art, shards.finish_zoo(art.zoo, seconds, resumed))
 
 
 def _track_zoo(params: Params, art: Artifacts, summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("seconds", "resumed_units", *(("features_s",) if "features_s" in summary else ()))  # partial generation
     write_json(art.timing("zoo"), {k: summary[k] for k in keys})
     track(params, art, "zoo", {k: summary[k] for k in ("rows", "shards", "counts", *keys)},
-          [art.zoo / zoo_mod.MANIFEST])
+          [art.zoo / shards.MANIFEST])
     return summary
