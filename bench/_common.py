@@ -1,9 +1,12 @@
-"""Shared set-up for the bench scripts: a data set, its original model and a forget request; and the
-DiHyFo build (prepare → train θ0 → zoo → hypernetworks) in a project folder of its own."""
+"""Shared set-up for the bench scripts: an experiment file's params (configs/README.md), a data set, its
+original model and a forget request; and the DiHyFo build (prepare → train θ0 → zoo → hypernetworks) in a
+project folder of its own, by default work/<experiment>/ in this repository (git-ignored), or
+$HYPERFORGET_WORK/<experiment>/ when that environment variable names another folder."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -14,13 +17,13 @@ import torch
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.options import VARIANTS
 from hyperforget.config.params import (
-    DataConfig,
-    EvaluationConfig,
     ForgetConfig,
-    ModelConfig,
     Params,
-    TrainConfig,
+    apply_override,
     load_params,
+    parse_overrides,
+    parse_params,
+    read_params,
 )
 from hyperforget.data.datasets import forget_split as make_split
 from hyperforget.data.datasets import prepare
@@ -31,31 +34,58 @@ from hyperforget.models.train import train_model
 from hyperforget.pipeline import answer, stages
 from hyperforget.unlearn.method import UnlearnInputs
 
-# The MNIST IDX files: the repository's sibling shared/ folder (<x>/main beside <x>/shared).
-MNIST_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist-t10k"
-# The original's recipe per data set; the retrain reference uses the same one (it comes from `train:`).
-RECIPES = {"digits": TrainConfig(epochs=30, batch_size=32, lr=1e-2),
-           "mnist": TrainConfig(epochs=40, batch_size=64, lr=1e-3)}
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"  # the project's params: digits, and the base every experiment file extends
+CONFIGS = REPO / "configs"  # one experiment file per experiment
+WORK_ENV = "HYPERFORGET_WORK"  # where the benches' project folders go (default: work/ in this repository)
 BASELINES = ["finetune", "neggrad", "neggrad_plus", "gradtau", "gradtau_paper", "forsaken", "ssd", "salun", "scrub",
              "head_finetune"]
 
 
+def work_folder(name: str) -> Path:
+    """A bench's project folder: <$HYPERFORGET_WORK or this repository's work/>/<name>."""
+    return Path(os.environ.get(WORK_ENV) or REPO / "work").resolve() / name
+
+
+def experiment_raw(params: str | Path, source: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw params of the experiment file `params` (its `extends` chain merged) with `data.source` made
+    absolute (a path in the file is project-relative; `source`, a command-line path, is relative to the working
+    directory and replaces it), then `overrides` (dotted key → value) applied; not validated. A bench writes it
+    as the params.yaml of a project folder of its own, or validates it with `parse_params`."""
+    raw = read_params(params)
+    data = raw.get("data")
+    if source is not None:
+        apply_override(raw, "data.source", str(Path(source).resolve()))
+    elif isinstance(data, dict) and isinstance(data.get("source"), str):
+        data["source"] = str(Artifacts.for_params(params).resolve(data["source"]).resolve())
+    for dotted, value in (overrides or {}).items():
+        apply_override(raw, dotted, value)
+    return raw
+
+
 def add_request_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=sorted(RECIPES), default="digits")
-    parser.add_argument("--source", default=str(MNIST_SOURCE),
-                        help="folder of the MNIST IDX files (default ../shared/datasets/mnist-t10k)")
-    parser.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",")], help="e.g. 3 or 2,5")
+    parser.add_argument("--params", default=str(PARAMS), help="experiment file: data, model and the original's "
+                        "recipe, which every retrain uses too (default: params.yaml, digits; the MLP on MNIST's 10k "
+                        "split: configs/mnist-t10k-baselines.yaml)")
+    parser.add_argument("--source", default=None, help="folder of the data set's files (default: the experiment's "
+                        "data.source)")
+    parser.add_argument("--set", action="append", default=[], help="param override KEY=VALUE (YAML value)")
+    parser.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",")], help="e.g. 3 or 2,5 "
+                        "(default: the experiment's forget.classes)")
     parser.add_argument("--fraction", type=float, help="forget a random fraction of the training set instead")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="the target model (models.nets)")
-    parser.add_argument("--width", type=int, default=10, help="hidden width (mlp) or channels (cnn); lenet: fixed")
+    parser.add_argument("--seed", type=int, default=None, help="the one seed (default: the experiment's)")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default=None, help="the target model (models.nets; "
+                        "default: the experiment's model.arch)")
+    parser.add_argument("--width", type=int, default=None, help="hidden width (mlp) or channels (cnn); lenet: fixed "
+                        "(default: the experiment's model.width)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs of θ0 and every retrain "
-                        "(default: the data set's recipe)")
+                        "(default: the experiment's train.epochs)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--work", default=None,
                         help="a project folder already built (bench/dihyfo_mnist.py --work, or a repository after "
                              "`dvc repro`): take its data, θ0 and `train:` recipe instead of building them; "
-                             "--dataset, --source, --arch, --width and --epochs are then ignored")
+                             "--params, --source, --set, --arch, --width and --epochs are then ignored")
 
 
 def setup(args: argparse.Namespace, retrain_seeds: int = 3, mia_splits: int = 10) -> tuple[Params, UnlearnInputs]:
@@ -63,27 +93,26 @@ def setup(args: argparse.Namespace, retrain_seeds: int = 3, mia_splits: int = 10
     `train:`, the request as `forget:`, the one `seed`) and the inputs every method and compare() take."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    raw = tempfile.mkdtemp(prefix="hyperforget-bench-")
-    source = args.source if args.dataset != "digits" else None
-    cfg = DataConfig(name=args.dataset, source=source, raw_dir=raw)
+    given = {"seed": args.seed, "model.arch": args.arch, "model.width": args.width, "train.epochs": args.epochs}
+    overrides = {**parse_overrides(args.set), **{k: v for k, v in given.items() if v is not None},
+                 "evaluation.retrain_seeds": retrain_seeds, "evaluation.mia_splits": mia_splits,
+                 "data.raw_dir": tempfile.mkdtemp(prefix="hyperforget-bench-")}
+    params = parse_params(experiment_raw(args.params, args.source, overrides), f"{args.params} + bench options")
+    if args.fraction or args.classes:
+        request = ForgetConfig(fraction=args.fraction, seed=params.seed) if args.fraction else \
+            ForgetConfig(classes=args.classes)
+        params = params.model_copy(update={"forget": request})
+    cfg, seed = params.data, params.seed
     import_raw(cfg)
     data = prepare(cfg)
-    spec = ModelSpec(args.arch, data.input_shape, data.num_classes, args.width)
-    recipe = RECIPES[args.dataset]
-    if args.epochs:
-        recipe = recipe.model_copy(update={"epochs": args.epochs})
-    original = spec.build(seed=args.seed)
+    spec = ModelSpec(params.model.arch, data.input_shape, data.num_classes, params.model.width)
+    original = spec.build(seed=seed)
     t0 = time.perf_counter()
-    train_model(original, data.x_train, data.y_train, recipe, seed=args.seed)
-    print(f"original: {args.dataset} {args.arch} ({sum(p.numel() for p in original.parameters())} parameters) "
+    train_model(original, data.x_train, data.y_train, params.train, seed=seed)
+    print(f"original: {cfg.name} {spec.arch} ({sum(p.numel() for p in original.parameters())} parameters) "
           f"trained in {time.perf_counter() - t0:.1f} s, "
           f"test acc {accuracy(predict(original, data.x_test), data.y_test):.3f}")
-    request = ForgetConfig(fraction=args.fraction, seed=args.seed) if args.fraction else \
-        ForgetConfig(classes=args.classes or [3])
-    params = Params(seed=args.seed, data=cfg, model=ModelConfig(arch=args.arch, width=args.width), train=recipe,
-                    forget=request,
-                    evaluation=EvaluationConfig(retrain_seeds=retrain_seeds, mia_splits=mia_splits))
-    inputs = UnlearnInputs(original.eval(), spec, data, make_split(data, request), args.seed, gates=params.gates)
+    inputs = UnlearnInputs(original.eval(), spec, data, make_split(data, params.forget), seed, gates=params.gates)
     return params, inputs
 
 

@@ -1,7 +1,7 @@
 """Compare every baseline unlearning method with retraining on one request; print and write the report.
 
-    .venv/bin/python bench/compare.py --dataset mnist --source ../shared/datasets/mnist-t10k \
-        --classes 3 --out artifacts/bench/mnist-class3 --threads 1
+    .venv/bin/python bench/compare.py --params configs/mnist-t10k-baselines.yaml \
+        --classes 3 --out work/compare-mnist-class3 --threads 1
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """DiHyFo per class: both variants against retrain, ∇τ and the retrieval baselines, with the gate pass rate
-and the memorisation distances, on MNIST (G.pt's 784→10→10 MLP, the t10k file split 8k/2k) or digits.
+and the memorisation distances, for one experiment file (configs/README.md): by default G.pt's 784→10→10 MLP
+on MNIST's t10k file split 8k/2k (configs/mnist-t10k.yaml); params.yaml for digits; configs/mnist-lenet.yaml for
+LeNet-5 on MNIST-60k (`make mnist-table`).
 
-    python bench/dihyfo_mnist.py [--data mnist] [--source ../shared/datasets/mnist-t10k]
-                                 [--work /tmp/hyperforget-mnist] [--classes 0 1 ... 9] [--set KEY=VALUE ...]
+    python bench/dihyfo_mnist.py [--params configs/mnist-t10k.yaml] [--source DIR] [--work DIR]
+                                 [--classes 0 1 ... 9] [--set KEY=VALUE ...]
                                  [--methods gradtau,salun,scrub,head_finetune,...]
 
-Runs the library stages on the project folder --work (the params it ran with in --work/params.yaml, its
-own artifacts/, reused by a rerun; the working directory is never changed) and prints one Markdown
+Runs the library stages on the project folder --work (default work/<experiment>/, or $HYPERFORGET_WORK/
+<experiment>/; the params it ran with in --work/params.yaml, its own artifacts/, reused by a rerun; the
+working directory is never changed) and prints one Markdown
 table: a row per class and model, Δ = retained test acc − retrain mean, pass = gate pass rate among the
 K samples, NN/spacing = distance to the nearest zoo checkpoint over the zoo's median nearest-neighbour
 spacing, R² = prompt alignment over 20 prompts. A second table gives, per class and model, the verification
@@ -22,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,20 +33,16 @@ import yaml
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP threads must not spin
 
 import torch
-from _common import MNIST_SOURCE, run_pipeline
+from _common import CONFIGS, experiment_raw, run_pipeline, work_folder
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.io import write_text
 from hyperforget.config.options import VARIANTS
-from hyperforget.config.params import Params, apply_override, load_params, parse_overrides, parse_params
+from hyperforget.config.params import Params, load_params, parse_overrides, parse_params
 from hyperforget.pipeline.compare import load_report, machine
 from hyperforget.pipeline.tables import verification_rows
 from hyperforget.studies.hypernet_report import comparison_folder, dihyfo_comparison, generalisation_report
 
-REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the repository's params: the base
-# G.pt's chunk for this MLP (11 tokens, not 65); 2000 hypernet steps, as every MNIST table in the README was
-# measured (params.yaml trains 1000 on digits so that `make run` stays under 5 minutes)
-MNIST = {"data.name": "mnist", "hypernet.chunk_size": 1000, "hypernet.steps": 2000}
 INPUTS_JSON = "inputs.json"  # beside a class's comparison: the `built_inputs` it was computed from
 HEADER = ["class", "model", "forget acc", "retained test acc", "Δ retrain", "worst retained", "MIA", "pass",
           "NN/spacing", "R²", "time s"]
@@ -72,23 +70,23 @@ def table_rows(c: int, result: dict) -> list[list[str]]:
 
 
 def add_setup_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--data", default="mnist", choices=["mnist", "digits"])
-    ap.add_argument("--source", default=str(MNIST_SOURCE),
-                    help="folder of the MNIST IDX files (default ../shared/datasets/mnist-t10k)")
-    ap.add_argument("--work", default=None, help="project folder (default <temp dir>/hyperforget-<data>)")
+    ap.add_argument("--params", default=str(CONFIGS / "mnist-t10k.yaml"), help="experiment file (configs/*.yaml, "
+                    "or params.yaml for digits; default configs/mnist-t10k.yaml)")
+    ap.add_argument("--source", default=None, help="folder of the data set's files (default: the experiment's "
+                    "data.source)")
+    ap.add_argument("--work", default=None, help="project folder (default work/<experiment file's name>, or "
+                    "$HYPERFORGET_WORK/<name>)")
     ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE (YAML value)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny MLPs; 2: LeNet)")
 
 
 def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
-    """The repository's params.yaml + the data set's and the command line's overrides, written as the work
-    folder's params.yaml; returns them and that project's `Artifacts` (nothing changes directory)."""
-    raw = yaml.safe_load(REPO_PARAMS.read_text()) if REPO_PARAMS.exists() else {}
-    overrides = {**MNIST, "data.source": str(Path(args.source).resolve())} if args.data == "mnist" else {}
-    for key, value in (overrides | parse_overrides(args.set)).items():
-        apply_override(raw, key, value)
-    parse_params(raw, "params.yaml + bench overrides")  # refuse bad overrides before writing anything
-    art = Artifacts(Path(args.work or Path(tempfile.gettempdir()) / f"hyperforget-{args.data}"))
+    """The experiment file (--params: the repository's params.yaml + its overlays) + --source and the command
+    line's overrides, written as the work folder's params.yaml; returns them and that project's `Artifacts`
+    (nothing changes directory)."""
+    raw = experiment_raw(args.params, args.source, parse_overrides(args.set))
+    parse_params(raw, f"{args.params} + bench overrides")  # refuse bad overrides before writing anything
+    art = Artifacts(Path(args.work) if args.work else work_folder(Path(args.params).stem))
     art.root.mkdir(parents=True, exist_ok=True)
     write_text(art.params, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     params = load_params(art.params)

@@ -5,8 +5,8 @@
 
 For each data set (digits; MNIST's 10k split from ../shared/datasets/mnist-t10k; the full 60k MNIST from
 ../shared/datasets/mnist when present; the MLP in→10→10 throughout) it builds, or reuses, a project folder
-<work-root>/hyperforget-heldout-<name> with the repository's params.yaml plus the BENCH overrides below (a
-zoo with `zoo.class_sets` random class sets besides the single classes), then
+<work-root>/<experiment> (default work/, or $HYPERFORGET_WORK) from its experiment file (EXPERIMENTS below:
+configs/heldout-*.yaml, a zoo with `zoo.class_sets` random class sets besides the single classes), then
 1. measures DiHyFo's DDIM steps (--steps) on tuning sets, never held out and never in the zoo, and picks the
    fewest steps whose gate pass fraction and mean Δ retrain hold (`heldout.step_sweep`);
 2. runs every held-out set (`zoo.holdout_sets`, the first --sets) through every method at those steps
@@ -21,33 +21,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP threads must not spin
 
-from _common import MNIST_SOURCE
-from dihyfo_mnist import MNIST, setup
+from _common import CONFIGS, experiment_raw, work_folder
+from dihyfo_mnist import setup
 
 from hyperforget.base.io import write_json
 from hyperforget.pipeline import stages
 from hyperforget.pipeline.compare import machine
 from hyperforget.studies.heldout import heldout_report, step_sweep
 
-MNIST_FULL = MNIST_SOURCE.parent / "mnist"
-# what the bench adds to params.yaml per data set: a zoo that holds class sets; MNIST with G.pt's chunk.
-# 120 class sets (of the 141 sets of 2–3 classes not held out; tuning sets come from the other 21): with 40,
-# DiHyFo-2 passed 79% of digits' held-out sets, with 120 all 24 (README). The full 60k keeps 40: its zoo took
-# 22 min here at 40 (51 units), about an hour at 120.
-BENCH = {
-    "digits": {"zoo.class_sets": 120, "hypernet.steps": 4000},
-    "mnist": {**MNIST, "zoo.class_sets": 120, "zoo.retrain_seeds": 1, "hypernet.steps": 4000},
-    # 5 epochs of the 48k training images: about as many SGD samples (240k) as 30 epochs of the 10k split (216k),
-    # so θ0, every retrain and the zoo's retrain endpoints take about as long as there, not 6× longer
-    "mnist60k": {**MNIST, "zoo.class_sets": 40, "zoo.retrain_seeds": 1, "hypernet.steps": 4000, "train.epochs": 5},
-}
-SOURCES = {"digits": None, "mnist": MNIST_SOURCE, "mnist60k": MNIST_FULL}
+# each data set's experiment file: the zoo with class sets, its hypernet steps (the files say why)
+EXPERIMENTS = {name: CONFIGS / f"heldout-{file}.yaml"
+               for name, file in (("digits", "digits"), ("mnist", "mnist-t10k"), ("mnist60k", "mnist60k"))}
 ORDER = ["dihyfo1", "dihyfo2", "retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps", "gradtau", "salun",
          "retrain"]
 
@@ -57,10 +46,16 @@ def fmt(v, spec=".3f"):
 
 
 def project(name: str, args: argparse.Namespace):
-    overrides = [f"{k}={v}" for k, v in BENCH[name].items()] + list(args.set)
-    ns = argparse.Namespace(data="digits" if name == "digits" else "mnist", source=str(SOURCES[name] or MNIST_SOURCE),
-                            work=str(Path(args.work_root) / f"hyperforget-heldout-{name}"), set=overrides, threads=1)
+    experiment = EXPERIMENTS[name]
+    ns = argparse.Namespace(params=str(experiment), source=None, work=str(Path(args.work_root) / experiment.stem),
+                            set=list(args.set), threads=1)
     return setup(ns)
+
+
+def source(name: str) -> Path | None:
+    """The data set's folder of files, from its experiment file (None: built in, as digits)."""
+    folder = experiment_raw(EXPERIMENTS[name]).get("data", {}).get("source")
+    return None if folder is None else Path(folder)
 
 
 def build(params, art, variants, workers: int) -> dict:
@@ -114,20 +109,22 @@ def time_split(result: dict, variant: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="*", default=["digits", "mnist", "mnist60k"], choices=list(BENCH))
+    ap.add_argument("--datasets", nargs="*", default=["digits", "mnist", "mnist60k"], choices=list(EXPERIMENTS))
     ap.add_argument("--sets", type=int, default=None, help="only the first N held-out sets (default: all)")
     ap.add_argument("--variants", nargs="*", default=["dihyfo2"])
     ap.add_argument("--methods", nargs="*", default=["gradtau", "salun"])
     ap.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50], help="DDIM steps measured on tuning sets")
     ap.add_argument("--tuning-sets", type=int, default=8)
-    ap.add_argument("--work-root", default=tempfile.gettempdir())
+    ap.add_argument("--work-root", default=str(work_folder("")), help="folder of the project folders (default "
+                    "work/, or $HYPERFORGET_WORK)")
     ap.add_argument("--workers", type=int, default=2, help="zoo units built at once")
     ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE for every data set")
     args = ap.parse_args()
     mach = machine()
     for name in args.datasets:
-        if SOURCES[name] is not None and not SOURCES[name].is_dir():
-            print(f"\n# {name}: {SOURCES[name]} not present, skipped")
+        folder = source(name)
+        if folder is not None and not folder.is_dir():
+            print(f"\n# {name}: {folder} not present, skipped")
             continue
         params, art = project(name, args)
         built = build(params, art, args.variants, args.workers)

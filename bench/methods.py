@@ -11,7 +11,7 @@ test accuracy of the last run, so a fast method that did not forget is visible a
 MNIST-60k with LeNet-5 takes θ0 and its recipe (12 epochs, cosine) from a project that bench/dihyfo_mnist.py
 built (`make mnist-table`), where DiHyFo's hypernetworks can be timed beside the baselines:
 
-    .venv/bin/python bench/methods.py --work /tmp/hyperforget-mnist-lenet --classes 3 --repeats 1 --warmup 0 \
+    .venv/bin/python bench/methods.py --work work/mnist-lenet --classes 3 --repeats 1 --warmup 0 \
         --threads 2 --methods finetune,neggrad,neggrad_plus,gradtau,gradtau_paper,forsaken,ssd,salun,scrub,\
 head_finetune,dihyfo1,dihyfo2
 """

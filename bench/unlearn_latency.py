@@ -1,6 +1,6 @@
 """Time from request to unlearned weights: DiHyFo (both variants) vs ∇τ vs retrain, side by side in one run.
 
-    python bench/unlearn_latency.py [--data digits] [--work DIR] [--classes 3 5 8] [--repeats 3] [--set K=V]
+    python bench/unlearn_latency.py [--params params.yaml] [--work DIR] [--classes 3 5 8] [--repeats 3] [--set K=V]
 
 Builds (or reuses) the pipeline in the project folder --work as bench/dihyfo_mnist.py does, then times
 every method on every class, rotating the method order each repeat so background load hits all alike.
@@ -12,10 +12,8 @@ and the number of requests after which they have paid for themselves against one
 
 MNIST-60k, LeNet-5, DiHyFo generating the last block + head (a fresh --work; ~15–25 min on 2 cores):
 
-    python bench/unlearn_latency.py --data mnist --source ../shared/datasets/mnist --work /tmp/hf-lenet \\
-        --threads 2 --classes 3 --repeats 1 --set model.arch=lenet --set train.epochs=12 \\
-        --set train.batch_size=128 --set train.lr=0.001 --set train.schedule=cosine \\
-        --set hypernet.generate=block_head
+    python bench/unlearn_latency.py --params configs/mnist-lenet.yaml --work work/mnist-lenet-latency \\
+        --threads 2 --classes 3 --repeats 1
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import math
 import statistics
 import time
 
-from _common import run_pipeline
+from _common import PARAMS, run_pipeline
 from dihyfo_mnist import add_setup_args, setup
 
 from hyperforget.config.params import ForgetConfig
@@ -41,7 +39,7 @@ METHODS = ("retrain", "gradtau", "dihyfo1", "dihyfo2")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_setup_args(ap)
-    ap.set_defaults(data="digits")
+    ap.set_defaults(params=str(PARAMS))  # digits
     ap.add_argument("--classes", type=int, nargs="*", default=[3, 5, 8])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()

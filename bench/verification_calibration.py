@@ -9,7 +9,7 @@ this script's output (see its docstring).
     .venv/bin/python bench/verification_calibration.py                 # 4 seeds, MLP: the gates' numbers
     .venv/bin/python bench/verification_calibration.py --seeds 12      # wider look at the tails
     .venv/bin/python bench/verification_calibration.py --arch cnn
-    .venv/bin/python bench/verification_calibration.py --work /tmp/hf-lenet --threads 2 \
+    .venv/bin/python bench/verification_calibration.py --work work/mnist-lenet --threads 2 \
         --methods head_finetune,salun,scrub,gradtau,dihyfo1,dihyfo2 --relearn-lr 3e-3 1e-3 3e-4 1e-4 \
         --probe-per-class 14 100                                     # a built project: MNIST-60k LeNet
 

@@ -39,7 +39,7 @@ def main() -> None:
     data, spec, original = inputs.data, inputs.spec, inputs.original
     cfg = params.zoo.model_copy(update={"trajectories": args.trajectories, "steps": args.steps,
                                         "save_every": max(1, args.steps // 10)})
-    recipe = params.train  # the original's recipe (RECIPES[args.dataset]): the zoo's retrain members use it
+    recipe = params.train  # the original's recipe (the experiment's `train:`): the zoo's retrain members use it
 
     def sequential(out: Path) -> None:
         build_zoo(original, spec, data, cfg, recipe, out, progress=False)
@@ -61,7 +61,7 @@ def main() -> None:
     seq, fan = statistics.median(times["sequential"]), statistics.median(times["fanned out"])
     print(f"machine: {platform.machine()} cores={os.cpu_count()} torch={torch.__version__} "
           f"threads={torch.get_num_threads()}")
-    print(f"zoo on {args.dataset}: {len(indexes['sequential']['rows'])} checkpoints, {args.trajectories} "
+    print(f"zoo on {params.data.name}: {len(indexes['sequential']['rows'])} checkpoints, {args.trajectories} "
           f"trajectories × {args.steps} steps per request, medians of {args.repeats}")
     print(f"sequential            : {seq:8.2f} s")
     print(f"fanned out ({args.workers} workers): {fan:8.2f} s")

@@ -12,7 +12,12 @@ failed attempt leaves the request `failed` with the reason in the ledger, and a 
 flow run with the same `request_id`) starts it again and, keyed by the request id, completes the registry
 version the first attempt created instead of adding another. A model that fails its gates is registered
 without an alias and never exported, and the flow then fails with the gate report as its state message,
-so `prefect deployment run ... --watch` exits non-zero and says why.
+so `prefect deployment run ... --watch` exits non-zero. Any other refusal (bad input, or an S3 or MLflow outage
+that outlasted the retries) fails the flow the same way: its state message is the one-line reason, which is
+also logged, emitted as a `hyperforget.request.failed` event (the watch prints events, and only the state's
+name at the end; it shows logs only where the server streams them) and written as the request's Markdown
+artifact. `prefect flow-run inspect ID` shows the message, `prefect flow-run logs ID` the log, and
+`hyperforget request show REQUEST` the ledger's `failed` step with the same reason.
 
 The project is the folder holding `params_path`; each flow run writes under
 `artifacts/requests/<request>/<method>/runs/<request-id>/`, so concurrent requests never share a file,
@@ -29,9 +34,11 @@ import re
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import StrictFloat, StrictInt
+from rich.markup import escape
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, GateFailed, HyperForgetError, StorageError
@@ -65,6 +72,25 @@ def process_request(params_path: str, overrides: dict, request_id: str, method: 
     return (record.pop("answer") or {}) | record  # the answer's record (gates, registered, exported) + the request
 
 
+FAILED_EVENT = "hyperforget.request.failed"
+
+
+def failure_reason(request_id: str, error: BaseException) -> str:
+    """One line: the request, the kind of error and its message (a multi-line message joined)."""
+    return f"request {request_id} failed: {type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def failed(request_id: str, reason: str, error: BaseException) -> Failed:
+    """The flow's final state for a refused request: `reason` (one line) as its message, logged and emitted as
+    an event, which `prefect deployment run --watch` prints (it shows events, not state messages). The state
+    holds `error`, so the run's result raises it (a dict there would raise a TypeError about the dict)."""
+    get_run_logger().error(reason)
+    emit_event(FAILED_EVENT, resource={"prefect.resource.id": f"hyperforget.request.{request_id}",
+                                       "prefect.resource.name": escape(reason)},  # the watch renders it as markup
+               payload={"request_id": request_id, "reason": reason})
+    return Failed(message=reason, data=error)
+
+
 def overrides(forget_classes: list[int] | None, forget_fraction: float | None) -> dict:
     if forget_classes is not None and forget_fraction is not None:
         raise ConfigError("give the flow parameter forget_classes or forget_fraction, not both")
@@ -81,11 +107,18 @@ def unlearn(forget_classes: list[StrictInt] | None = None, forget_fraction: Stri
     `forget_fraction`) with `method`; publish and close it if the gates pass. Parameters are strict: `[true]`
     or `["3"]` is refused, never read as class 1 or 3."""
     rid = request_id or f"run-{flow_run.get_id() or 'local'}"
-    out = process_request(params_path, overrides(forget_classes, forget_fraction), rid, method, requester)
+    key = re.sub(r"[^a-z0-9-]+", "-", f"request-{rid}".lower())[:100]
+    try:
+        out = process_request(params_path, overrides(forget_classes, forget_fraction), rid, method, requester)
+    except HyperForgetError as e:  # after the task's retries: the flow fails with the reason, in one line
+        reason = failure_reason(rid, e)
+        state = failed(rid, reason, e)
+        create_markdown_artifact(f"# Deletion request `{rid}`: failed\n\n{reason}\n", key=key,
+                                 description=f"deletion request {rid}: failed")
+        return state
     if out.get("new_public_key"):
         get_run_logger().warning("created the certificate signing key; its public key: %s", out["new_public_key"])
-    key = re.sub(r"[^a-z0-9-]+", "-", f"request-{rid}".lower())[:100]
+    gate = out.get("gate_failure")
+    state = failed(rid, gate, GateFailed(gate)) if gate else None
     create_markdown_artifact(out["summary"], key=key, description=f"deletion request {rid}: {out['state']}")
-    if out.get("gate_failure"):
-        return Failed(message=out["gate_failure"], data=out)
-    return out
+    return state or out

@@ -369,6 +369,27 @@ def request_verify(
                   highlight=False, soft_wrap=True)
 
 
+@request_app.command("audit")
+def request_audit(
+    public_key: Annotated[str | None, typer.Option(help="check against this public key, base64 (default: the "
+                                                   "project's ledger key)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Verify the whole ledger: every row's hash and signature, every history's links and legal moves. Prints a
+    digest of every history's last row (keep it elsewhere: only such an anchor shows a deleted tail); exits 1
+    naming the first bad row."""
+    report = deletion.audit(*_project(params), public_key=public_key)
+    if report.problems:
+        more = f" ({len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
+        console.print(f"[bold red]the ledger {report.url} does not verify:[/bold red] first bad row: "
+                      f"{report.problems[0]}{more}", highlight=False, soft_wrap=True)
+        raise SystemExit(1)
+    signer = certificate.fingerprint(report.public_key) if report.public_key else "no key yet (empty)"
+    console.print(f"[green]the ledger {report.url} verifies[/green]: {report.requests} requests, {report.rows} rows, "
+                  f"signed by {signer}{'' if report.pinned else ' (signer not pinned)'}; digest {report.digest}",
+                  highlight=False, soft_wrap=True)
+
+
 @request_app.command("record-hashes")
 def request_record_hashes(
     out: Annotated[Path, typer.Option("--out", help="file to write: `index sha256:<hex>` per train record")],

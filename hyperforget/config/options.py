@@ -310,7 +310,7 @@ class VerificationGates(MethodOptions):
     every unlearning method ≥ 0.94: relearn_lr 1e-4, ratio 0.4 kept. Probe at 14/class: retrain gap
     -0.068-0.043; at 100/class: -0.013-0.016 against θ0 0.044-0.054, head-only 0.044-0.054, SalUn
     0.051-0.061, ∇τ 0.030-0.039, DiHyFo 0.039-0.054: probe_per_class 100, excess 0.03. `make run-mnist`
-    measures with relearn_lr 1e-4 and 100/class; these limits are its `MNIST_CALIBRATED_GATES` (Makefile).
+    measures with relearn_lr 1e-4 and 100/class; these limits are `configs/mnist-lenet-calibrated.yaml`.
     Random-subset requests are gated on LiRA alone and these limits are NOT calibrated for them: digits,
     random 10%, the retrains' leave-one-out AUC is 0.50 ± 0.04 while θ0 scores 0.84 and passes 0.95
     (`hyperforget compare --set forget.fraction=0.1`); a subset limit needs its own calibration.

@@ -21,14 +21,18 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from hyperforget.erasure.certificate import fingerprint, public_key_b64
+from hyperforget.base.errors import ConfigError
+from hyperforget.erasure.certificate import ENV_VAR, fingerprint, load_or_create_key, public_key_b64
 
 FORMAT = "hyperforget-ledger/2"
 _DOMAIN = FORMAT.encode() + b" row "  # a ledger signature can never pass as a certificate's (those sign JSON)
@@ -46,6 +50,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "failed": ("received", "scoped", "unlearned"),
 }
 _RANK = {"requests": 0, "transitions": 1, "notes": 2}
+MISSING = "missing"  # the key readers require when the project's key file is gone
+log = logging.getLogger(__name__)
 
 
 def allowed_next(states: Sequence[str]) -> tuple[str, ...]:
@@ -151,7 +157,8 @@ class Row:
     def problem(self, g: Genesis) -> str | None:
         """Why this row on its own is not what the ledger wrote, or None."""
         if row_hash(g.ledger_id, self.table, self.prev_hash, self.content) != self.row_hash:
-            return f"{self.label}: its content does not match its row_hash: it was changed after it was written"
+            return (f"{self.label}: its content does not match its row_hash: it was edited after it was written, "
+                    "or forged")
         if not signed(g.key, self.row_hash, self.signature or ""):
             return (f"{self.label}: its signature does not verify with the ledger key {fingerprint(g.public_key)}: "
                     "it was not written by HyperForget (forged)")
@@ -210,3 +217,53 @@ def _moves(head: Row, transitions: list[Row]) -> list[str]:
             return [f"{transitions[i].label}: {states[i - 1]} → {states[i]} is not a legal move (allowed from "
                     f"{states[i - 1]}: {', '.join(allowed) or 'nothing, it is final'})"]
     return []
+
+
+class Keys:
+    """Who signs a ledger's rows and which public key its readers require (see `Ledger` for the kinds of `key`)."""
+
+    def __init__(self, key: Ed25519PrivateKey | Ed25519PublicKey | str | Path | None) -> None:
+        self.path = Path(key) if isinstance(key, Path) else None
+        self._private = Ed25519PrivateKey.generate() if key is None else key if isinstance(
+            key, Ed25519PrivateKey) else None
+        if key is None or isinstance(key, Path):
+            self._pinned = None
+        elif isinstance(key, Ed25519PrivateKey | Ed25519PublicKey):
+            self._pinned = public_key_b64(key)
+        elif isinstance(key, str) and public_key(key.strip()) is not None:
+            self._pinned = key.strip()
+        else:
+            raise ConfigError(f"{key!r} is not base64 of a 32-byte Ed25519 public key (`hyperforget request audit` "
+                              "prints the one a ledger is signed with)")
+
+    def pinned(self) -> str | None:
+        """The public key (base64) readers require; None: the one the ledger records (a throwaway key); MISSING:
+        the project's key file is gone. Never creates a key."""
+        if self._pinned is None and self.path is not None:
+            if not (os.environ.get(ENV_VAR, "").strip() or self.path.exists()):
+                return MISSING
+            self._private = load_or_create_key(self.path)[0]
+            self._pinned = public_key_b64(self._private)
+        return self._pinned
+
+    def signer(self, url: str) -> Ed25519PrivateKey:
+        """The private key that signs new rows (the project's file key is created here, on the first write)."""
+        if self._private is None and self.path is not None:
+            self._private, created = load_or_create_key(self.path)
+            self._pinned = public_key_b64(self._private)
+            if created:
+                log.warning("created the ledger's signing key %s (keep it safe and backed up: the ledger is verified "
+                            "against it); public key %s", self.path, self._pinned)
+        if self._private is None:
+            raise ConfigError(f"the ledger {url} was opened with a public key only, to verify it; writing to it "
+                              "needs the ledger's private key")
+        return self._private
+
+    def wrong(self, g: Genesis, expected: str) -> str:
+        """Why a genesis row signed by another key than `expected` is refused."""
+        if expected == MISSING:
+            return (f"genesis row: the ledger is signed by key {fingerprint(g.public_key)}, but its key {self.path} "
+                    f"is missing (and ${ENV_VAR} is not set): restore the key from its backup")
+        return (f"genesis row: the ledger is signed by key {fingerprint(g.public_key)}, not by the expected key "
+                f"{fingerprint(expected)}: someone re-signed it with their own key (restore the ledger from a backup), "
+                "or this is not the ledger's key")

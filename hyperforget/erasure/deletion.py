@@ -48,6 +48,7 @@ LEDGER_VAR = "HYPERFORGET_LEDGER_URL"
 REQUEST_TAG = "deletion.request"  # on the version a request published
 RETIRED_TAG = "deletion.retired"  # on a version retired from a request's scope (the request id)
 IDS_FILE = "ids.txt"
+LEDGER_KEY_FILE = "ledger_key.pem"  # beside requests.signing_key, unless $HYPERFORGET_SIGNING_KEY is set
 
 
 def now() -> datetime:
@@ -63,8 +64,15 @@ def ledger_url(params: Params, art: Artifacts) -> str:
     return url
 
 
+def ledger_key_path(params: Params, art: Artifacts) -> Path:
+    """The file of the key that signs the ledger's rows (created 0600 on the first write); $HYPERFORGET_SIGNING_KEY,
+    when set, is the key of both the ledger and the certificates."""
+    return art.resolve(params.requests.signing_key).with_name(LEDGER_KEY_FILE)
+
+
 def open_ledger(params: Params, art: Artifacts, clock: Callable[[], datetime] | None = None) -> Ledger:
-    return Ledger(ledger_url(params, art), clock=clock or (lambda: now()))
+    """The project's ledger, signed and read with the project's ledger key (every read verifies what it returns)."""
+    return Ledger(ledger_url(params, art), key=ledger_key_path(params, art), clock=clock or (lambda: now()))
 
 
 @contextmanager
@@ -368,6 +376,15 @@ def show(params: Params, art: Artifacts, request_id: str, ledger: Ledger | None 
         rec = led.get(request_id)
         return plain({"request": asdict(rec), "transitions": [asdict(t) for t in led.history(request_id)],
                       "notes": [asdict(n) for n in led.read_notes(request_id)]})
+
+
+def audit(params: Params, art: Artifacts, public_key: str | None = None) -> ledger_mod.Audit:
+    """Verify the whole ledger against the project's ledger key, or against `public_key` (base64) when given."""
+    led = Ledger(ledger_url(params, art), key=public_key if public_key else ledger_key_path(params, art))
+    try:
+        return led.audit()
+    finally:
+        led.close()
 
 
 def list_requests(params: Params, art: Artifacts, overdue: bool = False,

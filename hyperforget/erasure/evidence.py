@@ -150,10 +150,20 @@ def issue(params: Params, art: Artifacts, led: Ledger, rec: RequestRecord, resol
             uris.append(f"s3://{publish.bucket(params)}/{prefix}/{path.name}")
     registry.set_tags(name, version, {CERT_TAG: digest}, client)
     public = cert["signature"]["public_key"]
-    return {"path": str(written["json"].relative_to(art.root)),
-            "markdown": str(written["markdown"].relative_to(art.root)), "sha256": digest,
-            "mlflow": f"runs:/{run_id}/{MLFLOW_DIR}/certificate.json", "s3": uris, "public_key": public,
-            "fingerprint": cert_mod.fingerprint(public), "new_public_key": public if created else None}
+    out = {"path": str(written["json"].relative_to(art.root)),
+           "markdown": str(written["markdown"].relative_to(art.root)), "sha256": digest,
+           "mlflow": f"runs:/{run_id}/{MLFLOW_DIR}/certificate.json", "s3": uris, "public_key": public,
+           "fingerprint": cert_mod.fingerprint(public), "new_public_key": public if created else None}
+    registry.note_certificate(name, version, certificate_note(rec.request_id, out), client)
+    return out
+
+
+def certificate_note(request_id: str, issued: dict) -> str:
+    """The version description's certificate paragraph: which request, its sha256, and every place it is kept."""
+    where = [f"`{issued['path']}` in the project", f"`{issued['mlflow']}`", *(f"`{u}`" for u in issued["s3"][:1])]
+    return (f"{registry.CERTIFICATE}: deletion request `{request_id}` closed with a signed certificate, sha256 "
+            f"`{issued['sha256']}`, kept at {', '.join(where)} (signed by {issued['fingerprint']}); check it with "
+            "`hyperforget request verify CERTIFICATE`.")
 
 
 def project_public_key(key_path: Path) -> str | None:

@@ -1,9 +1,15 @@
-"""The deletion-request ledger: every request and every step it took, in SQL, append-only.
+"""The deletion-request ledger: every request and every step it took, in SQL, append-only, signed and chained.
 
 Why a ledger: a deletion request is an obligation with a deadline. Long after the runs that served it are
 gone, someone must answer "what was asked, when, what happened to it, and what is overdue?", and that answer
-must not be editable after the fact. So the ledger only ever inserts: the current state of a request is its
-latest transition, and triggers refuse UPDATE and DELETE in SQLite and PostgreSQL, not just this API.
+must not be editable after the fact. So the ledger only ever inserts: the current state of a request is the
+last transition of its history, and triggers refuse UPDATE and DELETE in SQLite and PostgreSQL, not just this API.
+
+Why signed and chained (`hyperforget.erasure.chain`): triggers stop mistakes, not someone who can write the
+database. Every row carries the hash of the row before it and an Ed25519 signature by the ledger key, and
+every read checks the history it returns (hashes, signatures, links, legal moves) and refuses, in one line, one
+that does not verify; `audit` checks the whole ledger. On PostgreSQL the application should log in as a role
+that may only INSERT and SELECT (infra/local/ledger_roles.sql).
 
 Why hashes instead of ids: a request stores the sha256 of its sorted ids (and their count), which names the
 record set without keeping a second list of who asked to be forgotten.
@@ -20,89 +26,25 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import exc as sa_exc
 
-from hyperforget.base.errors import ConfigError, StorageError
+from hyperforget.base.errors import ConfigError, IntegrityError
+from hyperforget.erasure import certificate
+from hyperforget.erasure import chain as chain_mod
+from hyperforget.erasure import ledger_store as store
+from hyperforget.erasure.chain import ALLOWED, MISSING, STATES, Genesis, Keys
+from hyperforget.erasure.chain import PIPELINE as PIPELINE  # re-exported: deletion walks it
+from hyperforget.erasure.ledger_store import genesis, notes, requests, transitions
 
-PIPELINE = ("received", "scoped", "unlearned", "verified", "published", "closed")
-STATES = (*PIPELINE, "failed")
-# The one table of legal moves. A retry from `failed` resumes at the step after the last good state or earlier.
-ALLOWED: dict[str, tuple[str, ...]] = {
-    "received": ("scoped", "failed"),
-    "scoped": ("unlearned", "failed"),
-    "unlearned": ("verified", "failed"),
-    "verified": ("published", "failed"),
-    "published": ("closed", "failed"),
-    "closed": (),
-    "failed": ("received", "scoped", "unlearned"),
-}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KIND = re.compile(r"^[a-z0-9_]{1,32}$")
-
-metadata = sa.MetaData()
-requests = sa.Table(
-    "requests", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("requester", sa.Text, nullable=False),
-    sa.Column("scope_kind", sa.String(16), nullable=False),
-    sa.Column("classes", sa.Text),  # canonical JSON list for class requests, NULL for sample requests
-    sa.Column("ids_sha256", sa.String(64), nullable=False),
-    sa.Column("n_records", sa.Integer),  # NULL for class requests: the count is known once scoped
-    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("dataset_sha256", sa.String(64)),
-    sa.CheckConstraint("scope_kind IN ('classes', 'samples')", name="scope_kind_known"),
-)
-transitions = sa.Table(
-    "transitions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), sa.ForeignKey("requests.id"), nullable=False, index=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),  # canonical JSON object; `reason` for failures
-    sa.CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in STATES) + ")", name="state_known"),
-)
-
-# Facts about a request outside its state machine (a model version retired from its scope, a true-up that
-# covered it), or about no one request (request_id NULL: a true-up run). Append-only like the rest.
-notes = sa.Table(
-    "notes", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), sa.ForeignKey("requests.id"), index=True),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),  # canonical JSON object
-)
-
-_PG_GUARD = ("CREATE OR REPLACE FUNCTION hyperforget_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-             "BEGIN RAISE EXCEPTION USING MESSAGE = 'the ledger is append-only: ' || TG_OP || ' on ' "
-             "|| TG_TABLE_NAME || ' refused'; END $$")
-
-
-def _append_only(t: sa.Table) -> None:
-    """Hook triggers that refuse UPDATE and DELETE (and TRUNCATE) into `t`'s creation; nothing runs until then."""
-    for op in ("UPDATE", "DELETE"):
-        sa.event.listen(t, "after_create", sa.DDL(
-            f"CREATE TRIGGER {t.name}_no_{op.lower()} BEFORE {op} ON {t.name} BEGIN "
-            f"SELECT RAISE(ABORT, 'the ledger is append-only: {op} on {t.name} refused'); END"
-        ).execute_if(dialect="sqlite"))
-    sa.event.listen(t, "after_create", sa.DDL(_PG_GUARD).execute_if(dialect="postgresql"))
-    for op, each in (("UPDATE OR DELETE", "ROW"), ("TRUNCATE", "STATEMENT")):
-        sa.event.listen(t, "after_create", sa.DDL(
-            f"CREATE TRIGGER {t.name}_append_only_{each.lower()} BEFORE {op} ON {t.name} "
-            f"FOR EACH {each} EXECUTE FUNCTION hyperforget_append_only()"
-        ).execute_if(dialect="postgresql"))
-
-
-_append_only(requests)
-_append_only(transitions)
-_append_only(notes)
 
 
 def utc_now() -> datetime:
@@ -156,20 +98,49 @@ def scope_sha256(ids: list[int]) -> str:
     return hashlib.sha256(json.dumps(sorted(set(ids)), separators=(",", ":")).encode()).hexdigest()
 
 
-class Ledger:
-    """Deletion requests in SQLite or PostgreSQL. Tables (and their append-only triggers) appear on first use."""
+@dataclass(frozen=True)
+class Audit:
+    """What `Ledger.audit` found: every problem (first bad row first; none: the ledger verifies) and a digest of
+    every history's last row, to keep elsewhere: only such an anchor shows a deleted tail."""
 
-    def __init__(self, url: str, clock: Callable[[], datetime] = utc_now) -> None:
-        try:
-            self._url = sa.engine.make_url(url)
-        except sa_exc.ArgumentError as e:
-            raise ConfigError(f"ledger URL {url!r} is not a database URL ({e}); use sqlite:///path/ledger.db "
-                              "or postgresql+psycopg://user:password@host:5432/dbname") from e
-        if self._url.drivername == "postgresql":  # SQLAlchemy's default driver would be psycopg2
-            self._url = self._url.set(drivername="postgresql+psycopg")
-        self.url = self._url.render_as_string(hide_password=True)
+    url: str
+    public_key: str | None  # the key the rows are signed with (recorded in the genesis row)
+    pinned: bool  # checked against a key the caller holds, not only the one the ledger records
+    requests: int
+    rows: int
+    digest: str
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _History:
+    """One request's verified history: the request, its transitions and notes in append order, its last hash."""
+
+    record: RequestRecord
+    transitions: list[Transition]
+    notes: list[tuple[int, Note]]
+    tail: str
+
+
+class Ledger:
+    """Deletion requests in SQLite or PostgreSQL. Tables (and their append-only triggers) appear on first use.
+
+    `key` decides who signs and whom readers trust:
+    - a Path: the project's ledger key ($HYPERFORGET_SIGNING_KEY when set, else this PEM file, created 0600 on the
+      first write); reads require it, and a missing key file is refused once the ledger holds rows;
+    - an Ed25519 private key: signs, and reads require it;
+    - an Ed25519 public key, or its base64: reads only (an auditor's copy), and they require it;
+    - None: reads trust the key the ledger records (signer not pinned), and a new ledger is signed by a
+      throwaway key held in memory (tests), which no other process can extend.
+    """
+
+    def __init__(self, url: str, key: Ed25519PrivateKey | Ed25519PublicKey | str | Path | None = None,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self._url = store.make_url(url)
+        self.url = store.shown(self._url)
         self._clock = clock
         self._engine: sa.Engine | None = None
+        self._keys = Keys(key)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -190,12 +161,14 @@ class Ledger:
                    n_records=len(ids) if kind == "samples" else None,
                    due_at=now + timedelta(days=deadline_days), dataset_sha256=dataset_sha256)
         try:
-            with self._tx() as conn:
-                if (existing := self._one(conn, request_id, required=False)) is None:
-                    conn.execute(requests.insert().values(**row))
-                    conn.execute(transitions.insert().values(request_id=request_id, state="received", at=now,
-                                                             detail="{}"))
-                    return self._one(conn, request_id)
+            with self._tx(write=True) as conn:
+                g = self._genesis(conn, write=True, create=True)
+                if (found := self._load(conn, g, request_id, required=False)) is None:
+                    head = self._append(conn, g, requests, row, g.hash)
+                    self._append(conn, g, transitions, dict(request_id=request_id, state="received", at=now,
+                                                            detail="{}"), head)
+                    return self._load(conn, g, request_id).record
+                existing = found.record
         except sa_exc.IntegrityError:  # a concurrent submit of the same id inserted first
             existing = self.get(request_id)
         if (existing.scope_kind, existing.ids_sha256) != (kind, row["ids_sha256"]) or (
@@ -208,15 +181,16 @@ class Ledger:
 
     def get(self, request_id: str) -> RequestRecord:
         with self._tx() as conn:
-            return self._one(conn, request_id)
+            return self._load(conn, self._genesis(conn), request_id).record
 
     def list(self, overdue: bool = False) -> list[RequestRecord]:
         """All requests, oldest first; `overdue`: only those not closed whose due date has passed."""
-        query = _current().order_by(requests.c.submitted_at, requests.c.id)
-        if overdue:
-            query = query.where(requests.c.due_at < self._now(), transitions.c.state != "closed")
         with self._tx() as conn:
-            return [_record(r) for r in conn.execute(query)]
+            recs = [h.record for h in self._verified_all(conn)[0]]
+        if overdue:
+            now = self._now()
+            recs = [r for r in recs if r.due_at < now and r.state != "closed"]
+        return recs
 
     def transition(self, request_id: str, state: str, detail: dict | None = None) -> RequestRecord:
         """Append a move to `state`; moving to the current state is a no-op. Illegal moves raise ConfigError."""
@@ -227,28 +201,26 @@ class Ledger:
         if detail is not None and not isinstance(detail, dict):
             raise ConfigError(f"detail must be a dict, got {type(detail).__name__}")
         payload = _dump(detail or {}, what=f"detail of the move to {state}")
-        with self._tx() as conn:
-            conn.execute(sa.select(requests.c.id).where(requests.c.id == request_id).with_for_update())
-            current = self._one(conn, request_id)
+        with self._tx(write=True) as conn:
+            g = self._genesis(conn, write=True)
+            h = self._load(conn, g, request_id)
+            current = h.record
             if current.state == state:
                 return current
-            allowed = self._allowed(conn, current)
+            allowed = chain_mod.allowed_next([t.state for t in h.transitions])
             if state not in allowed:
                 raise ConfigError(f"request {request_id!r} is {current.state}; it cannot move to {state}. "
                                   f"Allowed from {current.state}: {', '.join(allowed) or 'nothing (it is final)'}")
-            conn.execute(transitions.insert().values(request_id=request_id, state=state, at=self._now(),
-                                                     detail=payload))
-            return self._one(conn, request_id)
+            self._append(conn, g, transitions, dict(request_id=request_id, state=state, at=self._now(),
+                                                    detail=payload), h.tail)
+            return self._load(conn, g, request_id).record
 
     def fail(self, request_id: str, reason: str) -> RequestRecord:
         return self.transition(request_id, "failed", {"reason": reason})
 
     def history(self, request_id: str) -> list[Transition]:
         with self._tx() as conn:
-            self._one(conn, request_id)
-            rows = conn.execute(sa.select(transitions).where(transitions.c.request_id == request_id)
-                                .order_by(transitions.c.id))
-            return [Transition(r.request_id, r.state, _utc(r.at), json.loads(r.detail)) for r in rows]
+            return self._load(conn, self._genesis(conn), request_id).transitions
 
     def note(self, request_id: str | None, kind: str, detail: dict | None = None) -> Note:
         """Append a fact about `request_id` (or, with None, about no one request) that is not a state move:
@@ -258,110 +230,190 @@ class Ledger:
         if detail is not None and not isinstance(detail, dict):
             raise ConfigError(f"detail must be a dict, got {type(detail).__name__}")
         payload = _dump(detail or {}, what=f"detail of the {kind} note")
-        with self._tx() as conn:
+        with self._tx(write=True) as conn:
+            g = self._genesis(conn, write=True, create=request_id is None)
             if request_id is not None:
-                self._one(conn, request_id)
+                prev = self._load(conn, g, request_id).tail
+            else:
+                loose, problems = self._loose(conn, g)
+                if problems:
+                    raise IntegrityError(self._refusal(problems[0]))
+                prev = loose[-1].row_hash if loose else g.hash
             at = self._now()
-            conn.execute(notes.insert().values(request_id=request_id, kind=kind, at=at, detail=payload))
+            self._append(conn, g, notes, dict(request_id=request_id, kind=kind, at=at, detail=payload), prev)
         return Note(request_id, kind, at, json.loads(payload))
 
     def read_notes(self, request_id: str | None = None, kind: str | None = None) -> list[Note]:
         """Notes in append order, of `request_id` and/or of `kind` when given (all notes when neither is)."""
-        query = sa.select(notes).order_by(notes.c.id)
-        if request_id is not None:
-            query = query.where(notes.c.request_id == request_id)
-        if kind is not None:
-            query = query.where(notes.c.kind == kind)
         with self._tx() as conn:
-            return [Note(r.request_id, r.kind, _utc(r.at), json.loads(r.detail)) for r in conn.execute(query)]
+            if request_id is not None:
+                found = self._load(conn, self._genesis(conn), request_id, required=False)
+                numbered = found.notes if found else []
+            else:
+                histories, loose = self._verified_all(conn)
+                numbered = sorted([n for h in histories for n in h.notes] + loose, key=operator.itemgetter(0))
+        return [n for _, n in numbered if kind is None or n.kind == kind]
+
+    def audit(self) -> Audit:
+        """Check the whole ledger, collecting every problem instead of refusing at the first: the genesis row and
+        its key, every history (hashes, signatures, links, order, legal moves), the notes about no request and
+        rows that name no request. `problems[0]` is the first bad row."""
+        with self._tx() as conn:
+            g, problems = self._read_genesis(conn)
+            problems += [wrong] if g and (wrong := self._key_problem(g)) else []
+            reqs, ts, ns = store.all_rows(conn)
+            histories, loose_rows = [], []
+            if g is not None:
+                for r in reqs:
+                    h, found = self._history(g, r, ts.pop(r.id, []), ns.pop(r.id, []))
+                    problems += found
+                    histories += [h] if h else []
+                loose_rows, found = self._loose(conn, g)
+                problems += found
+            problems += [f"{table} row {r.id} (request {rid!r}): names a request that is not in the ledger"
+                         for table, left in (("transitions", ts), ("notes", ns)) for rid, rows in left.items()
+                         for r in rows if rid is not None]
+            n_rows = conn.execute(sa.select(sa.func.count()).select_from(genesis)).scalar_one() + sum(
+                conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in (requests, transitions,
+                                                                                             notes))
+        heads = {h.record.request_id: h.tail for h in histories} | {"": loose_rows[-1].row_hash if loose_rows else ""}
+        pin = self._keys.pinned()
+        return Audit(self.url, g.public_key if g else None, pin not in (None, MISSING), len(reqs), n_rows,
+                     chain_mod.digest(heads), problems)
 
     def now(self) -> datetime:
         """The ledger's clock (UTC): what its timestamps are taken from."""
         return self._now()
 
     def _now(self) -> datetime:
-        return _utc(self._clock())
+        return store.utc(self._clock())
 
-    def _allowed(self, conn: sa.Connection, current: RequestRecord) -> tuple[str, ...]:
-        allowed = ALLOWED[current.state]
-        if current.state != "failed":
-            return allowed
-        last_good = conn.execute(sa.select(transitions.c.state).where(
-            transitions.c.request_id == current.request_id, transitions.c.state != "failed",
-        ).order_by(transitions.c.id.desc()).limit(1)).scalar_one()
-        resume = PIPELINE.index(last_good) + 1  # never skip the step that had not yet succeeded
-        return tuple(s for s in allowed if PIPELINE.index(s) <= resume)
+    # ---------- the genesis row and its key ----------
 
-    def _one(self, conn: sa.Connection, request_id: str, required: bool = True) -> RequestRecord | None:
-        row = conn.execute(_current().where(requests.c.id == request_id)).one_or_none()
-        if row is None and required:
-            raise ConfigError(f"no deletion request {request_id!r} in the ledger {self.url}; "
-                              "check the id (Ledger.list() shows the known requests)")
-        return None if row is None else _record(row)
+    def _genesis(self, conn: sa.Connection, write: bool = False, create: bool = False) -> Genesis | None:
+        """The verified genesis row, signed by the key this Ledger trusts (made with this Ledger's key when
+        `create` and the ledger is new); None for a ledger with no rows."""
+        g, problems = self._read_genesis(conn)
+        if problems:
+            raise IntegrityError(self._refusal(problems[0]))
+        if g is not None and (wrong := self._key_problem(g)):
+            raise IntegrityError(f"the ledger {self.url} does not verify: {wrong}")
+        if g is None and create:
+            key, now = self._signer(), self._now()
+            g, signature = chain_mod.new_genesis(key, uuid.uuid4().hex, store.iso(now))
+            conn.execute(genesis.insert().values(singleton=1, ledger_id=g.ledger_id, format=chain_mod.FORMAT,
+                                                 public_key=g.public_key, created_at=now, row_hash=g.hash,
+                                                 signature=signature))
+        elif g is not None and write and (ours := certificate.public_key_b64(self._signer())) != g.public_key:
+            raise ConfigError(f"the ledger {self.url} is signed by key {certificate.fingerprint(g.public_key)}, and "
+                              f"this Ledger holds another ({certificate.fingerprint(ours)}, a throwaway key): open it "
+                              "with the ledger's key to write to it")
+        return g
+
+    def _read_genesis(self, conn: sa.Connection) -> tuple[Genesis | None, list[str]]:
+        row = conn.execute(sa.select(genesis)).one_or_none()
+        if row is None:
+            rows = any(conn.execute(sa.select(t.c.id).limit(1)).first() for t in (requests, transitions, notes))
+            return None, ["genesis row: missing, yet the ledger holds rows (it was deleted)"] if rows else []
+        g = Genesis(row.ledger_id, row.public_key, row.row_hash)
+        problem = chain_mod.genesis_problem(g, row.format, store.iso(row.created_at), row.row_hash, row.signature)
+        return g, [problem] if problem else []
+
+    def _key_problem(self, g: Genesis) -> str | None:
+        """Why the key that signed the ledger is not the one this Ledger requires, or None."""
+        pin = self._keys.pinned()
+        return self._keys.wrong(g, pin) if pin is not None and pin != g.public_key else None
+
+    # ---------- reading and checking ----------
+
+    def _load(self, conn: sa.Connection, g: Genesis | None, request_id: str, required: bool = True
+              ) -> _History | None:
+        """One request's history, verified (IntegrityError naming the first bad row otherwise)."""
+        row = conn.execute(sa.select(requests).where(requests.c.id == request_id)).one_or_none()
+        if row is None or g is None:
+            if required:
+                raise ConfigError(f"no deletion request {request_id!r} in the ledger {self.url}; "
+                                  "check the id (Ledger.list() shows the known requests)")
+            return None
+        ts = conn.execute(sa.select(transitions).where(transitions.c.request_id == request_id)
+                          .order_by(transitions.c.id)).all()
+        ns = conn.execute(sa.select(notes).where(notes.c.request_id == request_id).order_by(notes.c.id)).all()
+        h, problems = self._history(g, row, ts, ns)
+        if problems:
+            raise IntegrityError(self._refusal(problems[0], request_id))
+        return h
+
+    def _verified_all(self, conn: sa.Connection) -> tuple[list[_History], list[tuple[int, Note]]]:
+        """Every history (oldest request first) and the notes about no request, all verified."""
+        g = self._genesis(conn)
+        if g is None:
+            return [], []
+        reqs, ts, ns = store.all_rows(conn)
+        histories = []
+        for r in reqs:
+            h, problems = self._history(g, r, ts.get(r.id, []), ns.get(r.id, []))
+            if problems:
+                raise IntegrityError(self._refusal(problems[0], r.id))
+            histories.append(h)
+        loose, problems = self._loose(conn, g)
+        if problems:
+            raise IntegrityError(self._refusal(problems[0]))
+        return histories, [(r.id, _note(r)) for r in loose]
+
+    def _history(self, g: Genesis, req: sa.Row, ts: list[sa.Row], ns: list[sa.Row]
+                 ) -> tuple[_History | None, list[str]]:
+        stored = {r.row_hash: r for r in [*ts, *ns]}
+        rows = [store.chain_row(transitions, r) for r in ts] + [store.chain_row(notes, r) for r in ns]
+        chain, problems = chain_mod.walk(g, store.chain_row(requests, req), rows)
+        if problems:
+            return None, problems
+        moves = [_transition(stored[c.row_hash]) for c in chain if c.table == "transitions"]
+        last = moves[-1]
+        record = RequestRecord(
+            request_id=req.id, submitted_at=store.utc(req.submitted_at), requester=req.requester,
+            scope_kind=req.scope_kind, classes=None if req.classes is None else tuple(json.loads(req.classes)),
+            ids_sha256=req.ids_sha256, n_records=req.n_records, due_at=store.utc(req.due_at),
+            dataset_sha256=req.dataset_sha256, state=last.state, state_at=last.at)
+        numbered = [(stored[c.row_hash].id, _note(stored[c.row_hash])) for c in chain if c.table == "notes"]
+        return _History(record, moves, numbered, chain[-1].row_hash), []
+
+    def _loose(self, conn: sa.Connection, g: Genesis) -> tuple[list[sa.Row], list[str]]:
+        """The notes about no request, in chain order, and the problems with their chain."""
+        rows = conn.execute(sa.select(notes).where(notes.c.request_id.is_(None)).order_by(notes.c.id)).all()
+        stored = {r.row_hash: r for r in rows}
+        chain, problems = chain_mod.walk(g, None, [store.chain_row(notes, r) for r in rows])
+        return [stored[c.row_hash] for c in chain], problems
+
+    def _refusal(self, problem: str, request_id: str | None = None) -> str:
+        about = f", so request {request_id!r} cannot be trusted" if request_id else ""
+        return (f"the ledger {self.url} does not verify{about}: {problem}; `hyperforget request audit` lists every "
+                "bad row: restore the ledger from a backup")
+
+    # ---------- writing ----------
+
+    def _append(self, conn: sa.Connection, g: Genesis, table: sa.Table, values: dict, prev: str) -> str:
+        """Insert `values` into `table` after `prev`, hashed and signed; returns its row_hash."""
+        sealed = g.seal(self._signer(), table.name, prev, store.content(table, values))
+        conn.execute(table.insert().values(**values, **sealed))
+        return sealed["row_hash"]
 
     @contextmanager
-    def _tx(self) -> Iterator[sa.Connection]:
-        try:
-            with self._ready().begin() as conn:
-                yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
-            raise self._unreachable(e) from e
+    def _tx(self, write: bool = False) -> Iterator[sa.Connection]:
+        if self._engine is None:
+            self._engine = store.open_engine(self._url)
+        with store.transaction(self._engine, write) as conn:
+            yield conn
 
-    def _ready(self) -> sa.Engine:
-        if self._engine is not None:
-            return self._engine
-        sqlite = self._url.get_backend_name() == "sqlite"
-        if sqlite and self._url.database not in (None, "", ":memory:"):
-            Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # sqlite: wait up to 30 s for another writer (concurrent flow runs share one ledger file)
-            engine = sa.create_engine(self._url, connect_args={"timeout": 30} if sqlite else {"connect_timeout": 10})
-        except (sa_exc.NoSuchModuleError, ImportError) as e:
-            raise ConfigError(f"no database driver for the ledger URL {self.url} ({e}); install it "
-                              "(pip install 'psycopg[binary]' for postgresql+psycopg://)") from e
-        if sqlite:  # SQLite ignores foreign keys unless asked, per connection
-            sa.event.listen(engine, "connect", lambda dbapi_conn, _: dbapi_conn.execute("PRAGMA foreign_keys=ON"))
-        try:
-            _create_tables(engine)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
-            engine.dispose()
-            raise self._unreachable(e) from e
-        self._engine = engine
-        return engine
-
-    def _unreachable(self, e: sa_exc.DBAPIError) -> StorageError:
-        fix = ("check that the folder exists and is writable" if self._url.get_backend_name() == "sqlite" else
-               "start the database server or fix host, port, user, password and database name in the URL, "
-               "or use a local file instead: sqlite:///path/to/ledger.db")
-        return StorageError(f"cannot use the ledger database {self.url}: {' '.join(str(e.orig or e).split())}; {fix}")
+    def _signer(self) -> Ed25519PrivateKey:
+        return self._keys.signer(self.url)
 
 
-def _create_tables(engine: sa.Engine, attempts: int = 3) -> None:
-    """Create what is missing; a process that lost the race to create a table (several flow runs opening a new
-    ledger at once) sees "already exists" and simply checks again."""
-    for i in range(attempts):
-        try:
-            metadata.create_all(engine)
-            return
-        except sa_exc.DBAPIError as e:
-            if i == attempts - 1 or not any(s in str(e).lower() for s in ("already exists", "duplicate")):
-                raise
+def _transition(r: sa.Row) -> Transition:
+    return Transition(r.request_id, r.state, store.utc(r.at), json.loads(r.detail))
 
 
-def _current() -> sa.Select:
-    """Requests joined with their latest transition (highest id: append order, whatever the clock said)."""
-    last = (sa.select(transitions.c.request_id, sa.func.max(transitions.c.id).label("last_id"))
-            .group_by(transitions.c.request_id).subquery())
-    return (sa.select(requests, transitions.c.state, transitions.c.at.label("state_at"))
-            .join(last, last.c.request_id == requests.c.id).join(transitions, transitions.c.id == last.c.last_id))
-
-
-def _record(r: sa.Row) -> RequestRecord:
-    return RequestRecord(
-        request_id=r.id, submitted_at=_utc(r.submitted_at), requester=r.requester, scope_kind=r.scope_kind,
-        classes=None if r.classes is None else tuple(json.loads(r.classes)), ids_sha256=r.ids_sha256,
-        n_records=r.n_records, due_at=_utc(r.due_at), dataset_sha256=r.dataset_sha256, state=r.state,
-        state_at=_utc(r.state_at))
+def _note(r: sa.Row) -> Note:
+    return Note(r.request_id, r.kind, store.utc(r.at), json.loads(r.detail))
 
 
 def _scope(classes: list[int] | None, record_ids: list[int] | None) -> tuple[str, list[int]]:
@@ -390,8 +442,3 @@ def _dump(obj: Any, what: str = "value") -> str:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{what} must be plain JSON (str, finite numbers, lists, dicts): {e}") from e
-
-
-def _utc(t: datetime) -> datetime:
-    """Every timestamp in UTC; SQLite hands back naive datetimes, which were written in UTC."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)

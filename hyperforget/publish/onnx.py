@@ -19,6 +19,7 @@ import logging
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,18 @@ def _drop_stack_traces(graph) -> None:
         for attr in node.attribute:  # subgraphs (If/Loop bodies)
             for sub in [attr.g, *attr.graphs]:
                 _drop_stack_traces(sub)
+
+
+def mlflow_signature(spec: ModelSpec) -> Any:
+    """The MLflow signature of an exported classifier: a float32 batch of inputs `(-1, *input_shape)` in,
+    float32 logits `(-1, num_classes)` out (named `logits`, as the pyfunc returns them). The input is unnamed,
+    as the pyfunc and `mlflow models serve` take a bare array for a one-input model."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    f32 = np.dtype(np.float32)
+    return ModelSignature(inputs=Schema([TensorSpec(f32, (-1, *spec.input_shape))]),
+                          outputs=Schema([TensorSpec(f32, (-1, spec.num_classes), OUTPUT)]))
 
 
 def onnx_outputs(path: str | Path, x: torch.Tensor) -> np.ndarray:

@@ -12,6 +12,10 @@ A local sqlite store rejects concurrent writers with "database is locked" (and r
 numbers or aliases with a UNIQUE violation); those are retried with jittered backoff, and `candidate`
 is re-checked after each move so that concurrent registrations leave it on the newest passing version.
 
+A version also explains itself in its description (Markdown, shown by the MLflow UI and `MlflowClient`): what
+it forgets, by which method, the verdict with each failed check, and its deletion certificate (sha256 and where
+it is kept) once the request closes (`note_certificate`), or why it has none.
+
 A registration may carry an idempotency key (version tag `request.key`): a retried register whose
 first attempt created the version but failed later (say, setting `candidate`) must not add a
 second, alias-less version — it finds the keyed one, settles `candidate` and returns it.
@@ -31,6 +35,7 @@ from hyperforget.verify.gates import GateResult
 CANDIDATE, CHAMPION = "candidate", "champion"
 KEY_TAG = "request.key"  # the idempotency key of a registration
 COMPLETE_TAG = "export.complete"  # "true" once the ONNX file is in the run and in S3, sha256 verified
+CERTIFICATE = "**Certificate**"  # the description's last paragraph starts so (`note_certificate` replaces it)
 _TRANSIENT = ("database is locked", "unique constraint failed", "deadlock", "could not serialize")
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 _REF = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
@@ -54,6 +59,32 @@ def version_tags(report: dict, gate: GateResult, weights_sha256: str, method: st
     tags |= {f"gates.{name}": str(c["passed"]).lower() for name, c in gate.checks.items()}
     tags |= {f"lineage.{k}": str(v) for k, v in (lineage or {}).items()}
     return tags | {"sha256.weights": weights_sha256, "method": method}
+
+
+def version_description(request: str, method: str, gate: GateResult, key: str | None = None) -> str:
+    """What a version is, for someone who finds it in the registry: the request it forgets, the method, the
+    verdict with each failed check, and where its certificate will be (none yet, or none: gates failed)."""
+    head = f"**Forgets** `{request}` **with** `{method}`" + (f" (registration key `{key}`)." if key else ".")
+    n = len(gate.checks)
+    if gate.passed:
+        verdict, cert = (f"**Verdict: passed**, all {n} gate checks.",
+                         f"{CERTIFICATE}: none yet; its sha256 and location are noted here when the deletion "
+                         "request it answers closes.")
+    else:
+        failed = gate.reasons or ["the version was not gated"]
+        verdict = (f"**Verdict: failed**, {len(failed)} of {n} gate checks (no alias, never exported):\n"
+                   + "\n".join(f"- {reason}" for reason in failed))
+        cert = f"{CERTIFICATE}: none, a version that failed its gates is never certified."
+    return "\n\n".join((head, verdict, cert))
+
+
+def note_certificate(name: str, version: str | int, text: str, client: Any) -> None:
+    """Replace the certificate paragraph of a version's description with `text` (a line that starts with
+    `CERTIFICATE`); a description without one (an older version) gets it appended."""
+    c = client
+    mv = _retry(lambda: c.get_model_version(name, str(version)))
+    kept = [p for p in (mv.description or "").split("\n\n") if p.strip() and not p.startswith(CERTIFICATE)]
+    _retry(lambda: c.update_model_version(name, str(version), description="\n\n".join([*kept, text])))
 
 
 def _transient(e: Exception) -> bool:
@@ -107,9 +138,10 @@ def versions_with_tag(key: str, value: str, client: Any) -> list[Any]:
 
 
 def register(name: str, source: str, run_id: str | None, tags: dict[str, str], client: Any,
-             key: str | None = None) -> Any:
+             key: str | None = None, description: str | None = None) -> Any:
     """Create a new version of `name` (the registered model too, if new), without any alias: `candidate`
-    moves only when the version is complete (`mark_complete`). Returns the ModelVersion.
+    moves only when the version is complete (`mark_complete`). Returns the ModelVersion. The `description`
+    is written with the version (`version_description`), so no version is ever left without it.
 
     With `key`, a version already registered under that key is settled and returned instead of
     creating another (the key is written with the version, so a retry always sees it)."""
@@ -118,7 +150,8 @@ def register(name: str, source: str, run_id: str | None, tags: dict[str, str], c
     mv = find_version(name, key, c) if key is not None else None
     if mv is None:
         tags = tags | ({KEY_TAG: key} if key is not None else {})
-        mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id, tags=tags, await_creation_for=0))
+        mv = _retry(lambda: c.create_model_version(name, source, run_id=run_id, tags=tags, description=description,
+                                                   await_creation_for=0))
     return mv
 
 

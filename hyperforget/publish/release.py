@@ -31,10 +31,10 @@ from hyperforget.base.errors import ConfigError, DataError, GateFailed, Integrit
 from hyperforget.base.io import atomic_path, sha256_file, sidecar
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import load_dataset
-from hyperforget.models.nets import load_model
+from hyperforget.models.nets import ModelSpec, load_model
 from hyperforget.publish import registry, tracking
 from hyperforget.publish import s3 as storage
-from hyperforget.publish.onnx import export_onnx, onnx_outputs
+from hyperforget.publish.onnx import export_onnx, mlflow_signature, onnx_outputs
 from hyperforget.verify.gates import GateResult, check_gates
 
 MODEL_DIR = "model"  # the run artifact folder a version's source points at
@@ -63,7 +63,7 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
                              "folder; give concurrent requests their own run names (the unlearn flow does)")
     method = request_result["method"]
     name = name or registry.model_name(params)
-    key = f"{key}:{weights_sha}" if key is not None else uuid4().hex
+    asked, key = key, f"{key}:{weights_sha}" if key is not None else uuid4().hex
     c = tracking.client(params, art)
     existing = registry.find_version(name, key, c)
     if existing is not None:
@@ -77,7 +77,9 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
         run.log_dict(g.to_dict(), f"{MODEL_DIR}/gates.json")
         tags = registry.version_tags(request_result["report"], g, weights_sha, method,
                                      lineage(art) | request_result.get("lineage", {}))
-        mv = registry.register(name, f"runs:/{run.run_id}/{MODEL_DIR}", run.run_id, tags, c, key=key)
+        about = registry.version_description(request_result.get("request_slug", "?"), method, g, asked)
+        mv = registry.register(name, f"runs:/{run.run_id}/{MODEL_DIR}", run.run_id, tags, c, key=key,
+                               description=about)
     return _registered(mv, g)
 
 
@@ -108,14 +110,15 @@ def bucket(params: Params) -> str:
     return os.environ.get("HYPERFORGET_S3_BUCKET") or params.storage.bucket
 
 
-def _mlflow_model(onnx_path: Path, x_example: torch.Tensor, out: Path) -> Path:
-    """Write the ONNX flavour of an MLflow Model (MLmodel, signature, input example, requirements) into
-    `out`; returns the model.onnx inside it (re-serialised by MLflow: that file is the one shipped)."""
+def _mlflow_model(onnx_path: Path, spec: ModelSpec, x_example: torch.Tensor, out: Path) -> Path:
+    """Write the ONNX flavour of an MLflow Model (MLmodel with its tensor signature, input example,
+    requirements) into `out`; returns the model.onnx inside it (re-serialised by MLflow: the file shipped)."""
     import mlflow.onnx
     import onnx
 
     mlflow.onnx.save_model(onnx.load(str(onnx_path)), str(out), input_example=x_example.numpy(),
-                           pip_requirements=ONNX_REQUIREMENTS, onnx_execution_providers=["CPUExecutionProvider"],
+                           signature=mlflow_signature(spec), pip_requirements=ONNX_REQUIREMENTS,
+                           onnx_execution_providers=["CPUExecutionProvider"],
                            save_as_external_data=False)  # one self-contained file, as fetched
     return out / "model.onnx"
 
@@ -141,7 +144,7 @@ def export_and_upload(name: str, version: str | int, params: Params, art: Artifa
         x = _check_inputs(art, spec.input_shape)
         info = export_onnx(model, spec, Path(tmp) / "export" / "model.onnx", x[:8], x)
         flavour = Path(tmp) / "mlmodel"
-        shipped = _mlflow_model(Path(info["path"]), x[:1], flavour)
+        shipped = _mlflow_model(Path(info["path"]), spec, x[:1], flavour)
         if not (abs(onnx_outputs(shipped, x) - model(x).detach().numpy()).max() <= info["max_abs_diff"] + 1e-6):
             raise IntegrityError(f"the MLflow Model of {name} version {version} predicts differently from its export")
         with atomic_path(work / "model.onnx") as part:

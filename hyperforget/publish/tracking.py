@@ -8,16 +8,23 @@ through an explicit `MlflowClient` for the project's URI, so two requests of two
 one process. A relative sqlite URI is resolved against the project root (`Artifacts`).
 
 A run that is left by an exception (or a signal the CLI turns into one) is ended FAILED, never left
-RUNNING. A remote server that does not answer fails fast with a StorageError that says how to start
-it; MLflow's own HTTP retries (minutes by default) are capped, and an artifact upload that fails
-because the S3 store behind the server is down says so (`diagnose`).
+RUNNING. A process killed outright (SIGKILL, out of memory, a lost machine) cannot end its runs, so each run
+records the process that made it (`process.host`, `process.pid`, `process.started`) and the next top-level
+run of the same request (`request` tag) ends those whose process is gone as KILLED, saying why
+(`ended.reason`). Only a process on this host can be checked; a RUNNING run of another host is left as it is.
+
+A remote server that does not answer fails fast with a StorageError that says how to start it; MLflow's own
+HTTP retries (minutes by default) are capped, and an artifact upload that fails because the S3 store behind
+the server is down says so (`diagnose`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -43,6 +50,8 @@ _MLFLOW_ENV_DEFAULTS = {
 }
 _NOT_RETRIED = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS")  # answers, not outages
 _FIX = "is the MLflow server running? `make stack-up` (then `source .stack/env`)"
+HOST_TAG, PID_TAG, STARTED_TAG, ENDED_TAG = "process.host", "process.pid", "process.started", "ended.reason"
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(params: Params, art: Artifacts) -> str:
@@ -242,11 +251,13 @@ def start_stage_run(params: Params, art: Artifacts, stage: str, parent: Any = No
     (including KeyboardInterrupt and the SystemExit the CLI turns SIGTERM into)."""
     c = client(params, art)
     run_tags = {"mlflow.runName": stage, "stage": stage, "request": params.forget.slug(),
-                **git_tags(art.root), **data_tags(art.card), **(tags or {})}
+                **git_tags(art.root), **data_tags(art.card), **process_tags(), **(tags or {})}
     parent_id = run_id_of(parent)
     if parent_id is not None:
         run_tags["mlflow.parentRunId"] = parent_id
     exp = with_retries(lambda: experiment_id(params, c), c.tracking_uri)
+    if parent_id is None:  # a request (or stage) starts again: first end what a killed attempt left RUNNING
+        end_dead_runs(c, exp, run_tags["request"], f"{stage} ran again")
     run = with_retries(lambda: c.create_run(exp, run_name=stage, tags=run_tags), c.tracking_uri)
     stage_run = StageRun(c, run.info.run_id)
     try:
@@ -256,6 +267,64 @@ def start_stage_run(params: Params, art: Artifacts, stage: str, parent: Any = No
         _end(c, stage_run.run_id, "FAILED")
         raise
     _end(c, stage_run.run_id, "FINISHED")
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (/proc/<pid>/stat field 22, clock ticks after boot); None if it is gone,
+    a zombie, or there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else None
+
+
+def process_tags() -> dict[str, str]:
+    """Which process makes a run: host, pid and its start time (so a reused pid is not taken for the dead one)."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), STARTED_TAG: _started(os.getpid()) or ""}
+
+
+def process_gone(tags: dict[str, str]) -> str | None:
+    """Why the process that made a run (its `process_tags`) is gone, or None when it may be alive (it is, or it
+    is on another host, which cannot be checked from here)."""
+    host, pid, started = tags.get(HOST_TAG), tags.get(PID_TAG, ""), tags.get(STARTED_TAG)
+    if host is None or not (pid.isascii() and pid.isdigit()):
+        return "it records no process (made by an earlier version)"
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return f"process {pid} on {host} is gone"
+    except (PermissionError, OverflowError):
+        pass  # another user's process
+    now = _started(int(pid))
+    if started and now != started and Path("/proc").is_dir():
+        return f"process {pid} on {host} is gone ({'a zombie' if now is None else 'its pid was reused'})"
+    return None
+
+
+def end_dead_runs(c: Any, experiment: str, request: str, why: str) -> list[str]:
+    """End as KILLED each RUNNING run of `request` (`request` tag) in `experiment` whose process is gone, tagged
+    with the reason; returns their ids."""
+    query, ended, token = f"tags.request = '{request}' and attributes.status = 'RUNNING'", [], None
+    while True:
+        page = with_retries(lambda t=token: c.search_runs([experiment], query, max_results=1000, page_token=t),
+                            c.tracking_uri)
+        for run in page:
+            gone = process_gone(run.data.tags)
+            if gone is not None:
+                with_retries(lambda r=run.info.run_id, g=gone: c.set_tag(r, ENDED_TAG, f"{g}; ended when {why}"),
+                             c.tracking_uri)
+                _end(c, run.info.run_id, "KILLED")
+                ended.append(run.info.run_id)
+        token = getattr(page, "token", None)
+        if not token:
+            break
+    if ended:
+        log.info("ended %d run(s) of %s left RUNNING by a process that is gone: %s", len(ended), request,
+                 ", ".join(ended))
+    return ended
 
 
 def _end(c: Any, run_id: str, status: str) -> None:

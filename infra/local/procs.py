@@ -49,6 +49,18 @@ def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
     return preexec
 
 
+def signal_me_when_parent_dies(sig: int) -> bool:
+    """Ask for `sig` when our parent (the thread that started us) dies (Linux); False where the platform
+    cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+    return True
+
+
 def stat(pid: int) -> tuple[int, int, int, str] | None:
     """(ppid, process group, start time, state) of a live process, else None (gone or a zombie)."""
     try:

@@ -9,12 +9,14 @@ Stdlib only, so it runs before the project is installed:
 Every service runs in its own session (process group) with a pid file under <dir>/run and a log
 under <dir>/logs; `down` signals the whole group, so no child (uvicorn, workers) outlives it.
 `up` writes <dir>/env (sourceable) and <dir>/env.json. Ports derive from one base (see PORTS).
+A developer's `up` daemonises on purpose; tests set DIE_WITH_CALLER so each service dies with them (procs.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -42,6 +44,23 @@ WORK_POOL = "hyperforget"
 _PROCS: dict[int, subprocess.Popen] = {}  # children started by this interpreter (reaped in down)
 _STARTED: dict[str, float] = {}  # service -> monotonic spawn time, for the health timings
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Tests set this: each service leader then gets SIGKILL when the thread that started it dies (prctl), and the
+# tests' watchdog (procs.py) takes its children; `stack.py up` leaves it off, its services outlive it.
+DIE_WITH_CALLER = False
+
+
+def _load_procs():
+    """procs.py beside this file, by path (infra/ is not a package; this file may run as a script)."""
+    name = "hyperforget_local_procs"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("procs.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+procs = _load_procs()
 
 
 class StackError(RuntimeError):
@@ -193,7 +212,8 @@ def _spawn(state_dir: Path, svc: str, argv: list[str], env: dict[str, str], cwd:
         out.write(f"\n=== {time.strftime('%F %T')} {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, start_new_session=True)
+                                env=env, cwd=cwd, start_new_session=True,
+                                preexec_fn=procs.die_with_parent() if DIE_WITH_CALLER else None)
     _PROCS[proc.pid] = proc
     _STARTED[svc] = time.monotonic()
     pid_file.write_text(f"{proc.pid}\n")
@@ -311,6 +331,7 @@ def down(state_dir: str | Path = ".stack", grace: float = 15.0) -> list[str]:
     """SIGTERM every process group we started, SIGKILL after `grace` s; remove pid files."""
     d = Path(state_dir).resolve()
     groups = {svc: pid for svc in ("worker", "prefect", "mlflow", "s3") if (pid := _pid(d, svc))}
+    tree = procs.members(None, groups.values())  # and children that left the group (a flow run's own session)
     for pid in groups.values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
@@ -322,6 +343,7 @@ def down(state_dir: str | Path = ".stack", grace: float = 15.0) -> list[str]:
             os.killpg(pid, signal.SIGKILL)
             while _alive(pid):
                 time.sleep(0.1)
+    procs.stop(procs.alive(tree), grace=5.0)
     for svc in groups:
         _paths(d, svc)[0].unlink(missing_ok=True)
     old = json.loads((d / "env.json").read_text()) if (d / "env.json").exists() else {}

@@ -4,12 +4,19 @@
 temp dir, exports its variables for the session and is stopped (every process group, no orphans) when
 the session ends, even if a test fails. `s3_stack` is the same stack (one set of variables per session);
 a module that kills servers starts its own and restores the variables after it (test_outages).
+
+Every process the session starts dies with it, however it ends (`run_dies_with_the_session`, autouse):
+SIGTERM runs the teardowns as Ctrl-C does; on SIGKILL each server leader dies with the session (prctl
+parent-death signal) and a watchdog outside the session's process group stops the rest (infra/local/procs.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +38,35 @@ def load_stack_module():
 
 
 stack = load_stack_module()
+procs = stack.procs
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM → KeyboardInterrupt: pytest then runs every teardown, as on Ctrl-C (by default Python dies on
+    SIGTERM at once and leaves the servers to init); a second SIGTERM must not cut the teardowns short."""
+    signal.signal(signal.SIGTERM, lambda *_: None)  # not SIG_IGN: children would inherit an ignored SIGTERM
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_dies_with_the_session(request: pytest.FixtureRequest,
+                              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's token (procs.TOKEN_VAR, in every child's environment) and the means by which none of
+    its processes outlives it: a SIGTERM handler, parent-death signals, a watchdog that reaps at the end."""
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    watchdog = procs.start_watchdog(token, tmp_path_factory.getbasetemp() / f"watchdog-{os.getpid()}.log")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    if hasattr(request.config, "workerinput"):  # an xdist worker: a dead controller (SIGTERM, SIGKILL) ends us too
+        procs.signal_me_when_parent_dies(signal.SIGTERM)
+    stack.DIE_WITH_CALLER = True
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(procs.TOKEN_VAR, token)
+            yield token
+    finally:
+        stack.DIE_WITH_CALLER = False
+        procs.release(watchdog)  # it stops what is left: leftovers of a test, or of a teardown cut short
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,32 @@
-"""The deletion-request ledger on SQLite and on a real PostgreSQL (pgserver, ~1.5 s to start once per module):
-the state machine, idempotent submission, overdue requests, append-only storage and clear errors."""
+"""The deletion-request ledger on SQLite: the state machine, idempotent submission, overdue requests, append-only
+storage, clear errors, and the signed hash chain that makes a forged, edited or removed row show (the same on a
+real PostgreSQL, with its roles: tests/integration/test_ledger_postgres.py)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
-import uuid
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import exc as sa_exc
+from typer.testing import CliRunner
 
-from hyperforget.base.errors import ConfigError, StorageError
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError, IntegrityError, StorageError
+from hyperforget.cli import app
+from hyperforget.config.params import load_params
+from hyperforget.erasure import chain, deletion
+from hyperforget.erasure import ledger_store as store
+from hyperforget.erasure.certificate import public_key_b64
 from hyperforget.erasure.ledger import Ledger, scope_sha256
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Clock:
@@ -31,28 +43,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    import pgserver  # a dev dependency: a missing server fails the tests, never skips them
-
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"))
-    yield sa.engine.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
-    server.cleanup()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    """A fresh, empty database per test: a SQLite file, or a new schema on the shared PostgreSQL server (a schema
-    is ~10x cheaper than CREATE DATABASE, and search_path makes it the only one the ledger sees)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    server_url = request.getfixturevalue("postgres")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {name}"))
-    admin.dispose()
-    return server_url.update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
 
 
 @pytest.fixture
@@ -61,10 +54,49 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def ledger(url, clock):
-    led = Ledger(url, clock=clock)
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def ledger(url, clock, key):
+    led = Ledger(url, key=key, clock=clock)
     yield led
     led.close()
+
+
+def raw(url: str, *sql: str, **params) -> list:
+    """Run SQL around the ledger's API, as anyone who can write the database could; the last statement's rows."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in sql:
+                result = conn.execute(sa.text(statement), params)
+            return result.all() if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def forge_after_tail(url: str, request_id: str, state: str, key: Ed25519PrivateKey) -> int:
+    """Append `state` to a request's history around the API: the right prev_hash and a correctly computed row_hash,
+    signed by `key` (the ledger's own key: someone who holds it; any other: a forger). Returns the row id."""
+    (ledger_id, public, g_hash), = raw(url, "SELECT ledger_id, public_key, row_hash FROM genesis")
+    tail = raw(url, "SELECT row_hash FROM transitions WHERE request_id = :r ORDER BY id DESC LIMIT 1", r=request_id)
+    values = {"request_id": request_id, "state": state, "at": T0 + timedelta(days=1), "detail": "{}"}
+    sealed = chain.Genesis(ledger_id, public, g_hash).seal(key, "transitions", tail[0][0],
+                                                           store.content(store.transitions, values))
+    raw(url, "INSERT INTO transitions(request_id, state, at, detail, prev_hash, row_hash, signature) VALUES "
+        "(:request_id, :state, :at, :detail, :prev_hash, :row_hash, :signature)",
+        **values | {"at": store.iso(values["at"]).replace("T", " ").removesuffix("+00:00")}, **sealed)
+    return raw(url, "SELECT max(id) FROM transitions")[0][0]
+
+
+def failed_request(ledger, request_id: str = "DPO-C7") -> None:
+    """A request that failed its gates: received → scoped → unlearned → failed."""
+    ledger.submit(classes=[7], request_id=request_id, requester="dpo@example.com")
+    for state in ("scoped", "unlearned"):
+        ledger.transition(request_id, state)
+    ledger.fail(request_id, "GateFailed: relearn")
 
 
 def test_happy_path_walks_every_state_with_clock_timestamps(ledger, clock):
@@ -200,3 +232,172 @@ def test_unreachable_database_raises_storage_error_with_masked_url():
     with pytest.raises(StorageError, match=rf"hf:\*\*\*@127.0.0.1:{port}/ledger.*start the database") as err:
         led.list()
     assert "s3cret" not in str(err.value)
+
+
+# ---------- the signed hash chain: tampering shows on every read (issue #25) ----------
+
+
+def test_the_issues_bare_insert_of_a_closed_transition_is_refused(ledger, url):
+    failed_request(ledger)
+    with pytest.raises(sa_exc.IntegrityError, match="NOT NULL"):
+        raw(url, "INSERT INTO transitions(request_id, state, at, detail) VALUES "
+            "('DPO-C7', 'closed', '2025-03-02 09:00:00.000000', '{}')")
+    assert ledger.get("DPO-C7").state == "failed"
+
+
+def test_a_forged_closed_row_is_refused_in_one_line_by_every_read_and_write(ledger, url):
+    failed_request(ledger)
+    ledger.submit(classes=[1], request_id="other")
+    row = forge_after_tail(url, "DPO-C7", "closed", Ed25519PrivateKey.generate())
+    refusal = rf"does not verify.*transitions row {row} \(request 'DPO-C7', closed\).*forged"
+    for read in (lambda: ledger.get("DPO-C7"), ledger.list, lambda: ledger.history("DPO-C7"), ledger.read_notes,
+                 lambda: ledger.transition("DPO-C7", "received"), lambda: ledger.note("DPO-C7", "retired"),
+                 lambda: Ledger(url).get("DPO-C7")):
+        with pytest.raises(IntegrityError, match=refusal) as err:
+            read()
+        assert "\n" not in str(err.value)
+    assert ledger.get("other").state == "received"  # another request's history still verifies on its own
+
+
+def test_processing_a_forged_closed_request_fails_instead_of_reporting_it_closed(ledger, url, tmp_path):
+    failed_request(ledger)
+    forge_after_tail(url, "DPO-C7", "closed", Ed25519PrivateKey.generate())
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    params, art = load_params(tmp_path / "params.yaml"), Artifacts(tmp_path)
+    with pytest.raises(IntegrityError, match=r"does not verify.*closed"):
+        deletion.process(params, art, "DPO-C7", ledger=ledger)
+
+
+def test_dropping_a_trigger_to_edit_a_request_is_detected(ledger, url):
+    failed_request(ledger)
+    raw(url, "DROP TRIGGER requests_no_update", "UPDATE requests SET requester = 'edited'")
+    with pytest.raises(IntegrityError, match=r"requests row 'DPO-C7': its content does not match its row_hash"):
+        ledger.get("DPO-C7")
+
+
+def test_a_row_deleted_from_the_middle_of_a_history_is_detected(ledger, url):
+    failed_request(ledger)
+    raw(url, "DROP TRIGGER transitions_no_delete", "DELETE FROM transitions WHERE state = 'scoped'")
+    with pytest.raises(IntegrityError, match=r"transitions row \d+ \(request 'DPO-C7', unlearned\): follows no row"):
+        ledger.history("DPO-C7")
+
+
+def test_a_signed_history_with_an_illegal_move_is_refused(ledger, url, key):
+    ledger.submit(classes=[7], request_id="DPO-C7")
+    forge_after_tail(url, "DPO-C7", "closed", key)  # signed with the ledger's own key, around the API
+    with pytest.raises(IntegrityError, match=r"received → closed is not a legal move \(allowed from received: "
+                                             r"scoped, failed\)"):
+        ledger.get("DPO-C7")
+
+
+def test_a_deleted_tail_still_verifies_but_changes_the_audit_digest(ledger, url):
+    """The documented limit: removing the last rows of a history leaves a shorter valid chain; only an anchor kept
+    elsewhere (the digest `audit` prints, a certificate's transitions) shows it."""
+    failed_request(ledger)
+    before = ledger.audit()
+    raw(url, "DROP TRIGGER transitions_no_delete", "DELETE FROM transitions WHERE state = 'failed'")
+    after = ledger.audit()
+    assert after.problems == [] and ledger.get("DPO-C7").state == "unlearned"
+    assert after.digest != before.digest and after.rows == before.rows - 1
+
+
+def test_a_ledger_signed_by_another_key_is_refused_and_a_public_key_only_reads(ledger, url, key):
+    failed_request(ledger)
+    with pytest.raises(IntegrityError, match=r"signed by key SHA256:.*not by the expected key"):
+        Ledger(url, key=Ed25519PrivateKey.generate()).list()
+    auditor = Ledger(url, key=public_key_b64(key))
+    assert auditor.get("DPO-C7").state == "failed" and auditor.audit().pinned
+    with pytest.raises(ConfigError, match="public key only"):
+        auditor.transition("DPO-C7", "received")
+    with pytest.raises(ConfigError, match="throwaway key"):
+        Ledger(url).transition("DPO-C7", "received")
+
+
+def test_a_ledger_of_the_old_schema_is_refused_in_one_line(url, key):
+    raw(url, "CREATE TABLE requests (id VARCHAR(64) PRIMARY KEY, requester TEXT)",
+        "CREATE TABLE transitions (id INTEGER PRIMARY KEY, request_id VARCHAR(64), state VARCHAR(16))")
+    with pytest.raises(ConfigError, match=r"created by an older HyperForget.*new database") as err:
+        Ledger(url, key=key).list()
+    assert "\n" not in str(err.value)
+
+
+def test_audit_counts_a_clean_ledger_and_names_the_first_bad_row(ledger, url):
+    failed_request(ledger)
+    ledger.note("DPO-C7", "retired", {"name": "m", "version": "1"})
+    ledger.note(None, "trued_up", {"requests": ["DPO-C7"]})
+    clean = ledger.audit()
+    assert (clean.problems, clean.requests, clean.rows, clean.pinned) == ([], 1, 8, True)
+    row = forge_after_tail(url, "DPO-C7", "closed", Ed25519PrivateKey.generate())
+    raw(url, "DROP TRIGGER notes_no_update", "UPDATE notes SET detail = '{}' WHERE request_id IS NULL")
+    problems = ledger.audit().problems
+    assert len(problems) == 2 and problems[0].startswith(f"transitions row {row} (request 'DPO-C7', closed)")
+    assert "notes row 2 (request None, trued_up): its content does not match" in problems[1]
+
+
+def test_concurrent_writers_never_fork_a_history(url, key):
+    """One writer at a time (SQLite BEGIN IMMEDIATE): each append sees the row it follows."""
+    Ledger(url, key=key).submit(classes=[1], request_id="shared")
+    errors = []
+
+    def write(n: int) -> None:
+        led = Ledger(url, key=key)
+        try:
+            for i in range(6):
+                led.note("shared", "seen", {"writer": n, "i": i})
+                led.note(None, "tick", {"writer": n, "i": i})
+        except Exception as e:  # reported below
+            errors.append(e)
+        finally:
+            led.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    led = Ledger(url, key=key)
+    assert errors == [] and led.audit().problems == []
+    assert len(led.read_notes("shared")) == 18 and len(led.read_notes(kind="tick")) == 18
+
+
+# ---------- the project's ledger key and `hyperforget request audit` ----------
+
+
+def _project(tmp_path, monkeypatch) -> Path:
+    monkeypatch.delenv("HYPERFORGET_SIGNING_KEY", raising=False)
+    monkeypatch.setenv(deletion.LEDGER_VAR, f"sqlite:///{tmp_path / 'ledger.db'}")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path / "params.yaml"
+
+
+def _cli(path: Path, *args: str):
+    return CliRunner().invoke(app, ["request", *args, "--params", str(path)], terminal_width=200)
+
+
+def test_the_project_ledger_key_is_created_on_the_first_write_and_required_by_every_read(tmp_path, monkeypatch):
+    path = _project(tmp_path, monkeypatch)
+    params, art = load_params(path), Artifacts(tmp_path)
+    key_file = deletion.ledger_key_path(params, art)
+    with deletion.opened(params, art, None) as led:
+        led.list()
+        assert not key_file.exists()  # reading an empty ledger creates nothing
+        failed_request(led)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key_file.rename(tmp_path / "elsewhere.pem")
+    with deletion.opened(params, art, None) as led, pytest.raises(IntegrityError, match="is missing"):
+        led.get("DPO-C7")
+
+
+def test_cli_audit_exits_0_on_a_clean_ledger_and_1_naming_the_first_bad_row(tmp_path, monkeypatch):
+    path = _project(tmp_path, monkeypatch)
+    params, art = load_params(path), Artifacts(tmp_path)
+    with deletion.opened(params, art, None) as led:
+        failed_request(led)
+    ok = _cli(path, "audit")
+    assert ok.exit_code == 0 and "verifies" in ok.output and "1 requests, 6 rows" in ok.output, ok.output
+    row = forge_after_tail(f"sqlite:///{tmp_path / 'ledger.db'}", "DPO-C7", "closed", Ed25519PrivateKey.generate())
+    bad = _cli(path, "audit")
+    assert bad.exit_code == 1 and f"first bad row: transitions row {row} (request 'DPO-C7', closed)" in bad.output
+    process = _cli(path, "process", "DPO-C7")
+    assert process.exit_code == 1 and "does not verify" in str(process.exception), process.output
+    assert "is closed" not in process.output

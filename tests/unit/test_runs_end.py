@@ -1,0 +1,98 @@
+"""A request whose process was killed outright (SIGKILL: no handler runs) leaves its MLflow runs RUNNING; the
+next run of that request ends them KILLED with the reason, and leaves alone the runs of a process still alive."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.config.params import Params
+from hyperforget.publish import tracking
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = Params()  # forget.classes [3]: the runs' `request` tag is classes-3
+KILLED_MID_REQUEST = """
+import os, signal, sys
+from hyperforget.base.artifacts import Artifacts
+from hyperforget.config.params import Params
+from hyperforget.publish import tracking
+
+params, art = Params(), Artifacts(sys.argv[1])
+with tracking.start_stage_run(params, art, "request/classes-3") as parent, \\
+        tracking.start_stage_run(params, art, "unlearn/gradtau", parent=parent) as child:
+    print(parent.run_id, child.run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory):
+    """An initialised MLflow schema (made once: its migrations take seconds), before two processes open it."""
+    from mlflow import MlflowClient
+
+    d = tmp_path_factory.mktemp("mlflow-template")
+    MlflowClient(f"sqlite:///{d}/mlruns.db").search_experiments()
+    return d / "mlruns.db"
+
+
+@pytest.fixture
+def project(template_db, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    shutil.copy(template_db, tmp_path / "mlruns.db")
+    art = Artifacts(tmp_path)
+    return art, tracking.client(PARAMS, art)
+
+
+def killed_request(art: Artifacts) -> list[str]:
+    """The run ids of a request whose process was SIGKILLed while both its runs were open."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_REQUEST, str(art.root)], cwd=art.root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_a_killed_requests_runs_are_ended_killed_when_the_request_runs_again(project):
+    art, c = project
+    parent, child = killed_request(art)
+    assert [c.get_run(r).info.status for r in (parent, child)] == ["RUNNING", "RUNNING"]  # what SIGKILL leaves
+    with tracking.start_stage_run(PARAMS, art, "request/classes-3") as again:
+        pass
+    for run_id in (parent, child):
+        run = c.get_run(run_id)
+        assert run.info.status == "KILLED" and run.info.end_time is not None
+        assert run.data.tags[tracking.ENDED_TAG].startswith(f"process {run.data.tags[tracking.PID_TAG]} on ")
+        assert "is gone; ended when request/classes-3 ran again" in run.data.tags[tracking.ENDED_TAG]
+    assert c.get_run(again.run_id).info.status == "FINISHED"
+
+
+def test_the_runs_of_a_live_process_and_of_other_requests_stay_running(project):
+    art, c = project
+    with tracking.start_stage_run(PARAMS, art, "request/classes-3") as live:  # this process: alive
+        other = Params.model_validate({"forget": {"classes": [5]}})
+        elsewhere = tracking.start_stage_run(other, art, "request/classes-5")  # another request, left open
+        open_elsewhere = elsewhere.__enter__()
+        remote = c.create_run(c.get_experiment_by_name("hyperforget/digits").experiment_id, tags={
+            "request": "classes-3", tracking.HOST_TAG: "another-host", tracking.PID_TAG: "1"}).info.run_id
+        with tracking.start_stage_run(PARAMS, art, "request/classes-3"):  # a second request of classes-3 at once
+            assert c.get_run(live.run_id).info.status == "RUNNING"
+            assert c.get_run(open_elsewhere.run_id).info.status == "RUNNING"
+            assert c.get_run(remote).info.status == "RUNNING"  # another host's process cannot be checked
+        elsewhere.__exit__(None, None, None)
+    assert c.get_run(live.run_id).info.status == "FINISHED"
+
+
+def test_a_run_recording_no_process_or_a_reused_pid_counts_as_dead():
+    assert tracking.process_gone({}) == "it records no process (made by an earlier version)"
+    mine = tracking.process_tags()
+    assert tracking.process_gone(mine) is None
+    if Path("/proc/self/stat").exists():  # Linux: a pid now naming a process that started at another time
+        assert "its pid was reused" in tracking.process_gone(mine | {tracking.STARTED_TAG: "1"})
