@@ -188,6 +188,17 @@ class HeadFinetuneOptions(MethodOptions):
     batch_size: int = Field(64, ge=1)
 
 
+class EUkOptions(MethodOptions):
+    """EU-k (arXiv 2201.06640): re-initialise the last k layers and train them on D_r's features from the
+    frozen rest. Defaults as first measured on the MNIST-60k LeNet (issue #23): Adam 1e-3, batch 128, cosine."""
+
+    k: int = Field(2, ge=1, le=16, description="layers re-initialised and retrained, counted from the head")
+    epochs: int = Field(3, ge=1, le=100_000, description="passes over D_r")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam, cosine to 0 over all epochs (per batch)")
+    batch_size: int = Field(128, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
 class UnlearnConfig(MethodOptions):
     """The `unlearn:` section: the method to run and one options section per method (named as it)."""
 
@@ -204,6 +215,7 @@ class UnlearnConfig(MethodOptions):
     salun: SalUnOptions = SalUnOptions()
     scrub: ScrubOptions = ScrubOptions()
     head_finetune: HeadFinetuneOptions = HeadFinetuneOptions()
+    eu_k: EUkOptions = EUkOptions()
 
     @classmethod
     def method_names(cls) -> list[str]:

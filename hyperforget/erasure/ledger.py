@@ -14,7 +14,8 @@ that may only INSERT and SELECT (infra/local/ledger_roles.sql).
 Why hashes instead of ids: a request stores the sha256 of its sorted ids (and their count), which names the
 record set without keeping a second list of who asked to be forgotten.
 
-Why SQLAlchemy Core: callers get frozen dataclasses, never session-bound ORM objects.
+Why SQLAlchemy Core (`hyperforget.erasure.ledger_store`: tables, triggers, transactions): callers get frozen
+dataclasses, never session-bound ORM objects.
 """
 
 from __future__ import annotations

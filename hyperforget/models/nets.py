@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
@@ -59,6 +59,12 @@ class Classifier(nn.Module):
         h = self.trunk(x)
         return h if cut == "block_head" else self.last_block(h)
 
+    def stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The forward pass as one stage per parametric layer, in order: (layer name, the layer with what
+        follows it up to the next layer). Running every stage is `forward`; the last k are what EU-k
+        re-initialises and trains on what the first n − k compute."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor, cut: str = "all") -> torch.Tensor:
         if cut == "all":
             x = self.trunk(x)
@@ -90,6 +96,9 @@ class MLP(Classifier):
         """relu(fc1(x)) [B, hidden]."""
         return torch.relu(self.fc1(h))
 
+    def stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        return [("fc1", lambda x: torch.relu(self.fc1(x.flatten(1)))), ("fc2", self.fc2)]
+
 
 class CNN(Classifier):
     """A ~5k-parameter ConvNet (G.pt's CIFAR size): three 3×3 conv blocks, pooled to 3×3, one linear head;
@@ -114,6 +123,11 @@ class CNN(Classifier):
     def last_block(self, h: torch.Tensor) -> torch.Tensor:
         """[B, 2·width·9]: the flattened input of the head `fc`."""
         return self.squeeze(torch.relu(self.conv3(h))).flatten(1)
+
+    def stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        return [("conv1", lambda x: self.pool(torch.relu(self.conv1(x)))),
+                ("conv2", lambda x: self.pool(torch.relu(self.conv2(x)))),
+                ("conv3", self.last_block), ("fc", self.fc)]
 
 
 class LeNet(Classifier):
@@ -145,6 +159,11 @@ class LeNet(Classifier):
     def last_block(self, h: torch.Tensor) -> torch.Tensor:
         """relu(fc2(h)) [B, 84]."""
         return torch.relu(self.fc2(h))
+
+    def stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        return [("conv1", lambda x: self.pool(torch.relu(self.conv1(x)))),
+                ("conv2", lambda x: self.pool(torch.relu(self.conv2(x))).flatten(1)),
+                ("fc1", lambda h: torch.relu(self.fc1(h))), ("fc2", self.last_block), ("fc3", self.fc3)]
 
 
 ARCHITECTURES = ("mlp", "cnn", "lenet")

@@ -68,8 +68,8 @@ def version_description(request: str, method: str, gate: GateResult, key: str | 
     n = len(gate.checks)
     if gate.passed:
         verdict, cert = (f"**Verdict: passed**, all {n} gate checks.",
-                         f"{CERTIFICATE}: none yet; its sha256 and location are noted here when the deletion "
-                         "request it answers closes.")
+                         f"{CERTIFICATE}: none yet; one is issued when a deletion request this version answers "
+                         "closes, and its sha256 and location are then noted here.")
     else:
         failed = gate.reasons or ["the version was not gated"]
         verdict = (f"**Verdict: failed**, {len(failed)} of {n} gate checks (no alias, never exported):\n"

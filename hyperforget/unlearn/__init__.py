@@ -12,7 +12,19 @@ from pydantic import BaseModel, ValidationError
 
 from hyperforget.base.errors import ConfigError
 from hyperforget.config import options as o
-from hyperforget.unlearn import dihyfo, finetune, forsaken, gradtau, head_finetune, neggrad, retrain, salun, scrub, ssd
+from hyperforget.unlearn import (
+    dihyfo,
+    eu_k,
+    finetune,
+    forsaken,
+    gradtau,
+    head_finetune,
+    neggrad,
+    retrain,
+    salun,
+    scrub,
+    ssd,
+)
 from hyperforget.unlearn.method import Method, UnlearnInputs, UnlearnResult
 
 __all__ = ["METHODS", "get_method", "run_method"]
@@ -31,6 +43,7 @@ METHODS: dict[str, Method] = {
     "salun": Method(salun.run, o.SalUnOptions, "SalUn: random wrong labels on D_f through a forget-saliency mask"),
     "scrub": Method(scrub.run, o.ScrubOptions, "SCRUB: teacher-student, KL ascent on D_f, KL + CE descent on D_r"),
     "head_finetune": Method(head_finetune.run, o.HeadFinetuneOptions, "weak control: only the head, random labels"),
+    "eu_k": Method(eu_k.run, o.EUkOptions, "EU-k: the last k layers re-initialised, trained on D_r's frozen features"),
 }
 
 

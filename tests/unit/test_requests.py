@@ -250,6 +250,9 @@ def test_a_closed_request_has_every_step_dihyfo_fell_back_and_the_version_carrie
     mv = c.get_model_version(published["name"], published["version"])
     assert mv.tags[deletion.REQUEST_TAG] == "r1"
     assert mv.tags[evidence.CERT_TAG] == closed["retired"].certificate["sha256"]
+    assert mv.description.startswith(f"**Forgets** `{published['name'].split('-forget-')[1]}` **with** `gradtau`")
+    assert f"deletion request `r1` closed with a signed certificate, sha256 `{mv.tags[evidence.CERT_TAG]}`, kept at " \
+           "`artifacts/certificates/r1/certificate.json`" in mv.description  # the description says where it is
     logged = {f.path for f in c.list_artifacts(published["run_id"], evidence.MLFLOW_DIR)}
     assert {"certificate/certificate.json", "certificate/certificate.md"} <= logged
 

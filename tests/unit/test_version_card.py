@@ -76,8 +76,8 @@ def test_a_passing_version_says_what_it_forgets_how_and_that_its_certificate_is_
     text = c.get_model_version(NAME, reg["version"]).description
     assert text.startswith("**Forgets** `classes-3` **with** `finetune` (registration key `r7`).")
     assert "**Verdict: passed**, all " in text and "gate checks." in text
-    assert text.endswith(f"{registry.CERTIFICATE}: none yet; its sha256 and location are noted here when the "
-                         "deletion request it answers closes.")
+    assert text.endswith(f"{registry.CERTIFICATE}: none yet; one is issued when a deletion request this version "
+                         "answers closes, and its sha256 and location are then noted here.")
 
 
 def test_a_failed_version_lists_each_failed_check_and_gets_no_certificate(project):
