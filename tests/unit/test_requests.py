@@ -119,7 +119,8 @@ def test_the_fallback_method_must_answer_record_requests(value, match):
 
 
 CHEAP = {"retrain": {"seeds": 1, "epochs": 3}, "gradtau": {"min_steps": 50}, "gradtau_paper": {"epochs": 2},
-         "forsaken": {"repair_steps": 5}, "salun": {"steps": 20}, "scrub": {"max_steps": 1, "min_steps": 1}}
+         "forsaken": {"repair_steps": 5}, "salun": {"steps": 20}, "scrub": {"max_steps": 1, "min_steps": 1},
+         "eu_k": {"k": 1, "epochs": 5, "lr": 1e-2, "batch_size": 32}}
 
 
 def test_a_sample_request_is_answered_by_every_method_but_dihyfo(original_mlp, digits_spec, digits, tmp_path):
