@@ -9,14 +9,20 @@ the step found, before moving on:
 - unlearned → verified → published: one `answer.answer(register=True, request_key=<request id>)`, so a retry
   (a failed run, the flow's task retry, a resubmitted id) completes the same registry version, never a second;
 - closed: only once each version in scope has a successor (a gated version of this request unlearned from the
-  same original) or was retired (`retire`); then a signed certificate is issued (`issue_certificate`).
+  same original) or was retired (`retire`); then, for a record request in a DVC project, its records are
+  erased from the data (`data_erasure.erase`: a new data version, the old ones collected from the DVC cache
+  and remotes), and a signed certificate naming the new version is issued (`evidence.issue`).
 A failure at any step appends `failed` with the reason and re-raises; `process` on a failed request starts it
-again from `received` (the ledger keeps both attempts).
+again from `received` (the ledger keeps both attempts). A failure while closing a request whose data is being
+erased leaves it `published` with an `erasure_failed` note instead (its records may be gone from the data, so it
+is never answered again); processing it again resumes the close.
 
-Why the record ids are kept (`Artifacts.deletion(id)/ids.txt`): the ledger stores only their sha256, but the
-unlearning and every later true-up need the records themselves; the file is checked against that sha256
-whenever it is read. A record-level request cannot be answered by DiHyFo (its zoo and prompts are per class),
-so it falls back to `requests.fallback_method`, and the `unlearned` step says so.
+Why the record ids are kept, once: the ledger stores only their sha256, but the unlearning (and the true-up,
+while the records are still in the data) need the records themselves. An open request's ids are in
+`Artifacts.deletion(id)/ids.txt`, checked against that sha256 whenever read; closing moves them into its
+certificate (the one copy a verifier checks the certificate's ids_sha256 against). A record-level request
+cannot be answered by DiHyFo (its zoo and prompts are per class), so it falls back to
+`requests.fallback_method`, and the `unlearned` step says so.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from hyperforget.base.io import read_json, sha256_file, write_text
 from hyperforget.config.options import VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import Dataset, forget_split, load_dataset
-from hyperforget.erasure import evidence
+from hyperforget.erasure import data_erasure, evidence
 from hyperforget.erasure import ledger as ledger_mod
 from hyperforget.erasure.evidence import plain
 from hyperforget.erasure.ledger import PIPELINE, Ledger, RequestRecord
@@ -150,16 +156,19 @@ def submit(params: Params, art: Artifacts, classes: list[int] | None = None,
         rec = led.submit(classes=ids if kind == "classes" else None, record_ids=ids if kind == "samples" else None,
                          requester=requester, request_id=request_id, deadline_days=params.requests.deadline_days,
                          dataset_sha256=sha256_file(art.dataset))
-    if kind == "samples":  # after the ledger accepted it: a refused resubmission never overwrites the ids
+    if kind == "samples" and rec.state != "closed":  # accepted, and not closed: its certificate holds the ids
         records.write_ids(art.deletion(rec.request_id) / IDS_FILE, ids)
     return rec
 
 
 def record_indices(art: Artifacts, rec: RequestRecord, data: Dataset) -> list[int]:
-    """The train indices a request deletes: its class members, or its ids file checked against the ledger."""
+    """The train indices a request deletes: its class members, or its ids file checked against the ledger (the
+    working copy while it is open, the certificate's once it is closed)."""
     if rec.scope_kind == "classes":
         return (sum(data.y_train == c for c in rec.classes) > 0).nonzero().squeeze(1).tolist()
     path = art.deletion(rec.request_id) / IDS_FILE
+    if not path.exists() and rec.state == "closed":
+        path = art.certificate(rec.request_id) / evidence.IDS
     if not path.exists():
         raise DataError(f"request {rec.request_id} has no record ids at {path}; submit it again with the same id "
                         f"and file: hyperforget request submit --id {rec.request_id} --samples FILE")
@@ -185,28 +194,36 @@ def choose_method(params: Params, method: str | None = None) -> tuple[str, dict 
     return chosen, None
 
 
-def request_params(params: Params, art: Artifacts, rec: RequestRecord) -> Params:
-    """params with `forget:` set to the request as recorded, after checking the data it names is unchanged."""
+def request_params(params: Params, art: Artifacts, rec: RequestRecord, led: Ledger | None = None) -> Params:
+    """params with `forget:` set to the request as recorded, after checking the data it names is unchanged (or,
+    given the ledger, is the version an erasure carried the request over to: `data_erasure`)."""
     digest = sha256_file(art.dataset) if art.dataset.exists() else None
     if digest is None:
         raise DataError(f"{art.dataset} not found; run `hyperforget prepare` first")
-    if rec.dataset_sha256 and rec.dataset_sha256 != digest:
+    expected = data_erasure.version_of(led, rec) if led is not None else rec.dataset_sha256
+    if expected and expected != digest:
         raise DataError(f"the prepared dataset changed since request {rec.request_id} was submitted (sha256 "
-                        f"{digest[:12]}…, submitted against {rec.dataset_sha256[:12]}…): its record ids may now name "
+                        f"{digest[:12]}…, submitted against {expected[:12]}…): its record ids may now name "
                         "other records. Restore that dataset, or submit the request again as a new id")
     if rec.scope_kind == "classes":
         forget = ForgetConfig(classes=list(rec.classes), seed=params.forget.seed)
+    elif led is not None and data_erasure.carried_rows(art, led, rec) is not None:
+        forget = ForgetConfig(samples=str(data_erasure.forget_file(params, art, led, rec)), seed=params.forget.seed)
     else:
         record_indices(art, rec, _data(art))  # checks the ids file against the ledger
         forget = ForgetConfig(samples=str(art.deletion(rec.request_id) / IDS_FILE), seed=params.forget.seed)
     return params.model_copy(update={"forget": forget})
 
 
-def scope_models(params: Params, art: Artifacts, rec: RequestRecord) -> dict:
-    """The `scoped` step: every registered version trained on this dataset (except those of this request and
-    retired ones), the original they derive from and the number of records to delete."""
+def scope_models(params: Params, art: Artifacts, rec: RequestRecord, led: Ledger | None = None) -> dict:
+    """The `scoped` step: every registered version trained on this dataset, or on any version an erasure carried
+    the request over from (except those of this request and retired ones), the original they derive from and
+    the number of records to delete."""
     dataset = sha256_file(art.dataset)
-    versions = registry.versions_with_tag("lineage.dataset", dataset, tracking.client(params, art))
+    lineages = [*(data_erasure.versions_of(led, rec) if led is not None else []), dataset]
+    client = tracking.client(params, art)
+    versions = [v for i, d in enumerate(lineages) if d not in lineages[:i]
+                for v in registry.versions_with_tag("lineage.dataset", d, client)]
     mine = f"{rec.request_id}:"
     models = [{"name": v.name, "version": str(v.version), "original": v.tags.get("lineage.original"),
                "weights_sha256": v.tags.get("sha256.weights"), "run_id": v.run_id,
@@ -257,9 +274,10 @@ def process(params: Params, art: Artifacts, request_id: str, method: str | None 
         if rec.state == "failed":
             led.transition(request_id, "received", {"retry_after": led.history(request_id)[-1].reason})
         try:
-            p = request_params(params, art, rec)
+            p = request_params(params, art, rec, led)
+            data_erasure.check_original(led, art)
             preflight(p, art)
-            _move(led, request_id, "scoped", scope_models(p, art, rec))
+            _move(led, request_id, "scoped", scope_models(p, art, rec, led))
             chosen, fallback = choose_method(p, method)
             out = answer_mod.answer(p, art, chosen, run=request_id, register=True, request_key=request_id)
             req = out.request
@@ -320,6 +338,7 @@ def close(params: Params, art: Artifacts, request_id: str, ledger: Ledger | None
         rec = led.get(request_id)
         if rec.state == "closed":
             cert = details(led, request_id)["closed"]
+            data_erasure.drop_working_files(art, request_id, IDS_FILE)
             return Outcome(request_id, "closed", certificate=cert,
                            summary=f"request {request_id} is closed; certificate {cert.get('path')}")
         if rec.state != "published":
@@ -331,12 +350,19 @@ def close(params: Params, art: Artifacts, request_id: str, ledger: Ledger | None
                 f"request {request_id} stays open: {names} also hold the records (trained on the same data, from "
                 "another original) and have no unlearned successor; retire each once it is out of service: "
                 f"hyperforget request retire NAME VERSION --request {request_id}"))
+        erasing = data_erasure.applies(art, rec)
         try:
+            if erasing:  # the records leave the data before the certificate names the version without them
+                data_erasure.erase(params, art, led, rec, lambda r, data: record_indices(art, r, data))
             issued = evidence.issue(params, art, led, rec, resolved)
             led.transition(request_id, "closed", plain({k: v for k, v in issued.items() if k != "new_public_key"}))
         except BaseException as e:
-            _fail(led, request_id, e)
+            if erasing:  # stays published: its data may be erased already, so it must never be answered again
+                data_erasure.note_failure(led, request_id, e)
+            else:
+                _fail(led, request_id, e)
             raise
+        data_erasure.drop_working_files(art, request_id, IDS_FILE)
         return Outcome(request_id, "closed", certificate=issued, new_public_key=issued.get("new_public_key"),
                        summary=f"request {request_id} closed; certificate {issued['path']}")
 

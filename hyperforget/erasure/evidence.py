@@ -6,8 +6,10 @@ class ids of a class request: what the ledger's `ids_sha256` hashes), `report.js
 metrics and the retrain reference) and `gates.json` (the gate verdict). Anyone holding the folder can check it
 with `hyperforget request verify CERT`, without the project, the ledger or the registry.
 
-Where it goes: the folder, the published version's MLflow run (`certificate/`), and S3 next to the version's
-ONNX file when S3 is configured; the version is tagged with the certificate's sha256.
+Where it goes: the folder, the published version's MLflow run (`certificate/`, without `ids.txt`: the folder
+holds the one copy of the ids), and S3 next to the version's ONNX file when S3 is configured (certificate.json
+and .md); the version is tagged with the certificate's sha256. For a record request whose records were erased
+from the data, its `data` section names the data version without them (`data_erasure.certificate_fields`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hyperforget.base.errors import DataError
 from hyperforget.base.io import sha256_file, write_json, write_text
 from hyperforget.config.params import Params
 from hyperforget.erasure import certificate as cert_mod
+from hyperforget.erasure import data_erasure
 from hyperforget.erasure.ledger import Ledger, RequestRecord
 from hyperforget.models.metrics import SCALAR_KEYS
 from hyperforget.publish import registry, tracking
@@ -125,6 +128,7 @@ def build(art: Artifacts, led: Ledger, rec: RequestRecord, resolved: list[dict],
                   "retrain_reference": unlearned.get("reference")},
         "verification": verification(unlearned, gates),
         "files": _files(folder, rec, art, unlearned, verified),
+        "data": data_erasure.certificate_fields(led, rec),
     }
     return cert_mod.build_certificate(plain(fields))
 
@@ -141,7 +145,7 @@ def issue(params: Params, art: Artifacts, led: Ledger, rec: RequestRecord, resol
     name, version, run_id = after["name"], after["version"], after["run_id"]
     client = tracking.client(params, art)
     tracking.StageRun(client, run_id).log_artifacts(
-        [written["json"], written["markdown"], *(folder / f for f in cert["files"])], MLFLOW_DIR)
+        [written["json"], written["markdown"], *(folder / f for f in cert["files"] if f != IDS)], MLFLOW_DIR)
     uris = []
     if os.environ.get(storage.ENDPOINT_VAR):
         prefix = f"{params.storage.prefix.strip('/')}/{name}/{version}".lstrip("/")

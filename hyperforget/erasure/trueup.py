@@ -2,10 +2,14 @@
 
 Why: a request is answered in seconds by an approximate method (gated against retrains, but approximate);
 the exact answer, a model that never saw the records, is a retrain, affordable in a batch now and then. The
-true-up retrains θ0's recipe (`train:`, through the `retrain` method) on the train split minus every record of
-every request closed on this dataset: all of them, not only those since the last true-up, because the prepared
-dataset still holds the earlier ones and a retrain on it must leave them out again. It runs only when some
-closed request has not been trued up yet (or with `force`).
+true-up retrains θ0's recipe (`train:`, through the `retrain` method) on the prepared train split as it is now,
+which is the erased data once record requests were erased from it (`data_erasure`: their records are not
+there to leave out), minus every record still in it of every closed request: the members of each closed class
+request, and the ids of each record request closed on this very version without erasure (all of them, not only
+those since the last true-up, because the data still holds the earlier ones). Requests closed on a version an
+erasure turned into this one count too (`data_erasure.lineage`); a record request closed without erasure on
+another version cannot be located here and is listed as `not_covered`. It runs only when some closed request
+has not been trued up yet (or with `force`).
 
 How it is judged: the retrain is the exact reference itself, so forgetting holds by construction (the records
 were never seen) and there is nothing to compare it with but the original. Its gate is utility: retained-class
@@ -20,6 +24,9 @@ without a request) and, on each request it newly covers, a `trued_up` note namin
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 
 from hyperforget.base import records
@@ -28,11 +35,11 @@ from hyperforget.base.errors import DataError
 from hyperforget.base.io import read_json, sha256_file, write_json
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import ForgetSplit, load_dataset
-from hyperforget.erasure import deletion
+from hyperforget.erasure import data_erasure, deletion
 from hyperforget.erasure.evidence import plain
 from hyperforget.erasure.ledger import Ledger
-from hyperforget.models.metrics import Evaluator, summarise
-from hyperforget.models.nets import load_model, save_model
+from hyperforget.models.metrics import Evaluator, accuracy, per_class_accuracy, summarise
+from hyperforget.models.nets import load_model, predict, save_model
 from hyperforget.publish import release as publish
 from hyperforget.publish import tracking
 from hyperforget.unlearn import run_method
@@ -47,11 +54,24 @@ def model_name(params: Params) -> str:
 
 
 def pending(params: Params, art: Artifacts, led: Ledger) -> tuple[list, list]:
-    """(every closed request on the prepared dataset, those not trued up yet)."""
+    """(every closed request a retrain on the prepared dataset answers, those not trued up yet): see the module
+    docstring."""
     dataset = sha256_file(art.dataset)
-    closed = [r for r in led.list() if r.state == "closed" and r.dataset_sha256 == dataset]
+    versions = data_erasure.lineage(led, dataset)
+    erased = {n.request_id for n in led.read_notes(kind=data_erasure.ERASED)
+              if n.detail.get("dataset_after") in versions}
+    closed = [r for r in led.list() if r.state == "closed" and (r.request_id in erased or r.dataset_sha256 == dataset
+                                                                or (r.scope_kind == "classes" and
+                                                                    r.dataset_sha256 in versions))]
     covered = {n.request_id for n in led.read_notes(kind=REQUEST_NOTE)}
     return closed, [r for r in closed if r.request_id not in covered]
+
+
+def not_covered(led: Ledger, versions: set[str], closed: list) -> list[str]:
+    """Record requests closed without erasure on an earlier version: their ids do not index this one."""
+    seen = {r.request_id for r in closed}
+    return [r.request_id for r in led.list() if r.state == "closed" and r.request_id not in seen
+            and r.scope_kind == "samples" and r.dataset_sha256 in versions]
 
 
 def trueup(params: Params, art: Artifacts, force: bool = False, promote: bool = True,
@@ -64,15 +84,19 @@ def trueup(params: Params, art: Artifacts, force: bool = False, promote: bool = 
             why = "no request is closed on this dataset" if not closed else "no request closed since the last true-up"
             return {"skipped": why, "requests": []}
         data = load_dataset(art.prepare)
+        dataset = sha256_file(art.dataset)
         original, spec = load_model(art.model)
-        forget = sorted({i for r in closed for i in deletion.record_indices(art, r, data)})
+        erased = {n.request_id for n in led.read_notes(kind=data_erasure.ERASED)}
+        still_in = [r for r in closed if r.request_id not in erased]  # erased records are not in the data at all
+        forget = sorted({i for r in still_in for i in deletion.record_indices(art, r, data)})
         if len(forget) >= len(data.y_train):
             raise DataError("the closed requests together delete every training record: nothing is left to retrain on")
         keep = torch.ones(len(data.y_train), dtype=torch.bool)
         keep[forget] = False
         classes = sorted({c for r in closed if r.classes for c in r.classes})
-        split = ForgetSplit(torch.tensor(forget), keep.nonzero().squeeze(1), tuple(classes) if classes else None)
-        key = records.ids_sha256(forget)
+        split = ForgetSplit(torch.tensor(forget, dtype=torch.long), keep.nonzero().squeeze(1),
+                            tuple(classes) if classes else None)
+        key = hashlib.sha256(json.dumps([dataset, records.ids_sha256(forget)]).encode()).hexdigest()
         out = art.trueup / key[:16]
         result = _retrain(params, art, out, key, original, spec, data, split)
         gate = judge(result, params, bool(classes))
@@ -87,10 +111,14 @@ def trueup(params: Params, art: Artifacts, force: bool = False, promote: bool = 
                 champion = publish.promote(registered["name"], registered["version"], params, art)
         ids = [r.request_id for r in new]
         summary = plain({"registered": registered, "exported": exported, "champion": champion,
-                         "gates": gate.to_dict(), "excluded_records": len(forget), "excluded_sha256": key,
+                         "gates": gate.to_dict(), "excluded_records": len(forget),
+                         "excluded_sha256": records.ids_sha256(forget), "dataset_sha256": dataset,
+                         "erased": sorted(r.request_id for r in closed if r.request_id in erased),
+                         "not_covered": not_covered(led, data_erasure.lineage(led, dataset), closed),
                          "requests": ids, "all_closed": [r.request_id for r in closed], "report": result["report"]})
         led.note(None, RUN_NOTE, {k: summary[k] for k in ("registered", "champion", "excluded_records",
-                                                           "excluded_sha256", "requests")} | {"passed": gate.passed})
+                                                           "excluded_sha256", "dataset_sha256", "erased",
+                                                           "requests")} | {"passed": gate.passed})
         if gate.passed:
             for rid in ids:
                 led.note(rid, REQUEST_NOTE, {"name": registered["name"], "version": registered["version"],
@@ -124,10 +152,18 @@ def _retrain(params: Params, art: Artifacts, out, key: str, original, spec, data
             return cached | {"model_path": str(path), "report_path": str(report_path)}
     opts = params.method_options("retrain", seeds=1)
     res = run_method("retrain", UnlearnInputs(original, spec, data, split, params.seed, art, params.gates), opts)
-    evaluator = Evaluator.for_original(original, data, split, params.evaluation.mia_splits, params.seed)
+    if len(split.forget_idx):
+        evaluator = Evaluator.for_original(original, data, split, params.evaluation.mia_splits, params.seed)
+        report = evaluator.report
+    else:  # every request's records were erased from the data: nothing left out, nothing to measure on D_f
+        def report(model) -> dict:
+            logits = predict(model, data.x_test)
+            acc = accuracy(logits, data.y_test)
+            return {"test_acc": acc, "test_retained_acc": acc,
+                    "per_class_test_acc": per_class_accuracy(logits, data.y_test, data.num_classes)}
     digest = save_model(path, res.model, spec)
-    record = {"key": key, "method": "retrain", "sha256": digest, "report": evaluator.report(res.model),
-              "reference": summarise([evaluator.report(original)]), "options": res.options,
+    record = {"key": key, "method": "retrain", "sha256": digest, "report": report(res.model),
+              "reference": summarise([report(original)]), "options": res.options,
               "lineage": {"trueup": key}, "request_slug": "trueup"}
     write_json(report_path, record)
     return record | {"model_path": str(path), "report_path": str(report_path)}

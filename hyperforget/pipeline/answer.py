@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.io import load_tensors, read_json, save_tensors, sha256_file, tensor_metadata, write_json
 from hyperforget.config.options import VARIANTS
@@ -67,10 +68,14 @@ def reference_models(params: Params, art: Artifacts, ctx: RequestContext) -> tup
     """The retrain-from-scratch reference of this request: the mean ± std of its metrics and the retrained
     models themselves (verification's shadows and held-out retrain), cached under the request folder by what
     determines them: the summary as JSON (`art.reference`), the models as safetensors
-    (`art.reference_models`), both carrying the same key; nothing is pickled."""
+    (`art.reference_models`), both carrying the same key; nothing is pickled. A record request is keyed by its
+    record set, not by the path of its ids file: the same ids submitted again reuse the reference."""
     opts = params.method_options("retrain", seeds=params.evaluation.retrain_seeds)
     evaluation = params.evaluation.model_dump(exclude={"methods", "verification"})  # what the models/summary use
-    key = hashlib.sha256(json.dumps([sha256_file(art.dataset), sha256_file(art.model), params.forget.model_dump(),
+    forget = params.forget.model_dump()
+    if params.forget.samples is not None:
+        forget["samples"] = records.file_digest(params.forget.samples)
+    key = hashlib.sha256(json.dumps([sha256_file(art.dataset), sha256_file(art.model), forget,
                                      opts.model_dump(), evaluation, params.seed],
                                     sort_keys=True).encode()).hexdigest()
     cache, weights = art.reference(params.forget.slug()), art.reference_models(params.forget.slug())

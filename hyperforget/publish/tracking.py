@@ -269,19 +269,20 @@ def start_stage_run(params: Params, art: Artifacts, stage: str, parent: Any = No
     _end(c, stage_run.run_id, "FINISHED")
 
 
-def _started(pid: int) -> str | None:
-    """When process `pid` started (/proc/<pid>/stat field 22, clock ticks after boot); None if it is gone,
-    a zombie, or there is no /proc."""
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of process `pid`: /proc/<pid>/stat fields 3 and 22 (the start in clock ticks after
+    boot); None where it cannot be read (no such process, no /proc, hidden by the mount)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
         return None
-    return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else None
 
 
 def process_tags() -> dict[str, str]:
     """Which process makes a run: host, pid and its start time (so a reused pid is not taken for the dead one)."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), STARTED_TAG: _started(os.getpid()) or ""}
+    stat = _stat(os.getpid())
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), STARTED_TAG: stat[1] if stat else ""}
 
 
 def process_gone(tags: dict[str, str]) -> str | None:
@@ -298,9 +299,11 @@ def process_gone(tags: dict[str, str]) -> str | None:
         return f"process {pid} on {host} is gone"
     except (PermissionError, OverflowError):
         pass  # another user's process
-    now = _started(int(pid))
-    if started and now != started and Path("/proc").is_dir():
-        return f"process {pid} on {host} is gone ({'a zombie' if now is None else 'its pid was reused'})"
+    stat = _stat(int(pid))
+    if stat and stat[0] in ("Z", "X"):
+        return f"process {pid} on {host} is gone (a zombie)"
+    if stat and started and stat[1] != started:
+        return f"process {pid} on {host} is gone (its pid now names another process)"
     return None
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,4 +96,10 @@ def test_a_run_recording_no_process_or_a_reused_pid_counts_as_dead():
     mine = tracking.process_tags()
     assert tracking.process_gone(mine) is None
     if Path("/proc/self/stat").exists():  # Linux: a pid now naming a process that started at another time
-        assert "its pid was reused" in tracking.process_gone(mine | {tracking.STARTED_TAG: "1"})
+        assert "its pid now names another process" in tracking.process_gone(mine | {tracking.STARTED_TAG: "1"})
+        child = subprocess.Popen([sys.executable, "-c", ""])  # exits, and stays a zombie until it is reaped
+        stat = Path(f"/proc/{child.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.05)
+        assert tracking.process_gone(mine | {tracking.PID_TAG: str(child.pid)}).endswith("is gone (a zombie)")
+        child.wait()
