@@ -5,7 +5,7 @@
 
 Both builds use the params' zoo recipe on digits in fresh folders, and must produce the same index.
 Prints the ratio sequential / fanned out and the machine. On a machine with fewer cores than workers ×
-torch threads the pool only oversubscribes; the fan-out pays where there are cores (or Dask/Ray workers)
+torch threads the pool only oversubscribes; the fan-out pays where there are cores (or Dask workers)
 to spare.
 """
 

@@ -19,14 +19,14 @@ def test_threads_by_default(monkeypatch):
 
 def test_unknown_runner_names_the_choices(monkeypatch):
     monkeypatch.setenv("HYPERFORGET_TASK_RUNNER", "spark")
-    with pytest.raises(ConfigError, match="choose one of thread, dask, ray"):
+    with pytest.raises(ConfigError, match="choose one of thread, dask"):
         task_runner()
 
 
 def test_missing_runner_package_says_how_to_install_it(monkeypatch):
-    monkeypatch.setenv("HYPERFORGET_TASK_RUNNER", "ray")
-    monkeypatch.setitem(sys.modules, "prefect_ray", None)  # as on a machine without the `scale` extra
-    with pytest.raises(ConfigError, match=r"needs prefect-ray .*pip install 'hyperforget\[scale\]'"):
+    monkeypatch.setenv("HYPERFORGET_TASK_RUNNER", "dask")
+    monkeypatch.setitem(sys.modules, "prefect_dask", None)  # as on a machine without the `scale` extra
+    with pytest.raises(ConfigError, match=r"needs prefect-dask .*pip install 'hyperforget\[scale\]'"):
         task_runner()
 
 
