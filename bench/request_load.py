@@ -1,6 +1,6 @@
 """One request's time idle and beside a CPU-bound process, with OpenMP threads waiting passively vs actively.
 
-    python bench/request_load.py [--work DIR] [--method scrub] [--repeats 3] [--json bench/results/request_load.json]
+    python bench/request_load.py [--work DIR] [--method scrub] [--repeats 5] [--json bench/results/request_load.json]
 
 Why: OMP_WAIT_POLICY=PASSIVE is what hyperforget.base.runtime.configure() sets before torch loads; this
 measures what it buys. Prepares a digits project in --work (`hyperforget import-data`, `prepare`, `train`,
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="project folder (default: a new temp folder); "
                     "reused when it holds a prepared one")
     ap.add_argument("--method", default="scrub")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "request_load.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()

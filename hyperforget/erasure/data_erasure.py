@@ -27,8 +27,9 @@ a θ0 that saw erased records (`check_original`): `dvc repro` first.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hyperforget.base import records
@@ -130,12 +131,25 @@ def erase(params: Params, art: Artifacts, led: Ledger, rec: RequestRecord,
           indices_of: Callable[[RequestRecord, datasets.Dataset], list[int]]) -> dict:
     """Erase the request's records from the data (noted once) and collect every other version (noted once); see
     the module docstring. `indices_of(request, data)`: a request's train indices from its ids file. Returns
-    the certificate's `data` section."""
-    if _last(led, rec.request_id, ERASED) is None:
-        _new_version(params, art, led, rec, indices_of)
-    if _last(led, rec.request_id, COLLECTED) is None:
-        led.note(rec.request_id, COLLECTED, collect(art, Path(data_config(params, art).raw_dir)))
+    the certificate's `data` section. One erasure at a time per project (a lock file): two at once would both
+    rewrite the version they found."""
+    with _locked(art.base / "deletion" / ".erasure.lock"):
+        if _last(led, rec.request_id, ERASED) is None:
+            _new_version(params, art, led, rec, indices_of)
+        if _last(led, rec.request_id, COLLECTED) is None:
+            led.note(rec.request_id, COLLECTED, collect(art, Path(data_config(params, art).raw_dir)))
     return certificate_fields(led, rec)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # waits for an erasure in another process to finish
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _new_version(params: Params, art: Artifacts, led: Ledger, rec: RequestRecord,

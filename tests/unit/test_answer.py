@@ -8,29 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import IntegrityError
 from hyperforget.base.io import read_json, tensor_metadata
 from hyperforget.config.params import load_params
-from hyperforget.pipeline import answer, stages
+from hyperforget.pipeline import answer
 from hyperforget.unlearn import run_method
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, digits) -> Path:
-    """A prepared digits project, θ0 and the retrains trained 3 epochs (the reference recipe is `train:`)."""
-    root = tmp_path_factory.mktemp("answer-project")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["train"]["epochs"] = 3
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    art, params = Artifacts(root), load_params(root / "params.yaml")
-    for stage in (stages.import_data, stages.prepare, stages.train):
-        stage(params, art)
-    return root
+def project(make_project) -> Path:
+    """A built digits project (tests/fixtures.py); its retrains take the reference recipe, `train:`."""
+    return make_project("answer-project").parent
 
 
 def test_reference_models_are_cached_as_safetensors_and_reused(project, monkeypatch):

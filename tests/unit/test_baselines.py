@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from hyperforget.config.options import HeadFinetuneOptions, SalUnOptions, ScrubOptions, UnlearnConfig
-from hyperforget.config.params import ForgetConfig, TrainConfig
+from hyperforget.config.params import ForgetConfig
 from hyperforget.data.datasets import forget_split
 from hyperforget.models.metrics import accuracy
 from hyperforget.models.nets import flatten, head_parameters, predict
-from hyperforget.models.train import train_many
 from hyperforget.unlearn import METHODS, run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.unlearn.salun import saliency_mask, wrong_labels
@@ -30,13 +29,11 @@ def _accuracies(model, inputs) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def class3(original_mlp, digits_spec, digits, split_class3):
+def class3(original_mlp, digits_spec, digits, split_class3, retrains_class3):
     before = flatten(original_mlp).clone()
     inputs = UnlearnInputs(original_mlp, digits_spec, digits, split_class3, seed=0)
     results = {name: run_method(name, inputs) for name in NEW}
-    retrains = train_many(digits_spec, [1000, 1001, 1002], inputs.x_retain, inputs.y_retain,
-                          TrainConfig(epochs=30, batch_size=32, lr=1e-2))
-    refs = [_accuracies(m, inputs) for m in retrains]
+    refs = [_accuracies(m, inputs) for m in retrains_class3[:3]]
     reference = {k: sum(r[k] for r in refs) / len(refs) for k in refs[0]}
     return {"inputs": inputs, "results": results, "before": before, "reference": reference,
             "acc": {name: _accuracies(r.model, inputs) for name, r in results.items()}}

@@ -6,32 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.io import sidecar
 from hyperforget.cli import app
 from hyperforget.config.options import VARIANTS
-from hyperforget.config.params import load_params
-from hyperforget.pipeline import stages
 from hyperforget.unlearn import METHODS
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, digits) -> Path:
-    """A prepared digits project (θ0 trained 5 epochs), its MLflow store under its own root."""
-    root = tmp_path_factory.mktemp("cli-project")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["train"]["epochs"] = 5
-    raw["evaluation"]["retrain_seeds"] = 3  # the fewest verification takes: 2 LiRA shadows + 1 held-out
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    art, params = Artifacts(root), load_params(root / "params.yaml")
-    for stage in (stages.import_data, stages.prepare, stages.train):
-        stage(params, art)
-    return root
+def project(make_project) -> Path:
+    """A built digits project (tests/fixtures.py), its MLflow store under its own root."""
+    return make_project("cli-project").parent
 
 
 def test_help_lists_the_methods_and_the_hypernetwork_variants():

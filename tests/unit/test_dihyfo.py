@@ -1,4 +1,5 @@
-"""DiHyFo: seeded sampling, refusals with the fix, honesty record, and the definition of done on digits."""
+"""DiHyFo: seeded sampling, refusals with the fix, honesty record, held-out sets in one sampler call. (The
+definition of done on digits: tests/model/test_quality_bars.py.)"""
 
 from __future__ import annotations
 
@@ -20,11 +21,9 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.zoo.build import build_zoo
 from hyperforget.zoo.shards import load_zoo
+from tests.recipes import tiny_hypernet
 
-# proposed CPU defaults for the hypernetwork (see the report); the tiny one only has to run
-HYPERNET = dict(chunk_size=128, width=64, depth=2, heads=4, steps=2000, batch_size=64, lr=1e-3, device="cpu")
-TINY_HYPERNET = dict(chunk_size=64, width=32, depth=1, heads=2, steps=20, batch_size=16, lr=3e-3, warmup=2,
-                     checkpoint_every=20, sample_steps=5, ema=0.0, device="cpu")
+TINY_HYPERNET = tiny_hypernet()
 
 
 @pytest.fixture(scope="module")
@@ -94,32 +93,6 @@ def test_honesty_record_and_baselines_are_real_zoo_checkpoints(tiny, digits_spec
     assert torch.equal(weights["retrieval"], zoo.weights[report["retrieval"]["row"]])
     noise = (weights["retrieval_noise"] - weights["retrieval"]).norm().item()
     assert noise == pytest.approx(report["nearest_zoo"]["distance"], rel=1e-4)
-
-
-@pytest.mark.slow
-def test_definition_of_done_on_digits(tmp_path, original_mlp, digits_spec, digits):
-    """Default zoo + proposed hypernet: forget acc ≤ 5% and retained test acc within 5 pts of retrain."""
-    recipe = TrainConfig(epochs=30, batch_size=32, lr=1e-2)  # the original's recipe (conftest)
-    art = Artifacts(tmp_path)
-    build_zoo(original_mlp, digits_spec, digits, ZooConfig(), recipe, art.zoo, progress=False)
-    zoo, _ = load_zoo(art.zoo)
-    train_hypernet(zoo, HypernetConfig(variant="dihyfo2", **HYPERNET), art.hypernet("dihyfo2"), progress=False)
-    for c in (3, 5, 8):
-        split = forget_split(digits, ForgetConfig(classes=[c]))
-        inputs = inputs_for(art, original_mlp, digits_spec, digits, split)
-        result = run_method("dihyfo2", inputs)
-        retrains = run_method("retrain", inputs, {"seeds": 3, "epochs": 30, "batch_size": 32, "lr": 1e-2}).models
-        kept = digits.y_test != c
-
-        def retained_test_acc(model, kept=kept):
-            with torch.no_grad():
-                return (model(digits.x_test[kept]).argmax(1) == digits.y_test[kept]).float().mean().item()
-
-        with torch.no_grad():
-            forget_acc = (result.model(inputs.x_forget).argmax(1) == inputs.y_forget).float().mean().item()
-        reference = sum(retained_test_acc(m) for m in retrains) / len(retrains)
-        assert forget_acc <= 0.05, f"class {c}: forget acc {forget_acc:.3f}"
-        assert retained_test_acc(result.model) >= reference - 0.05, f"class {c}: {result.info}"
 
 
 def test_a_held_out_set_is_answered_with_one_batched_sampler_call(tiny, monkeypatch, original_mlp, digits_spec,

@@ -1,9 +1,10 @@
-"""Choosing the flows' task runner from HYPERFORGET_TASK_RUNNER: threads by default, clear errors otherwise."""
+"""Choosing the flows' task runner from HYPERFORGET_TASK_RUNNER: threads by default, clear errors otherwise; the
+unlearn flow's strict parameters. (Two unlearn flow runs in one process, which start Prefect's ephemeral API
+server: tests/integration/test_flow_isolation.py.)"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -30,72 +31,6 @@ def test_missing_runner_package_says_how_to_install_it(monkeypatch):
         task_runner()
 
 
-@pytest.fixture(scope="module")
-def two_projects(tmp_path_factory, digits):
-    """Two projects with the same prepared digits and θ0 (5 epochs), each with its own params and stores."""
-    import shutil
-
-    import yaml
-
-    from hyperforget.base.artifacts import Artifacts
-    from hyperforget.config.params import load_params
-    from hyperforget.pipeline import stages
-
-    first = tmp_path_factory.mktemp("project-a")
-    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
-    raw["train"]["epochs"] = 5
-    raw["evaluation"]["retrain_seeds"] = 3  # the fewest verification takes: 2 LiRA shadows + 1 held-out
-    (first / "params.yaml").write_text(yaml.safe_dump(raw))
-    art, params = Artifacts(first), load_params(first / "params.yaml")
-    for stage in (stages.import_data, stages.prepare, stages.train):
-        stage(params, art)
-    second = tmp_path_factory.mktemp("project-b")
-    shutil.copytree(first, second, dirs_exist_ok=True)
-    (second / "mlruns.db").unlink()
-    shutil.rmtree(second / "mlartifacts", ignore_errors=True)
-    return first, second
-
-
-@pytest.mark.slow
-def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_roots(two_projects, tmp_path,
-                                                                                       monkeypatch):
-    """The thread runner case: no working directory, tracking URI or active run is shared between them."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from prefect import flow
-
-    from flows.unlearn import unlearn
-    from hyperforget.base.artifacts import Artifacts
-    from hyperforget.config.params import load_params
-    from hyperforget.publish import tracking
-
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # first start: ~30 s here
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
-    elsewhere = tmp_path / "cwd"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    flow(name="warm-up")(lambda: None)()  # one ephemeral API server, started before the two threads race for it
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda root: unlearn(forget_classes=[3], method="scrub",  # passes every gate
-                                                     params_path=str(root / "params.yaml")), two_projects))
-    assert list(elsewhere.iterdir()) == []  # nothing was written where the process happened to be
-    for root, result in zip(two_projects, results, strict=True):
-        art = Artifacts(root)
-        runs = list((art.request("classes-3", "scrub") / "runs").iterdir())
-        assert len(runs) == 1 and (runs[0] / "model.safetensors").exists()
-        assert result["gates"]["passed"] and result["exported"]["onnx_path"].startswith(str(root))
-        c = tracking.client(load_params(root / "params.yaml"), art)
-        [mv] = c.search_model_versions("name = 'digits-mlp-forget-classes-3'")
-        assert mv.tags["sha256.weights"] == result["sha256"]
-        runs = c.search_runs([c.get_experiment_by_name("hyperforget/digits").experiment_id])
-        flow_runs = sorted(r.data.tags["stage"] for r in runs if r.data.tags["stage"] not in ("prepare", "train"))
-        assert flow_runs == ["register", "request/classes-3", "unlearn/scrub"]  # this project's request only
-        assert all(r.info.status == "FINISHED" for r in runs)
-
-
 @pytest.mark.parametrize("classes", [[True], ["3"]])
 def test_the_unlearn_flow_refuses_parameters_that_are_not_exactly_integers(classes, tmp_path, monkeypatch):
     from prefect.exceptions import ParameterTypeError
@@ -106,3 +41,30 @@ def test_the_unlearn_flow_refuses_parameters_that_are_not_exactly_integers(class
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with pytest.raises(ParameterTypeError, match="forget_classes"):
         unlearn.validate_parameters({"forget_classes": classes})
+
+
+class _Finished:
+    """A task run's final state as `retry_condition_fn` sees it: `result()` returns or raises."""
+
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return {}
+
+
+def test_the_request_task_retries_an_io_failure_twice_5_then_15_s_later_and_a_user_error_never():
+    """What bounds a flow run whose S3 or MLflow is down (tests/integration/test_request_lifecycle.py runs one):
+    two retries, 5 s and 15 s after the failure, and none for bad input or a failed gate, which fail the same
+    again. The settings are the pin, not a measured time."""
+    from flows.unlearn import process_request, transient
+    from hyperforget.base.errors import GateFailed, StorageError
+
+    assert process_request.retries == 2 and process_request.retry_delay_seconds == [5, 15]
+    assert process_request.retry_condition_fn is transient
+    assert transient(None, None, _Finished(StorageError("the S3 store at http://127.0.0.1:9 is down")))
+    assert transient(None, None, _Finished(ConnectionResetError("an MLflow blip")))
+    assert not transient(None, None, _Finished(ConfigError("no deletion request 'zz'")))
+    assert not transient(None, None, _Finished(GateFailed("forget acc 0.4000 > 0.0500")))

@@ -14,9 +14,9 @@ from hyperforget.models.nets import save_model
 from hyperforget.studies.heldout import BASELINES, heldout_report, step_sweep
 from hyperforget.zoo.build import build_zoo
 from hyperforget.zoo.shards import load_zoo
+from tests.recipes import tiny_hypernet
 
-TINY_HYPERNET = dict(chunk_size=64, width=32, depth=1, heads=2, steps=10, batch_size=16, lr=3e-3, warmup=2,
-                     checkpoint_every=10, sample_steps=3, ema=0.0, device="cpu")
+TINY_HYPERNET = tiny_hypernet(steps=10, checkpoint_every=10, sample_steps=3)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -52,12 +53,15 @@ print(save_tensors(sys.argv[1], {"w": torch.arange(6.0), "b": torch.ones(2)}, me
 
 
 def test_identical_weights_saved_by_different_processes_are_byte_identical(tmp_path):
-    # the safetensors writer orders metadata by a per-process hash seed; registry and DVC key on sha256
-    digests = {subprocess.run([sys.executable, "-c", SAVE, str(tmp_path / f"{i}.safetensors")], check=True,
-                              capture_output=True, text=True).stdout.strip() for i in range(4)}
-    assert len(digests) == 1
-    assert tensor_metadata(tmp_path / "0.safetensors")["input_shape"] == "[1, 8, 8]"
-    assert torch.equal(load_tensors(tmp_path / "3.safetensors")["w"], torch.arange(6.0))
+    # the safetensors writer orders metadata by the process's hash seed; registry and DVC key on sha256.
+    # Two processes with two given seeds (whose dict orders differ), run side by side.
+    children = [subprocess.Popen([sys.executable, "-c", SAVE, str(tmp_path / f"{seed}.safetensors")],
+                                 env={**os.environ, "PYTHONHASHSEED": str(seed)}, stdout=subprocess.PIPE, text=True)
+                for seed in (1, 2)]
+    digests = {child.communicate(timeout=300)[0].strip() for child in children}
+    assert [child.returncode for child in children] == [0, 0] and len(digests) == 1
+    assert tensor_metadata(tmp_path / "1.safetensors")["input_shape"] == "[1, 8, 8]"
+    assert torch.equal(load_tensors(tmp_path / "2.safetensors")["w"], torch.arange(6.0))
 
 
 def test_flipped_byte_is_an_integrity_error(tmp_path, tensors):

@@ -22,10 +22,10 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.zoo.build import build_zoo
 from hyperforget.zoo.shards import load_zoo
+from tests.recipes import tiny_hypernet
 
 TINY_ZOO = ZooConfig(trajectories=2, steps=6, save_every=3, retrain_seeds=1, shard_rows=64)
-TINY_HYPERNET = dict(chunk_size=256, width=32, depth=1, heads=2, steps=20, batch_size=16, lr=3e-3, warmup=2,
-                     checkpoint_every=20, sample_steps=5, ema=0.0, device="cpu")
+TINY_HYPERNET = tiny_hypernet(chunk_size=256)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """Registry, tracking and publish steps against an embedded sqlite MLflow store in a project in tmp_path."""
 
+import os
 import shutil
 import socket
-import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,26 +23,16 @@ PARAMS = Params()
 NAME = "digits-mlp-forget-classes-3"
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory):
-    """An initialised MLflow schema, made once (its migrations take ~10 s) and copied per test."""
-    from mlflow import MlflowClient
-
-    d = tmp_path_factory.mktemp("mlflow-template")
-    MlflowClient(f"sqlite:///{d}/mlruns.db").search_experiments()
-    return d / "mlruns.db"
-
-
 @pytest.fixture
 def art(tmp_path) -> Artifacts:
     return Artifacts(tmp_path)
 
 
 @pytest.fixture
-def client(template_db, art, monkeypatch):
-    """The project's store: params' relative `sqlite:///mlruns.db`, resolved under the project root
-    (no MLFLOW_TRACKING_URI, no chdir)."""
-    shutil.copy(template_db, art.root / "mlruns.db")
+def client(mlflow_db, art, monkeypatch):
+    """The project's store (a copy of the session's initialised one): params' relative `sqlite:///mlruns.db`,
+    resolved under the project root (no MLFLOW_TRACKING_URI, no chdir)."""
+    shutil.copy(mlflow_db, art.root / "mlruns.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
@@ -205,15 +196,30 @@ def test_a_crashed_stage_ends_its_runs_failed_not_running(client, art):
     assert client.get_run(child.run_id).info.status == "FAILED"
 
 
-def test_unreachable_server_fails_fast_with_the_fix(monkeypatch, art):
+def test_an_unreachable_server_is_tried_three_times_with_bounded_waits_then_named_with_the_fix(monkeypatch, art):
+    """The wait is bounded by settings, not measured: 3 health checks of at most 3 s each, 0.5 s then 1 s apart."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    t0 = time.monotonic()
-    with pytest.raises(StorageError, match=rf"127\.0\.0\.1:{port}.*make stack-up"):
+    real_opener, timeouts, sleeps = urllib.request.build_opener, [], []
+
+    def counting_opener(*handlers):
+        opener = real_opener(*handlers)
+        real_open = opener.open
+
+        def open_(url, *args, timeout, **kwargs):
+            timeouts.append(timeout)
+            return real_open(url, *args, timeout=timeout, **kwargs)
+
+        opener.open = open_
+        return opener
+
+    monkeypatch.setattr(tracking.urllib.request, "build_opener", counting_opener)
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+    with pytest.raises(StorageError, match=rf"127\.0\.0\.1:{port} after 3 attempts .*make stack-up"):
         tracking.client(PARAMS, art)
-    assert time.monotonic() - t0 < 10
+    assert timeouts == [3.0, 3.0, 3.0] and sleeps == [0.5, 1.0]
 
 
 def test_same_key_registers_one_version_different_keys_two(client):
@@ -241,3 +247,31 @@ def test_weights_overwritten_after_unlearning_are_refused_not_registered(client,
     with pytest.raises(IntegrityError, match="changed after the unlearning step"):
         publish.register(req, publish.gate(req, PARAMS), PARAMS, art)
     assert client.search_model_versions(f"name = '{NAME}'") == []
+
+
+def test_a_tracking_call_to_a_server_that_is_down_is_tried_a_bounded_number_of_times(client, monkeypatch, art):
+    """What bounds the wait when a server dies mid-request (tests/integration/test_outages.py kills it for real):
+    MLflow's own HTTP retries, set when a client is made unless the environment sets them (3 retries, backoff
+    factor 1, 30 s per request), then `with_retries`: 3 attempts 1 s and 2 s apart, then one error naming it."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    for name in names:
+        monkeypatch.setenv(name, "unset by this test")  # so that monkeypatch restores the variable's absence too
+        monkeypatch.delenv(name)
+    tracking.client(PARAMS, art)
+    assert [os.environ[name] for name in names] == ["3", "1", "30"]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    calls, sleeps = [], []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+
+    def down():
+        calls.append(1)
+        raise RequestsConnectionError("connection refused")
+
+    with pytest.raises(StorageError, match=rf"MLflow tracking server at {uri} .*make stack-up"):
+        tracking.with_retries(down, uri)
+    assert len(calls) == 3 and sleeps == [1.0, 2.0]
