@@ -67,10 +67,14 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def write_idx(path: str | Path, array: np.ndarray) -> None:
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An unsigned-byte array as an IDX file's bytes."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    write_bytes(path, header + array.tobytes())
+    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    write_bytes(path, idx_bytes(array))
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -138,8 +142,21 @@ def export_digits(folder: Path) -> None:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    write_idx(folder / DIGITS_FILES["x"], d.images.astype(np.uint8))
-    write_idx(folder / DIGITS_FILES["y"], d.target.astype(np.uint8))
+    for key, array in (("x", d.images), ("y", d.target)):
+        path = folder / DIGITS_FILES[key]
+        data = idx_bytes(array.astype(np.uint8))
+        _refuse_overwrite(path, data)
+        write_bytes(path, data)
+
+
+def _refuse_overwrite(path: Path, data: bytes) -> None:
+    """Importing never overwrites a raw file that differs from the original: after a deletion request
+    erased records from it (`hyperforget.erasure.data_erasure`), a fresh import would bring them back."""
+    if path.is_file() and path.read_bytes() != data:
+        raise DataError(f"{path} differs from the data set's original file: a deletion request erased records "
+                        "from it (`hyperforget request list`) or it was edited, and importing never overwrites "
+                        "it. Restore the tracked version with `dvc checkout data.dvc`, or delete the folder to "
+                        "import the originals")
 
 
 def _download(name: str, folder: Path) -> Path:
@@ -193,9 +210,11 @@ def import_raw(cfg: DataConfig) -> Path:
     if cfg.name == "mnist":
         check_mnist_md5(source)
     dest.mkdir(parents=True, exist_ok=True)
-    for f in sorted(source.iterdir()):
-        if f.is_file() and not f.name.startswith("."):
-            shutil.copyfile(f, dest / f.name)
+    files = [f for f in sorted(source.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    for f in files:
+        _refuse_overwrite(dest / f.name, f.read_bytes())
+    for f in files:
+        shutil.copyfile(f, dest / f.name)
     if (source / "cifar-10-batches-bin").is_dir():
         shutil.copytree(source / "cifar-10-batches-bin", dest / "cifar-10-batches-bin", dirs_exist_ok=True)
     return dest

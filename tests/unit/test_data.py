@@ -115,3 +115,15 @@ def test_a_file_that_is_not_the_original_mnist_is_refused(tmp_path):
     with pytest.raises(DataError, match="not the original MNIST"):
         import_raw(DataConfig(name="mnist", source=str(source), raw_dir=str(tmp_path / "raw")))
     assert not (tmp_path / "raw").exists()  # refused before anything was copied
+
+
+def test_importing_again_never_overwrites_a_raw_file_an_erasure_rewrote(tmp_path):
+    cfg = DataConfig(raw_dir=str(tmp_path))
+    folder = import_raw(cfg)
+    assert import_raw(cfg) == folder  # the same bytes again: nothing to refuse
+    images = folder / "digits-images-idx3-ubyte"
+    erased = images.read_bytes()[:-64]  # as if the last record's pixels were gone
+    images.write_bytes(erased)
+    with pytest.raises(DataError, match=r"differs from the data set's original file.*dvc checkout data.dvc"):
+        import_raw(cfg)
+    assert images.read_bytes() == erased
