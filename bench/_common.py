@@ -16,15 +16,8 @@ import torch
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.options import VARIANTS
-from hyperforget.config.params import (
-    ForgetConfig,
-    Params,
-    apply_override,
-    load_params,
-    parse_overrides,
-    parse_params,
-    read_params,
-)
+from hyperforget.config.overlays import apply_override, load_params, parse_overrides, parse_params, read_params
+from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import forget_split as make_split
 from hyperforget.data.datasets import prepare
 from hyperforget.data.readers import import_raw

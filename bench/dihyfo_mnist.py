@@ -38,7 +38,8 @@ from _common import CONFIGS, experiment_raw, run_pipeline, work_folder
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.io import write_text
 from hyperforget.config.options import VARIANTS
-from hyperforget.config.params import Params, load_params, parse_overrides, parse_params
+from hyperforget.config.overlays import load_params, parse_overrides, parse_params
+from hyperforget.config.params import Params
 from hyperforget.pipeline.compare import load_report, machine
 from hyperforget.pipeline.tables import verification_rows
 from hyperforget.studies.hypernet_report import comparison_folder, dihyfo_comparison, generalisation_report

@@ -18,7 +18,8 @@ import time
 import torch
 from _common import CONFIGS, experiment_raw
 
-from hyperforget.config.params import ForgetConfig, parse_overrides, parse_params
+from hyperforget.config.overlays import parse_overrides, parse_params
+from hyperforget.config.params import ForgetConfig
 from hyperforget.data.datasets import forget_split, prepare
 from hyperforget.data.readers import import_raw
 from hyperforget.models.metrics import accuracy, per_class_accuracy

@@ -1,6 +1,6 @@
 """One request's time idle and beside a CPU-bound process, with OpenMP threads waiting passively vs actively.
 
-    python bench/request_load.py [--work DIR] [--method scrub] [--repeats 5] [--json bench/results/request_load.json]
+    python bench/request_load.py [--work DIR] [--method scrub] [--repeats 3] [--json bench/results/request_load.json]
 
 Why: OMP_WAIT_POLICY=PASSIVE is what hyperforget.base.runtime.configure() sets before torch loads; this
 measures what it buys. Prepares a digits project in --work (`hyperforget import-data`, `prepare`, `train`,
@@ -9,7 +9,7 @@ environment (configure() leaves a set one alone), runs one child process per con
 busy-loop process pinned to the last core. A child imports the library, answers the request once to warm up
 (`answer.answer`: unlearn, evaluate, verify, gate, tracked in the project's sqlite MLflow; no registry), then
 --repeats times timed. Prints the median request time per condition, load/idle and ACTIVE/PASSIVE, the
-machine and its load average; writes the JSON. About 5 minutes on 2 cores.
+machine and its load average; writes the JSON. 3–5 minutes on 2 cores (longer when others load them).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def child(params: Path, method: str, repeats: int) -> None:
 
     configure()
     from hyperforget.base.artifacts import Artifacts
-    from hyperforget.config.params import load_params
+    from hyperforget.config.overlays import load_params
     from hyperforget.pipeline import answer
     from hyperforget.pipeline.compare import machine
 
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="project folder (default: a new temp folder); "
                     "reused when it holds a prepared one")
     ap.add_argument("--method", default="scrub")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "request_load.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()

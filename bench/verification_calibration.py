@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.options import VerificationGates, VerificationOptions
-from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig, load_params, parse_overrides
+from hyperforget.config.overlays import load_params, parse_overrides
+from hyperforget.config.params import DataConfig, ForgetConfig, TrainConfig
 from hyperforget.data.datasets import forget_split, prepare
 from hyperforget.data.readers import import_raw
 from hyperforget.models.metrics import accuracy

@@ -39,7 +39,8 @@ from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError
 from hyperforget.base.io import sha256_file
 from hyperforget.config.options import VARIANTS
-from hyperforget.config.params import Params, load_params
+from hyperforget.config.overlays import load_params
+from hyperforget.config.params import Params
 from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON
 from hyperforget.pipeline import stages
 from hyperforget.pipeline.table import code_files, stage

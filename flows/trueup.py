@@ -19,7 +19,7 @@ from prefect.states import Failed
 
 from flows.unlearn import transient
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.config.params import load_params
+from hyperforget.config.overlays import load_params
 from hyperforget.erasure.trueup import trueup as run_trueup
 
 

@@ -42,7 +42,7 @@ from rich.markup import escape
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, GateFailed, HyperForgetError, StorageError
-from hyperforget.config.params import load_params
+from hyperforget.config.overlays import load_params
 from hyperforget.erasure import deletion
 
 

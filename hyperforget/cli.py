@@ -24,8 +24,9 @@ from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, HyperForgetError
 from hyperforget.config.options import VARIANTS
-from hyperforget.config.params import ForgetConfig, Params, load_params, parse_overrides
-from hyperforget.erasure import certificate, deletion, evidence, ledger
+from hyperforget.config.overlays import load_params, parse_overrides
+from hyperforget.config.params import ForgetConfig, Params
+from hyperforget.erasure import certificate, closing, deletion, evidence, ledger_records, project_ledger
 from hyperforget.erasure import trueup as trueup_mod
 from hyperforget.pipeline import answer, stages
 from hyperforget.publish import release as publish
@@ -224,7 +225,7 @@ def params_flags(experiment: Annotated[Path, typer.Argument(help="an experiment 
     """Print the experiment as `dvc exp run` flags (`-S KEY=VALUE ...`, one shell line), after validating it:
     `dvc exp run $(hyperforget params flags configs/mnist-lenet.yaml)` (make run-mnist). On an error nothing
     is printed to stdout, the error goes to stderr, and the exit status is 1."""
-    from hyperforget.config.params import dvc_flags
+    from hyperforget.config.overlays import dvc_flags
 
     try:
         load_params(experiment)
@@ -240,12 +241,12 @@ request_app = typer.Typer(no_args_is_help=True, help="Deletion requests: submit,
 app.add_typer(request_app, name="request")
 
 
-def _scope(rec: ledger.RequestRecord) -> str:
+def _scope(rec: ledger_records.RequestRecord) -> str:
     return (f"classes {','.join(map(str, rec.classes))}" if rec.scope_kind == "classes"
             else f"{rec.n_records} records (ids sha256 {rec.ids_sha256[:12]}…)")
 
 
-def _outcome(out: deletion.Outcome) -> None:
+def _outcome(out: closing.Outcome) -> None:
     if out.new_public_key:
         console.print(f"[yellow]created the signing key[/yellow] (keep it safe; certificates are checked against it)."
                       f" Public key: {out.new_public_key}", highlight=False, soft_wrap=True)
@@ -315,7 +316,7 @@ def request_list(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Every request (oldest first) with its state and due date."""
-    rows, now = deletion.list_requests(*_project(params), overdue=overdue), deletion.now()
+    rows, now = project_ledger.list_requests(*_project(params), overdue=overdue), project_ledger.now()
     table = Table(title=f"{'overdue ' if overdue else ''}deletion requests ({len(rows)})")
     for col in ("id", "state", "since", "scope", "requester", "submitted", "due"):
         table.add_column(col)
@@ -329,7 +330,7 @@ def request_list(
 @request_app.command("show")
 def request_show(request_id: str, params: ParamsOpt = Path("params.yaml")) -> None:
     """One request: its scope, every transition with its time and detail, and its notes (retirements, true-ups)."""
-    out = deletion.show(*_project(params), request_id)
+    out = project_ledger.show(*_project(params), request_id)
     print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
 
 
@@ -343,7 +344,7 @@ def request_retire(
 ) -> None:
     """Take a version in a request's scope out of service (aliases removed, tagged retired); the request
     closes when nothing else in its scope is pending."""
-    _outcome(deletion.retire(*_project(params), request_id, name, version, reason))
+    _outcome(closing.retire(*_project(params), request_id, name, version, reason))
 
 
 @request_app.command("verify")
@@ -378,7 +379,7 @@ def request_audit(
     """Verify the whole ledger: every row's hash and signature, every history's links and legal moves. Prints a
     digest of every history's last row (keep it elsewhere: only such an anchor shows a deleted tail); exits 1
     naming the first bad row."""
-    report = deletion.audit(*_project(params), public_key=public_key)
+    report = project_ledger.audit(*_project(params), public_key=public_key)
     if report.problems:
         more = f" ({len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
         console.print(f"[bold red]the ledger {report.url} does not verify:[/bold red] first bad row: "

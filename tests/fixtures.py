@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.config.params import DataConfig, ForgetConfig, load_params
+from hyperforget.config.overlays import load_params
+from hyperforget.config.params import DataConfig, ForgetConfig
 from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, prepare
 from hyperforget.data.readers import import_raw
 from hyperforget.models.nets import ModelSpec

@@ -18,7 +18,7 @@ import yaml
 from hyperforget.base.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
-EXTENDS = "extends"  # an experiment file's top-level key: the params file it overlays (hyperforget.config.params)
+EXTENDS = "extends"  # an experiment file's top-level key: the params file it overlays (hyperforget.config.overlays)
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 

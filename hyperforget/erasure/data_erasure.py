@@ -3,7 +3,7 @@ older version collected from the DVC cache and remotes, and the ledger's notes o
 
 Why: answering a request removes the records' influence from the models, but the records are still in
 `data/raw`, in the prepared dataset, and in every version of both that DVC keeps. So in a DVC project (`.dvc/`
-at the root), `deletion.close` runs `erase` once every model in scope is answered, before the certificate:
+at the root), `closing.close` runs `erase` once every model in scope is answered, before the certificate:
 1. the raw training file(s) under `data/raw/<name>` are written again without the request's rows, the prepared
    dataset is rebuilt from them (as `hyperforget prepare` does), and the ledger notes `data_erased`: both
    versions by sha256 (raw files, prepared dataset), the number of rows erased and the sha256 of their row
@@ -39,7 +39,8 @@ from hyperforget.base.io import sha256_file
 from hyperforget.config.params import Params
 from hyperforget.data import datasets
 from hyperforget.erasure.data_versions import collect, raw_version, shift, train_rows, write_without
-from hyperforget.erasure.ledger import Ledger, Note, RequestRecord
+from hyperforget.erasure.ledger import Ledger
+from hyperforget.erasure.ledger_records import Note, RequestRecord
 from hyperforget.pipeline.stages.common import data_config
 
 ERASED, CARRIED, COLLECTED, FAILED = "data_erased", "carried_over", "data_gc", "erasure_failed"

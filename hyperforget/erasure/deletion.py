@@ -23,91 +23,36 @@ while the records are still in the data) need the records themselves. An open re
 certificate (the one copy a verifier checks the certificate's ids_sha256 against). A record-level request
 cannot be answered by DiHyFo (its zoo and prompts are per class), so it falls back to
 `requests.fallback_method`, and the `unlearned` step says so.
+
+This module holds the lifecycle up to publishing (submit, scope, process, handle); closing and retiring are
+`hyperforget.erasure.closing`, and the project's ledger with what reading it answers (show, list, audit) is
+`hyperforget.erasure.project_ledger`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.errors import ConfigError, DataError, GateFailed, HyperForgetError, IntegrityError, StorageError
+from hyperforget.base.errors import ConfigError, DataError, GateFailed, StorageError
 from hyperforget.base.io import read_json, sha256_file, write_text
 from hyperforget.config.options import VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import Dataset, forget_split, load_dataset
-from hyperforget.erasure import data_erasure, evidence
-from hyperforget.erasure import ledger as ledger_mod
+from hyperforget.erasure import data_erasure
+from hyperforget.erasure.closing import RETIRED_TAG, Outcome, close, fail
 from hyperforget.erasure.evidence import plain
-from hyperforget.erasure.ledger import PIPELINE, Ledger, RequestRecord
+from hyperforget.erasure.ledger import PIPELINE, Ledger
+from hyperforget.erasure.ledger_records import RequestRecord
+from hyperforget.erasure.project_ledger import IDS_FILE, opened, record_indices
 from hyperforget.pipeline import answer as answer_mod
 from hyperforget.publish import registry, tracking
 from hyperforget.publish import s3 as storage
 from hyperforget.unlearn import METHODS
 
-LEDGER_VAR = "HYPERFORGET_LEDGER_URL"
 REQUEST_TAG = "deletion.request"  # on the version a request published
-RETIRED_TAG = "deletion.retired"  # on a version retired from a request's scope (the request id)
-IDS_FILE = "ids.txt"
-LEDGER_KEY_FILE = "ledger_key.pem"  # beside requests.signing_key, unless $HYPERFORGET_SIGNING_KEY is set
-
-
-def now() -> datetime:
-    """The ledger's clock (tests replace it)."""
-    return ledger_mod.utc_now()
-
-
-def ledger_url(params: Params, art: Artifacts) -> str:
-    """HYPERFORGET_LEDGER_URL if set, else `requests.ledger_url`; a relative sqlite path is under the root."""
-    url = os.environ.get(LEDGER_VAR) or params.requests.ledger_url
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        url = "sqlite:///" + str(art.resolve(url.removeprefix("sqlite:///")))
-    return url
-
-
-def ledger_key_path(params: Params, art: Artifacts) -> Path:
-    """The file of the key that signs the ledger's rows (created 0600 on the first write); $HYPERFORGET_SIGNING_KEY,
-    when set, is the key of both the ledger and the certificates."""
-    return art.resolve(params.requests.signing_key).with_name(LEDGER_KEY_FILE)
-
-
-def open_ledger(params: Params, art: Artifacts, clock: Callable[[], datetime] | None = None) -> Ledger:
-    """The project's ledger, signed and read with the project's ledger key (every read verifies what it returns)."""
-    return Ledger(ledger_url(params, art), key=ledger_key_path(params, art), clock=clock or (lambda: now()))
-
-
-@contextmanager
-def opened(params: Params, art: Artifacts, ledger: Ledger | None) -> Iterator[Ledger]:
-    """The caller's ledger, or one opened (and closed) for this call."""
-    if ledger is not None:
-        yield ledger
-        return
-    own = open_ledger(params, art)
-    try:
-        yield own
-    finally:
-        own.close()
-
-
-@dataclass
-class Outcome:
-    """Where a request stands after `process`/`retire`: plain data (the flow returns `to_dict()`)."""
-
-    request_id: str
-    state: str
-    answer: dict | None = None  # answer.Answer.to_dict() of this run, or the published step's record
-    pending: list[dict] = field(default_factory=list)  # versions in scope with no successor, not retired
-    certificate: dict | None = None  # paths, sha256 and where it was stored
-    summary: str = ""
-    new_public_key: str | None = None  # set when the signing key was created by this call
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------- submit ----------
@@ -161,22 +106,11 @@ def submit(params: Params, art: Artifacts, classes: list[int] | None = None,
     return rec
 
 
-def record_indices(art: Artifacts, rec: RequestRecord, data: Dataset) -> list[int]:
-    """The train indices a request deletes: its class members, or its ids file checked against the ledger (the
-    working copy while it is open, the certificate's once it is closed)."""
-    if rec.scope_kind == "classes":
-        return (sum(data.y_train == c for c in rec.classes) > 0).nonzero().squeeze(1).tolist()
-    path = art.deletion(rec.request_id) / IDS_FILE
-    if not path.exists() and rec.state == "closed":
-        path = art.certificate(rec.request_id) / evidence.IDS
-    if not path.exists():
-        raise DataError(f"request {rec.request_id} has no record ids at {path}; submit it again with the same id "
-                        f"and file: hyperforget request submit --id {rec.request_id} --samples FILE")
-    ids = records.read_ids(path)
-    if ids.hashes or records.ids_sha256(ids.indices) != rec.ids_sha256:
-        raise IntegrityError(f"{path} does not hold the record ids request {rec.request_id} was submitted with "
-                             f"(ledger ids sha256 {rec.ids_sha256[:12]}…); it was changed: submit it again")
-    return list(ids.indices)
+def write_record_hashes(params: Params, art: Artifacts, out: Path) -> Path:
+    """`index sha256:<hex>` for every train record (`records.RECORD_HASH`), so a record's id can be looked up."""
+    data = _data(art)
+    lines = (f"{i} {records.HASH_PREFIX}{h}\n" for i, h in enumerate(records.record_hashes(data.x_train, data.y_train)))
+    return write_text(Path(out), "".join(lines))
 
 
 # ---------- process ----------
@@ -255,15 +189,6 @@ def _move(led: Ledger, request_id: str, state: str, detail: dict) -> None:
     led.transition(request_id, state, plain(detail))
 
 
-def _fail(led: Ledger, request_id: str, error: BaseException) -> None:
-    reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    try:
-        if led.get(request_id).state not in ("failed", "closed"):
-            led.fail(request_id, reason[:4000])
-    except HyperForgetError:
-        pass  # the ledger itself is unreachable: the original error is the one to report
-
-
 def process(params: Params, art: Artifacts, request_id: str, method: str | None = None,
             ledger: Ledger | None = None) -> Outcome:
     """Take a request through its steps (see the module docstring); safe to call again at any point."""
@@ -298,132 +223,11 @@ def process(params: Params, art: Artifacts, request_id: str, method: str | None 
                               tracking.client(p, art))
             _move(led, request_id, "published", {"registered": out.registered, "exported": out.exported})
         except BaseException as e:
-            _fail(led, request_id, e)
+            fail(led, request_id, e)
             raise
         outcome = close(params, art, request_id, ledger=led)
         outcome.answer, outcome.summary = out.to_dict(), out.summary + "\n" + outcome.summary
         return outcome
-
-
-def details(led: Ledger, request_id: str) -> dict[str, dict]:
-    """The detail of each state's latest transition (a retried request's last attempt)."""
-    return {t.state: t.detail for t in led.history(request_id)}
-
-
-def coverage(led: Ledger, request_id: str) -> tuple[list[dict], list[dict]]:
-    """(resolved, pending): each version in scope with its successor or retirement, and those with neither."""
-    d = details(led, request_id)
-    scoped, unlearned, published = d.get("scoped", {}), d.get("unlearned", {}), d.get("published", {})
-    retired = {(n.detail["name"], str(n.detail["version"])): n for n in led.read_notes(request_id, "retired")}
-    successor = (published.get("registered") or {}) if "published" in d else {}
-    resolved, pending = [], []
-    for m in scoped.get("models", []):
-        if successor and m.get("original") == scoped.get("original_sha256"):
-            resolved.append(m | {"resolution": "successor", "successor": {
-                "name": successor["name"], "version": successor["version"],
-                "weights_sha256": unlearned.get("weights_sha256")}})
-        elif (m["name"], m["version"]) in retired:
-            note = retired[(m["name"], m["version"])]
-            resolved.append(m | {"resolution": "retired", "retired_at": note.at.isoformat(),
-                                 "reason": note.detail.get("reason", "")})
-        else:
-            pending.append(m)
-    return resolved, pending
-
-
-def close(params: Params, art: Artifacts, request_id: str, ledger: Ledger | None = None) -> Outcome:
-    """Close a published request whose scope is resolved: issue, sign and store its certificate, then `closed`.
-    A request with versions still pending stays `published` (the outcome lists them)."""
-    with opened(params, art, ledger) as led:
-        rec = led.get(request_id)
-        if rec.state == "closed":
-            cert = details(led, request_id)["closed"]
-            data_erasure.drop_working_files(art, request_id, IDS_FILE)
-            return Outcome(request_id, "closed", certificate=cert,
-                           summary=f"request {request_id} is closed; certificate {cert.get('path')}")
-        if rec.state != "published":
-            return Outcome(request_id, rec.state, summary=f"request {request_id} is {rec.state}: process it first")
-        resolved, pending = coverage(led, request_id)
-        if pending:
-            names = ", ".join(f"{m['name']} v{m['version']}" for m in pending)
-            return Outcome(request_id, "published", pending=pending, summary=(
-                f"request {request_id} stays open: {names} also hold the records (trained on the same data, from "
-                "another original) and have no unlearned successor; retire each once it is out of service: "
-                f"hyperforget request retire NAME VERSION --request {request_id}"))
-        erasing = data_erasure.applies(art, rec)
-        try:
-            if erasing:  # the records leave the data before the certificate names the version without them
-                data_erasure.erase(params, art, led, rec, lambda r, data: record_indices(art, r, data))
-            issued = evidence.issue(params, art, led, rec, resolved)
-            led.transition(request_id, "closed", plain({k: v for k, v in issued.items() if k != "new_public_key"}))
-        except BaseException as e:
-            if erasing:  # stays published: its data may be erased already, so it must never be answered again
-                data_erasure.note_failure(led, request_id, e)
-            else:
-                _fail(led, request_id, e)
-            raise
-        data_erasure.drop_working_files(art, request_id, IDS_FILE)
-        return Outcome(request_id, "closed", certificate=issued, new_public_key=issued.get("new_public_key"),
-                       summary=f"request {request_id} closed; certificate {issued['path']}")
-
-
-def retire(params: Params, art: Artifacts, request_id: str, name: str, version: str, reason: str = "",
-           ledger: Ledger | None = None) -> Outcome:
-    """Take a version in a request's scope out of service (its aliases removed, tagged retired) and record it;
-    closes the request when that was the last version pending."""
-    with opened(params, art, ledger) as led:
-        rec = led.get(request_id)
-        if rec.state == "closed":
-            raise ConfigError(f"request {request_id} is already closed; nothing in its scope can be retired for it")
-        models = details(led, request_id).get("scoped", {}).get("models")
-        if models is None:
-            raise ConfigError(f"request {request_id} is {rec.state} and has not been scoped yet: run "
-                              f"`hyperforget request process {request_id}` first")
-        if not any(m["name"] == name and m["version"] == str(version) for m in models):
-            shown = ", ".join(f"{m['name']} {m['version']}" for m in models) or "none"
-            raise ConfigError(f"{name} version {version} is not in the scope of request {request_id} (in scope: "
-                              f"{shown})")
-        client = tracking.client(params, art)
-        mv = client.get_model_version(name, str(version))
-        for alias in mv.aliases or []:
-            client.delete_registered_model_alias(name, alias)
-        registry.set_tags(name, version, {RETIRED_TAG: request_id}, client)
-        led.note(request_id, "retired", {"name": name, "version": str(version), "reason": reason,
-                                         "aliases_removed": sorted(mv.aliases or [])})
-        return close(params, art, request_id, ledger=led)
-
-
-# ---------- reading ----------
-
-
-def show(params: Params, art: Artifacts, request_id: str, ledger: Ledger | None = None) -> dict:
-    """The request, every transition and every note, as plain data."""
-    with opened(params, art, ledger) as led:
-        rec = led.get(request_id)
-        return plain({"request": asdict(rec), "transitions": [asdict(t) for t in led.history(request_id)],
-                      "notes": [asdict(n) for n in led.read_notes(request_id)]})
-
-
-def audit(params: Params, art: Artifacts, public_key: str | None = None) -> ledger_mod.Audit:
-    """Verify the whole ledger against the project's ledger key, or against `public_key` (base64) when given."""
-    led = Ledger(ledger_url(params, art), key=public_key if public_key else ledger_key_path(params, art))
-    try:
-        return led.audit()
-    finally:
-        led.close()
-
-
-def list_requests(params: Params, art: Artifacts, overdue: bool = False,
-                  ledger: Ledger | None = None) -> list[RequestRecord]:
-    with opened(params, art, ledger) as led:
-        return led.list(overdue=overdue)
-
-
-def write_record_hashes(params: Params, art: Artifacts, out: Path) -> Path:
-    """`index sha256:<hex>` for every train record (`records.RECORD_HASH`), so a record's id can be looked up."""
-    data = _data(art)
-    lines = (f"{i} {records.HASH_PREFIX}{h}\n" for i, h in enumerate(records.record_hashes(data.x_train, data.y_train)))
-    return write_text(Path(out), "".join(lines))
 
 
 def handle(params: Params, art: Artifacts, request_id: str, method: str | None = None, requester: str = "unknown",
@@ -438,4 +242,3 @@ def handle(params: Params, art: Artifacts, request_id: str, method: str | None =
         if scope_given or not known:
             submit(params, art, requester=requester, request_id=request_id, ledger=led)
         return process(params, art, request_id, method, ledger=led)
-

@@ -28,9 +28,10 @@ from hyperforget.base.io import sha256_file, write_json, write_text
 from hyperforget.config.params import Params
 from hyperforget.erasure import certificate as cert_mod
 from hyperforget.erasure import data_erasure
-from hyperforget.erasure.ledger import Ledger, RequestRecord
+from hyperforget.erasure.ledger import Ledger
+from hyperforget.erasure.ledger_records import RequestRecord
 from hyperforget.models.metrics import SCALAR_KEYS
-from hyperforget.publish import registry, tracking
+from hyperforget.publish import registry, runs, tracking
 from hyperforget.publish import release as publish
 from hyperforget.publish import s3 as storage
 
@@ -144,7 +145,7 @@ def issue(params: Params, art: Artifacts, led: Ledger, rec: RequestRecord, resol
     after = cert["models"]["after"]
     name, version, run_id = after["name"], after["version"], after["run_id"]
     client = tracking.client(params, art)
-    tracking.StageRun(client, run_id).log_artifacts(
+    runs.StageRun(client, run_id).log_artifacts(
         [written["json"], written["markdown"], *(folder / f for f in cert["files"] if f != IDS)], MLFLOW_DIR)
     uris = []
     if os.environ.get(storage.ENDPOINT_VAR):

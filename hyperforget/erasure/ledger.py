@@ -11,26 +11,20 @@ every read checks the history it returns (hashes, signatures, links, legal moves
 that does not verify; `audit` checks the whole ledger. On PostgreSQL the application should log in as a role
 that may only INSERT and SELECT (infra/local/ledger_roles.sql).
 
-Why hashes instead of ids: a request stores the sha256 of its sorted ids (and their count), which names the
-record set without keeping a second list of who asked to be forgotten.
-
 Why SQLAlchemy Core (`hyperforget.erasure.ledger_store`: tables, triggers, transactions): callers get frozen
-dataclasses, never session-bound ORM objects.
+dataclasses (`hyperforget.erasure.ledger_records`), never session-bound ORM objects.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -39,12 +33,13 @@ from sqlalchemy import exc as sa_exc
 from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.erasure import certificate
 from hyperforget.erasure import chain as chain_mod
+from hyperforget.erasure import ledger_records as records_mod
 from hyperforget.erasure import ledger_store as store
 from hyperforget.erasure.chain import ALLOWED, MISSING, STATES, Genesis, Keys
 from hyperforget.erasure.chain import PIPELINE as PIPELINE  # re-exported: deletion walks it
+from hyperforget.erasure.ledger_records import Audit, History, Note, RequestRecord, Transition, scope_sha256
 from hyperforget.erasure.ledger_store import genesis, notes, requests, transitions
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KIND = re.compile(r"^[a-z0-9_]{1,32}$")
 
 
@@ -55,72 +50,6 @@ def utc_now() -> datetime:
 def sqlite_url(path: str | Path) -> str:
     """The default ledger: an embedded SQLite file."""
     return f"sqlite:///{Path(path)}"
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """A deletion request and its current state (the latest transition)."""
-
-    request_id: str
-    submitted_at: datetime
-    requester: str
-    scope_kind: str  # 'classes' | 'samples'
-    classes: tuple[int, ...] | None
-    ids_sha256: str
-    n_records: int | None
-    due_at: datetime
-    dataset_sha256: str | None
-    state: str
-    state_at: datetime
-
-
-@dataclass(frozen=True)
-class Note:
-    request_id: str | None
-    kind: str
-    at: datetime
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Transition:
-    request_id: str
-    state: str
-    at: datetime
-    detail: dict[str, Any]
-
-    @property
-    def reason(self) -> str | None:
-        return self.detail.get("reason")
-
-
-def scope_sha256(ids: list[int]) -> str:
-    """sha256 of the sorted, de-duplicated ids as a canonical JSON list: it names the set, not its order."""
-    return hashlib.sha256(json.dumps(sorted(set(ids)), separators=(",", ":")).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Audit:
-    """What `Ledger.audit` found: every problem (first bad row first; none: the ledger verifies) and a digest of
-    every history's last row, to keep elsewhere: only such an anchor shows a deleted tail."""
-
-    url: str
-    public_key: str | None  # the key the rows are signed with (recorded in the genesis row)
-    pinned: bool  # checked against a key the caller holds, not only the one the ledger records
-    requests: int
-    rows: int
-    digest: str
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _History:
-    """One request's verified history: the request, its transitions and notes in append order, its last hash."""
-
-    record: RequestRecord
-    transitions: list[Transition]
-    notes: list[tuple[int, Note]]
-    tail: str
 
 
 class Ledger:
@@ -152,13 +81,13 @@ class Ledger:
                requester: str = "unknown", request_id: str | None = None, deadline_days: int = 30,
                dataset_sha256: str | None = None) -> RequestRecord:
         """Record a request (state `received`). The same id with the same scope returns the existing record."""
-        kind, ids = _scope(classes, record_ids)
-        request_id = _check_id(request_id if request_id is not None else uuid.uuid4().hex)
+        kind, ids = records_mod.scope(classes, record_ids)
+        request_id = records_mod.check_id(request_id if request_id is not None else uuid.uuid4().hex)
         if isinstance(deadline_days, bool) or not isinstance(deadline_days, int) or deadline_days < 1:
             raise ConfigError(f"deadline_days must be a whole number of days ≥ 1, got {deadline_days!r}")
         now = self._now()
         row = dict(id=request_id, submitted_at=now, requester=str(requester) or "unknown", scope_kind=kind,
-                   classes=_dump(ids) if kind == "classes" else None, ids_sha256=scope_sha256(ids),
+                   classes=records_mod.dump(ids) if kind == "classes" else None, ids_sha256=scope_sha256(ids),
                    n_records=len(ids) if kind == "samples" else None,
                    due_at=now + timedelta(days=deadline_days), dataset_sha256=dataset_sha256)
         try:
@@ -201,7 +130,7 @@ class Ledger:
             raise ConfigError(f"moving request {request_id!r} to failed needs a reason: use fail(request_id, reason)")
         if detail is not None and not isinstance(detail, dict):
             raise ConfigError(f"detail must be a dict, got {type(detail).__name__}")
-        payload = _dump(detail or {}, what=f"detail of the move to {state}")
+        payload = records_mod.dump(detail or {}, what=f"detail of the move to {state}")
         with self._tx(write=True) as conn:
             g = self._genesis(conn, write=True)
             h = self._load(conn, g, request_id)
@@ -230,13 +159,13 @@ class Ledger:
             raise ConfigError(f"note kind {kind!r} must be 1–32 lowercase letters, digits or '_'")
         if detail is not None and not isinstance(detail, dict):
             raise ConfigError(f"detail must be a dict, got {type(detail).__name__}")
-        payload = _dump(detail or {}, what=f"detail of the {kind} note")
+        payload = records_mod.dump(detail or {}, what=f"detail of the {kind} note")
         with self._tx(write=True) as conn:
             g = self._genesis(conn, write=True, create=request_id is None)
             if request_id is not None:
                 prev = self._load(conn, g, request_id).tail
             else:
-                loose, problems = self._loose(conn, g)
+                loose, problems = records_mod.loose(conn, g)
                 if problems:
                     raise IntegrityError(self._refusal(problems[0]))
                 prev = loose[-1].row_hash if loose else g.hash
@@ -260,16 +189,16 @@ class Ledger:
         its key, every history (hashes, signatures, links, order, legal moves), the notes about no request and
         rows that name no request. `problems[0]` is the first bad row."""
         with self._tx() as conn:
-            g, problems = self._read_genesis(conn)
+            g, problems = records_mod.read_genesis(conn)
             problems += [wrong] if g and (wrong := self._key_problem(g)) else []
             reqs, ts, ns = store.all_rows(conn)
             histories, loose_rows = [], []
             if g is not None:
                 for r in reqs:
-                    h, found = self._history(g, r, ts.pop(r.id, []), ns.pop(r.id, []))
+                    h, found = records_mod.history(g, r, ts.pop(r.id, []), ns.pop(r.id, []))
                     problems += found
                     histories += [h] if h else []
-                loose_rows, found = self._loose(conn, g)
+                loose_rows, found = records_mod.loose(conn, g)
                 problems += found
             problems += [f"{table} row {r.id} (request {rid!r}): names a request that is not in the ledger"
                          for table, left in (("transitions", ts), ("notes", ns)) for rid, rows in left.items()
@@ -294,7 +223,7 @@ class Ledger:
     def _genesis(self, conn: sa.Connection, write: bool = False, create: bool = False) -> Genesis | None:
         """The verified genesis row, signed by the key this Ledger trusts (made with this Ledger's key when
         `create` and the ledger is new); None for a ledger with no rows."""
-        g, problems = self._read_genesis(conn)
+        g, problems = records_mod.read_genesis(conn)
         if problems:
             raise IntegrityError(self._refusal(problems[0]))
         if g is not None and (wrong := self._key_problem(g)):
@@ -311,15 +240,6 @@ class Ledger:
                               "with the ledger's key to write to it")
         return g
 
-    def _read_genesis(self, conn: sa.Connection) -> tuple[Genesis | None, list[str]]:
-        row = conn.execute(sa.select(genesis)).one_or_none()
-        if row is None:
-            rows = any(conn.execute(sa.select(t.c.id).limit(1)).first() for t in (requests, transitions, notes))
-            return None, ["genesis row: missing, yet the ledger holds rows (it was deleted)"] if rows else []
-        g = Genesis(row.ledger_id, row.public_key, row.row_hash)
-        problem = chain_mod.genesis_problem(g, row.format, store.iso(row.created_at), row.row_hash, row.signature)
-        return g, [problem] if problem else []
-
     def _key_problem(self, g: Genesis) -> str | None:
         """Why the key that signed the ledger is not the one this Ledger requires, or None."""
         pin = self._keys.pinned()
@@ -328,7 +248,7 @@ class Ledger:
     # ---------- reading and checking ----------
 
     def _load(self, conn: sa.Connection, g: Genesis | None, request_id: str, required: bool = True
-              ) -> _History | None:
+              ) -> History | None:
         """One request's history, verified (IntegrityError naming the first bad row otherwise)."""
         row = conn.execute(sa.select(requests).where(requests.c.id == request_id)).one_or_none()
         if row is None or g is None:
@@ -339,12 +259,12 @@ class Ledger:
         ts = conn.execute(sa.select(transitions).where(transitions.c.request_id == request_id)
                           .order_by(transitions.c.id)).all()
         ns = conn.execute(sa.select(notes).where(notes.c.request_id == request_id).order_by(notes.c.id)).all()
-        h, problems = self._history(g, row, ts, ns)
+        h, problems = records_mod.history(g, row, ts, ns)
         if problems:
             raise IntegrityError(self._refusal(problems[0], request_id))
         return h
 
-    def _verified_all(self, conn: sa.Connection) -> tuple[list[_History], list[tuple[int, Note]]]:
+    def _verified_all(self, conn: sa.Connection) -> tuple[list[History], list[tuple[int, Note]]]:
         """Every history (oldest request first) and the notes about no request, all verified."""
         g = self._genesis(conn)
         if g is None:
@@ -352,38 +272,14 @@ class Ledger:
         reqs, ts, ns = store.all_rows(conn)
         histories = []
         for r in reqs:
-            h, problems = self._history(g, r, ts.get(r.id, []), ns.get(r.id, []))
+            h, problems = records_mod.history(g, r, ts.get(r.id, []), ns.get(r.id, []))
             if problems:
                 raise IntegrityError(self._refusal(problems[0], r.id))
             histories.append(h)
-        loose, problems = self._loose(conn, g)
+        loose, problems = records_mod.loose(conn, g)
         if problems:
             raise IntegrityError(self._refusal(problems[0]))
-        return histories, [(r.id, _note(r)) for r in loose]
-
-    def _history(self, g: Genesis, req: sa.Row, ts: list[sa.Row], ns: list[sa.Row]
-                 ) -> tuple[_History | None, list[str]]:
-        stored = {r.row_hash: r for r in [*ts, *ns]}
-        rows = [store.chain_row(transitions, r) for r in ts] + [store.chain_row(notes, r) for r in ns]
-        chain, problems = chain_mod.walk(g, store.chain_row(requests, req), rows)
-        if problems:
-            return None, problems
-        moves = [_transition(stored[c.row_hash]) for c in chain if c.table == "transitions"]
-        last = moves[-1]
-        record = RequestRecord(
-            request_id=req.id, submitted_at=store.utc(req.submitted_at), requester=req.requester,
-            scope_kind=req.scope_kind, classes=None if req.classes is None else tuple(json.loads(req.classes)),
-            ids_sha256=req.ids_sha256, n_records=req.n_records, due_at=store.utc(req.due_at),
-            dataset_sha256=req.dataset_sha256, state=last.state, state_at=last.at)
-        numbered = [(stored[c.row_hash].id, _note(stored[c.row_hash])) for c in chain if c.table == "notes"]
-        return _History(record, moves, numbered, chain[-1].row_hash), []
-
-    def _loose(self, conn: sa.Connection, g: Genesis) -> tuple[list[sa.Row], list[str]]:
-        """The notes about no request, in chain order, and the problems with their chain."""
-        rows = conn.execute(sa.select(notes).where(notes.c.request_id.is_(None)).order_by(notes.c.id)).all()
-        stored = {r.row_hash: r for r in rows}
-        chain, problems = chain_mod.walk(g, None, [store.chain_row(notes, r) for r in rows])
-        return [stored[c.row_hash] for c in chain], problems
+        return histories, [(r.id, records_mod.note(r)) for r in loose]
 
     def _refusal(self, problem: str, request_id: str | None = None) -> str:
         about = f", so request {request_id!r} cannot be trusted" if request_id else ""
@@ -407,39 +303,3 @@ class Ledger:
 
     def _signer(self) -> Ed25519PrivateKey:
         return self._keys.signer(self.url)
-
-
-def _transition(r: sa.Row) -> Transition:
-    return Transition(r.request_id, r.state, store.utc(r.at), json.loads(r.detail))
-
-
-def _note(r: sa.Row) -> Note:
-    return Note(r.request_id, r.kind, store.utc(r.at), json.loads(r.detail))
-
-
-def _scope(classes: list[int] | None, record_ids: list[int] | None) -> tuple[str, list[int]]:
-    if (classes is None) == (record_ids is None):
-        raise ConfigError("a deletion request needs exactly one of classes=[...] or record_ids=[...]")
-    kind, values = ("classes", classes) if classes is not None else ("samples", record_ids)
-    try:
-        ids = sorted({operator.index(v) for v in values})
-        ok = bool(ids) and ids[0] >= 0 and not any(isinstance(v, bool) for v in values)
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ConfigError(f"{kind} must be a non-empty list of non-negative integers, got {values!r}")
-    return kind, ids
-
-
-def _check_id(request_id: str) -> str:
-    if not isinstance(request_id, str) or not _ID.match(request_id):
-        raise ConfigError(f"request id {request_id!r} must be 1–64 characters of letters, digits, '.', '_' or '-', "
-                          "starting with a letter or digit")
-    return request_id
-
-
-def _dump(obj: Any, what: str = "value") -> str:
-    try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{what} must be plain JSON (str, finite numbers, lists, dicts): {e}") from e

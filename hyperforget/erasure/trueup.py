@@ -35,13 +35,13 @@ from hyperforget.base.errors import DataError
 from hyperforget.base.io import read_json, sha256_file, write_json
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import ForgetSplit, load_dataset
-from hyperforget.erasure import data_erasure, deletion
+from hyperforget.erasure import data_erasure, project_ledger
 from hyperforget.erasure.evidence import plain
 from hyperforget.erasure.ledger import Ledger
 from hyperforget.models.metrics import Evaluator, accuracy, per_class_accuracy, summarise
 from hyperforget.models.nets import load_model, predict, save_model
 from hyperforget.publish import release as publish
-from hyperforget.publish import tracking
+from hyperforget.publish import runs
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify.gates import GateResult, check_gates
@@ -78,7 +78,7 @@ def trueup(params: Params, art: Artifacts, force: bool = False, promote: bool = 
            ledger: Ledger | None = None) -> dict:
     """Retrain without every closed request's records, gate, register, export and (if passed) promote; see the
     module docstring. Returns plain data; `skipped` says why nothing ran."""
-    with deletion.opened(params, art, ledger) as led:
+    with project_ledger.opened(params, art, ledger) as led:
         closed, new = pending(params, art, led)
         if not closed or not (new or force):
             why = "no request is closed on this dataset" if not closed else "no request closed since the last true-up"
@@ -88,7 +88,7 @@ def trueup(params: Params, art: Artifacts, force: bool = False, promote: bool = 
         original, spec = load_model(art.model)
         erased = {n.request_id for n in led.read_notes(kind=data_erasure.ERASED)}
         still_in = [r for r in closed if r.request_id not in erased]  # erased records are not in the data at all
-        forget = sorted({i for r in still_in for i in deletion.record_indices(art, r, data)})
+        forget = sorted({i for r in still_in for i in project_ledger.record_indices(art, r, data)})
         if len(forget) >= len(data.y_train):
             raise DataError("the closed requests together delete every training record: nothing is left to retrain on")
         keep = torch.ones(len(data.y_train), dtype=torch.bool)
@@ -100,7 +100,7 @@ def trueup(params: Params, art: Artifacts, force: bool = False, promote: bool = 
         out = art.trueup / key[:16]
         result = _retrain(params, art, out, key, original, spec, data, split)
         gate = judge(result, params, bool(classes))
-        with tracking.start_stage_run(params, art, "trueup", tags={"request": "trueup"}) as parent:
+        with runs.start_stage_run(params, art, "trueup", tags={"request": "trueup"}) as parent:
             registered = publish.register(result, gate, params, art, parent=parent, key=f"trueup-{key[:24]}",
                                           name=model_name(params))
             parent.log_metrics({"gates.passed": gate.passed, "excluded_records": len(forget)})

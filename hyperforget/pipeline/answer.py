@@ -31,7 +31,7 @@ from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, load_d
 from hyperforget.models.metrics import Evaluator, summarise
 from hyperforget.models.nets import ModelSpec, load_model, save_model
 from hyperforget.publish import release as publish
-from hyperforget.publish import tracking
+from hyperforget.publish import runs
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify.gates import GateResult
@@ -138,7 +138,7 @@ def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str 
     write_json(out / "report.json", record)  # deterministic: what DVC and a certificate may hash
     write_json(out / "timing.json", {"wall_time_s": res.wall_time_s, "verify_s": verify_s, "steps": res.steps,
                                      "info": res.info})
-    with tracking.start_stage_run(params, art, f"unlearn/{method}", parent=parent) as mlrun:
+    with runs.start_stage_run(params, art, f"unlearn/{method}", parent=parent) as mlrun:
         mlrun.log_metrics({**report, "wall_time_s": res.wall_time_s, "verify_s": verify_s, "steps": res.steps})
         mlrun.log_metrics(checked, prefix="verification.")
         mlrun.log_artifacts([out / "report.json", out / "timing.json"])
@@ -172,7 +172,7 @@ class Answer:
 def answer(params: Params, art: Artifacts, method: str | None = None, run: str | None = PIPELINE_RUN,
            register: bool = False, request_key: str | None = None) -> Answer:
     """Unlearn, gate and (with `register`) register, export and upload; see the module docstring."""
-    with tracking.start_stage_run(params, art, f"request/{params.forget.slug()}") as parent:
+    with runs.start_stage_run(params, art, f"request/{params.forget.slug()}") as parent:
         request = unlearn(params, art, method, run, parent)
         verdict = publish.gate(request, params)
         registered = exported = None

@@ -32,7 +32,7 @@ from hyperforget.base.io import atomic_path, sha256_file, sidecar
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import load_dataset
 from hyperforget.models.nets import ModelSpec, load_model
-from hyperforget.publish import registry, tracking
+from hyperforget.publish import registry, runs, tracking
 from hyperforget.publish import s3 as storage
 from hyperforget.publish.onnx import export_onnx, mlflow_signature, onnx_outputs
 from hyperforget.verify.gates import GateResult, check_gates
@@ -68,7 +68,7 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
     existing = registry.find_version(name, key, c)
     if existing is not None:
         return _registered(existing, g)
-    with tracking.start_stage_run(params, art, "register", parent=parent,
+    with runs.start_stage_run(params, art, "register", parent=parent,
                                   tags={"method": method, registry.KEY_TAG: key}) as run:
         run.log_metrics(request_result["report"])
         run.log_metrics(request_result["reference"], prefix="reference.")
@@ -149,7 +149,7 @@ def export_and_upload(name: str, version: str | int, params: Params, art: Artifa
             raise IntegrityError(f"the MLflow Model of {name} version {version} predicts differently from its export")
         with atomic_path(work / "model.onnx") as part:
             shutil.copyfile(shipped, part)
-        run = tracking.StageRun(c, mv.run_id)
+        run = runs.StageRun(c, mv.run_id)
         run.log_artifacts(sorted(flavour.iterdir()), MODEL_DIR)
     digest = sha256_file(work / "model.onnx")
     tags = {"sha256.onnx": digest, "onnx.max_abs_diff": f"{info['max_abs_diff']:.3g}",

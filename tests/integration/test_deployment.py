@@ -1,15 +1,17 @@
-"""The Prefect deployments end to end against real servers: deploy, build, unlearn, fetch, promote, and
-ten deletion requests at once.
+"""The unlearn deployment end to end against real servers: deploy, unlearn on the worker, fetch, promote, and
+a run that fails its gates.
 
 Runs the CLIs exactly as an operator would (`prefect deploy --all`, `prefect deployment run … --watch`,
 `hyperforget fetch`, `hyperforget promote`) against the `full_stack` fixture (S3 + MLflow with artifacts
-in S3 + Prefect server and worker), in a throw-away project folder with small settings; the fixture
-stops every server afterwards.
+in S3 + Prefect server and worker), in a throw-away project folder with small settings, prepared and θ0
+trained in this process; the fixture stops every server afterwards. Pinned elsewhere: the build flow's stages
+(tests/integration/test_build_flow.py), that each deployment in prefect.yaml runs a flow of this repository
+(tests/unit/test_prefect_yaml.py), and ten concurrent registrations getting ten versions with candidate on the
+newest (tests/unit/test_registry.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.io import read_json, sha256_file
+from hyperforget.base.io import sha256_file
+from hyperforget.config.overlays import load_params
 from hyperforget.config.params import Params
+from hyperforget.pipeline import stages
 from hyperforget.publish import registry, tracking
 from hyperforget.publish import s3 as storage
 
@@ -50,17 +54,20 @@ def cli(*args: str, env: dict) -> str:
     return r.stdout
 
 
-def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, small_project, tmp_path):
+@pytest.fixture(scope="module")
+def prepared(full_stack, small_project):
+    """The module's small project, digits prepared and θ0 trained (tracked on the stack's MLflow)."""
+    params, art = load_params(small_project), Artifacts.for_params(small_project)
+    for stage in (stages.import_data, stages.prepare, stages.train):
+        stage(params, art)
+    return small_project
+
+
+def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, prepared, tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-cli"), "MLFLOW_DISABLE_TELEMETRY": "true",
            "STACK_DIR": full_stack["STACK_DIR"]}
-    params = small_project
+    params = prepared
     prefect("deploy", "--all", env=env)
-    prefect("deployment", "run", "build/default", "--param", f"params_path={params}", "--watch", env=env)
-    artifacts = params.parent / "artifacts"
-    assert read_json(artifacts / "zoo" / "zoo.json")["complete"]  # θ0 + 10 single-class units, one task each
-    assert len(list((artifacts / "zoo" / "units").glob("unit-*.json"))) == 11
-    assert all((artifacts / "hypernet" / v / "metrics.json").exists() for v in ("dihyfo1", "dihyfo2"))
-    assert "gradtau" in read_json(artifacts / "compare" / "comparison.json")["methods"]
     prefect("deployment", "run", "unlearn/default", "--param", "forget_classes=[3]", "--param", f"method={METHOD}",
             "--param", f"params_path={params}", "--watch", env=env)
 
@@ -102,48 +109,3 @@ async def main():
 
 asyncio.run(main())
 """
-
-SUBMIT_AND_WAIT = """
-import asyncio, json, sys
-from prefect import get_client
-from prefect.deployments import run_deployment
-
-async def main(params_path, n):
-    runs = [await run_deployment("unlearn/default", timeout=0, parameters={
-        "forget_classes": [3], "method": "scrub", "params_path": params_path}) for _ in range(n)]
-    async with get_client() as client:
-        while True:
-            states = [(await client.read_flow_run(r.id)).state for r in runs]
-            if all(s.is_final() for s in states):
-                break
-            await asyncio.sleep(2)
-    print(json.dumps([s.type.value for s in states]))
-
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
-"""
-
-
-def test_ten_concurrent_unlearn_runs_register_ten_versions(full_stack, small_project, tmp_path):
-    """Ten deletion requests submitted at once run side by side on the worker (each flow run its own
-    process), all through the same registry: ten new, distinct versions, candidate on the newest."""
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-cli"), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "STACK_DIR": full_stack["STACK_DIR"]}
-    params = small_project
-    prefect("deploy", "--all", env=env)
-    prefect("deployment", "run", "build/default", "--param", f"params_path={params}", "--watch", env=env)
-    client = tracking.client(Params(), Artifacts(params.parent))
-    before = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
-
-    r = subprocess.run([sys.executable, "-c", SUBMIT_AND_WAIT, str(params), "10"], env=env, capture_output=True,
-                       text=True, timeout=540)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["COMPLETED"] * 10
-
-    new = [v for v in client.search_model_versions(f"name = '{NAME}'") if v.version not in before]
-    assert len(new) == 10 and len({v.version for v in new}) == 10
-    assert len({v.tags[registry.KEY_TAG] for v in new}) == 10  # ten requests, not one retried ten times
-    assert len({v.run_id for v in new}) == 10
-    newest = max(int(v.version) for v in new)
-    assert str(registry.resolve(f"{NAME}@candidate", client).version) == str(newest)
-    keys = storage.list_keys(full_stack["HYPERFORGET_S3_BUCKET"], f"models/{NAME}/")
-    assert all(f"models/{NAME}/{v.version}/model.onnx" in keys for v in new)

@@ -24,8 +24,8 @@ import yaml
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import DataError
 from hyperforget.base.io import sha256_file
-from hyperforget.config.params import load_params
-from hyperforget.erasure import data_erasure, data_versions, deletion, evidence, trueup
+from hyperforget.config.overlays import load_params
+from hyperforget.erasure import closing, data_erasure, data_versions, deletion, evidence, project_ledger, trueup
 from hyperforget.pipeline import stages
 from hyperforget.publish import s3 as storage
 from hyperforget.publish import tracking
@@ -136,7 +136,7 @@ def test_closing_erases_the_records_from_the_data_the_cache_and_the_s3_remote(pr
 def test_an_open_request_is_carried_over_answered_after_dvc_repro_and_the_trueup_trains_on_erased_data(
         project, erased):
     params, art = project["params"], project["art"]
-    with deletion.opened(params, art, None) as led:
+    with project_ledger.opened(params, art, None) as led:
         carried = led.read_notes("erase-q", data_erasure.CARRIED)[-1].detail
         assert carried["by_request"] == "erase-a" and carried["already_erased"] == 1 and carried["n_rows"] == 7
     with pytest.raises(DataError, match="dvc repro"):
@@ -147,7 +147,7 @@ def test_an_open_request_is_carried_over_answered_after_dvc_repro_and_the_trueup
     a_version = json.loads((project["root"] / erased["out"].certificate["path"]).read_text())["models"]["after"]
     assert out.state == "published" and [(m["name"], m["version"]) for m in out.pending] == [
         (a_version["name"], a_version["version"])], out.summary
-    closed = deletion.retire(params, art, "erase-q", a_version["name"], a_version["version"], reason="old data")
+    closed = closing.retire(params, art, "erase-q", a_version["name"], a_version["version"], reason="old data")
     assert closed.state == "closed"
     cert = json.loads((project["root"] / closed.certificate["path"]).read_text())
     assert cert["data"]["erased"] and cert["data"]["rows_removed"] == 7

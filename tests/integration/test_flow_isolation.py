@@ -32,7 +32,7 @@ def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_
 
     from flows.unlearn import unlearn
     from hyperforget.base.artifacts import Artifacts
-    from hyperforget.config.params import load_params
+    from hyperforget.config.overlays import load_params
     from hyperforget.publish import tracking
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.config.params import load_params
+from hyperforget.config.overlays import load_params
 from hyperforget.pipeline import stages
 from hyperforget.pipeline.answer import unlearn
 from hyperforget.publish import registry, tracking

@@ -4,19 +4,20 @@ PostgreSQL (pgserver) named by the project's `requests.ledger_url`.
 
 submit (CLI) → `unlearn/default` deployment run with the request id → scoped … closed in the ledger → the
 certificate beside the project, in the version's MLflow run and in S3 next to the ONNX file → `hyperforget
-request verify` succeeds and fails on a copy with one byte flipped. Then a request whose flow run fails because
-S3 is stopped ends `failed` with the reason, and after S3 is back a second run closes it with the same
-registry version. Last, the `trueup` deployment (its schedule deployed inactive) moves `champion`.
+request verify` accepts it with the project's key. Then the `trueup` deployment (its schedule deployed inactive)
+moves `champion`. Pinned once elsewhere, without servers: tampering with a certificate (tests/unit/
+test_certificate.py), `request verify`'s exit codes (tests/unit/test_requests.py), a request that fails after
+registering, retried to closed with one version (tests/unit/test_requests.py), and the request task's retry
+settings (tests/unit/test_flows.py); an S3 outage as one clear error, on a real stack: tests/integration/
+test_outages.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ import yaml
 
 from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.config.params import load_params
+from hyperforget.config.overlays import load_params
 from hyperforget.erasure.ledger import Ledger
 from hyperforget.pipeline import stages
 from hyperforget.publish import registry, tracking
@@ -100,12 +101,10 @@ def deployed(full_stack, project, tmp_path_factory):
     return env
 
 
-def test_a_record_level_request_is_closed_with_a_certificate_that_verifies(full_stack, project, deployed, tmp_path):
+def test_a_record_level_request_is_closed_with_a_certificate_that_verifies(full_stack, project, deployed):
     env, led, art = deployed, project["ledger"], project["art"]
     submit(project, "req-e2e", [3, 14, 15, 92, 653], env)
-    t0 = time.monotonic()
     ok(deployment_run("req-e2e", project, env), env)
-    seconds = time.monotonic() - t0
     history = led.history("req-e2e")
     assert [t.state for t in history] == ["received", "scoped", "unlearned", "verified", "published", "closed"]
     assert history[2].detail["fallback"]["from"] == "dihyfo2" and history[2].detail["method"] == "gradtau"
@@ -115,16 +114,7 @@ def test_a_record_level_request_is_closed_with_a_certificate_that_verifies(full_
 
     cert = art.root / closed["path"]
     out = ok(run("hyperforget", "request", "verify", str(cert), "--params", str(project["path"]), env=env), env)
-    assert "valid" in out and "the expected key" in out
-    tampered = tmp_path / "certificate.json"
-    for f in cert.parent.iterdir():
-        (tmp_path / f.name).write_bytes(f.read_bytes())
-    data = bytearray(cert.read_bytes())
-    at = data.index(b'"n_records": 5') + len(b'"n_records": ')
-    data[at] = ord("6")
-    tampered.write_bytes(bytes(data))
-    bad = run("hyperforget", "request", "verify", str(tampered), "--params", str(project["path"]), env=env)
-    assert bad.returncode == 1 and "changed after signing" in bad.stdout, bad.stdout + bad.stderr
+    assert "valid" in out and "the expected key" in out  # signed by the worker with the project's key
 
     bucket = full_stack["HYPERFORGET_S3_BUCKET"]
     keys = storage.list_keys(bucket, f"models/{name}/{registered['version']}/")
@@ -135,7 +125,6 @@ def test_a_record_level_request_is_closed_with_a_certificate_that_verifies(full_
     assert "certificate/certificate.json" in logged
     mv = client.get_model_version(name, registered["version"])
     assert mv.tags["deletion.request"] == "req-e2e" and mv.tags["deletion.certificate_sha256"] == closed["sha256"]
-    print(f"record-level request closed in {seconds:.0f} s (deployment run, --watch)")
 
 
 SCHEDULES = """
@@ -151,42 +140,6 @@ asyncio.run(main())
 """
 
 
-def _kill_s3(full_stack, local_stack) -> None:
-    pid = local_stack.status(full_stack["STACK_DIR"])["s3"]
-    assert pid, "S3 is not running"
-    os.killpg(pid, signal.SIGKILL)
-    while local_stack._alive(pid):
-        time.sleep(0.1)
-
-
-@pytest.mark.timeout(900)  # two deployment runs and an S3 restart, on two shared cores
-def test_a_request_whose_run_fails_with_s3_stopped_is_failed_then_retried_to_closed_with_one_version(
-        full_stack, local_stack, project, deployed):
-    env, led = deployed, project["ledger"]
-    submit(project, "req-outage", [21, 34, 55], env)
-    _kill_s3(full_stack, local_stack)
-    try:
-        t0 = time.monotonic()
-        r = deployment_run("req-outage", project, env)
-        failed_after = time.monotonic() - t0
-    finally:
-        local_stack.up(["s3"], full_stack["STACK_DIR"], int(full_stack["HYPERFORGET_STACK_PORT_BASE"]))
-    assert r.returncode != 0, r.stdout[-2000:]
-    rec = led.get("req-outage")
-    reason = led.history("req-outage")[-1].reason
-    assert rec.state == "failed" and "S3" in reason and full_stack["HYPERFORGET_S3_ENDPOINT"] in reason, reason
-
-    ok(deployment_run("req-outage", project, env), env)
-    history = led.history("req-outage")
-    assert history[-1].state == "closed" and "failed" in [t.state for t in history]
-    name = history[-2].detail["registered"]["name"]
-    client = tracking.client(project["params"], project["art"])
-    keyed = [v for v in client.search_model_versions(f"name = '{name}'")
-             if v.tags.get(registry.KEY_TAG, "").startswith("req-outage:")]
-    assert len(keyed) == 1, [v.version for v in keyed]
-    print(f"the run with S3 stopped failed after {failed_after:.0f} s")
-
-
 def test_the_trueup_deployment_is_scheduled_off_and_moves_champion_to_the_exact_model(full_stack, project,
                                                                                        deployed):
     env = deployed
@@ -199,4 +152,4 @@ def test_the_trueup_deployment_is_scheduled_off_and_moves_champion_to_the_exact_
     champion = registry.resolve("digits-mlp-trueup@champion", client)
     assert champion.tags["gates.passed"] == "true" and champion.tags["lineage.trueup"]
     covered = {n.request_id for n in project["ledger"].read_notes(kind="trued_up")}
-    assert {"req-e2e", "req-outage"} <= covered
+    assert "req-e2e" in covered

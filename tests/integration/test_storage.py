@@ -1,13 +1,13 @@
-"""hyperforget.publish.s3 against a real SeaweedFS S3 server started by infra/local/stack.py."""
+"""hyperforget.publish.s3 against a real SeaweedFS S3 server started by infra/local/stack.py, and `down` leaving
+nothing behind. (Without a server: the configuration, a truncated download and an S3 that is down, in
+tests/unit/test_s3_client.py.)"""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import random
 import socket
-import time
 
 import pytest
 
@@ -71,28 +71,6 @@ def test_fetch_of_object_replaced_behind_our_back_fails(uploaded, bucket, tmp_pa
     assert _no_leftovers(tmp_path / "out")
 
 
-def test_truncated_download_is_integrity_error_and_leaves_no_file(tmp_path, monkeypatch):
-    from botocore.response import StreamingBody
-    from botocore.stub import Stubber
-
-    monkeypatch.setenv("HYPERFORGET_S3_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    client = storage.s3_client()
-    full = b"0123456789" * 100
-    digest = hashlib.sha256(full).hexdigest()
-    body = StreamingBody(io.BytesIO(full[:600]), len(full))  # server promised 1000 bytes, sent 600
-    with Stubber(client) as stub:
-        stub.add_response(
-            "get_object",
-            {"Body": body, "ContentLength": len(full), "Metadata": {"sha256": digest}},
-            {"Bucket": "b", "Key": "k"},
-        )
-        with pytest.raises(IntegrityError, match="truncated"):
-            storage.fetch_file("b", "k", tmp_path / "out" / "f.bin", digest, client=client)
-    assert _no_leftovers(tmp_path / "out")
-
-
 def test_list_keys_returns_only_keys_under_prefix(s3_stack, bucket, tmp_path):
     src = tmp_path / "tree"
     for rel in ("a.bin", "sub/b.bin"):
@@ -109,17 +87,6 @@ def test_ensure_bucket_creates_once_and_is_idempotent(s3_stack):
     storage.ensure_bucket("hyperforget-extra")
     names = [b["Name"] for b in storage.s3_client().list_buckets()["Buckets"]]
     assert "hyperforget-extra" in names
-
-
-@pytest.mark.parametrize("missing", ["HYPERFORGET_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
-def test_missing_configuration_names_the_variable_without_leaking_secrets(monkeypatch, missing):
-    monkeypatch.setenv("HYPERFORGET_S3_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id-value")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "super-secret-value")
-    monkeypatch.delenv(missing)
-    with pytest.raises(StorageError, match=missing) as err:
-        storage.s3_client()
-    assert "super-secret-value" not in str(err.value)
 
 
 def test_wrong_secret_is_rejected_by_the_server(s3_stack, bucket, monkeypatch):
@@ -161,18 +128,3 @@ def test_down_leaves_no_process_or_listening_port(stopped_s3, local_stack):
             s.connect(("127.0.0.1", port))
     assert local_stack.status(stopped_s3["dir"]) == {"s3": None, "mlflow": None, "prefect": None, "worker": None}
     assert not list((stopped_s3["dir"] / "run").glob("*.pid"))
-
-
-def test_fetch_from_stopped_server_is_storage_error_after_retries(stopped_s3, monkeypatch, tmp_path):
-    env = stopped_s3["env"]
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    t0 = time.monotonic()
-    with pytest.raises(StorageError) as err:
-        storage.fetch_file(env["HYPERFORGET_S3_BUCKET"], "obj.bin", tmp_path / "out" / "obj.bin",
-                           stopped_s3["digest"], client=storage.s3_client(retries=2, connect_timeout=1))
-    message = str(err.value)
-    assert env["HYPERFORGET_S3_ENDPOINT"] in message
-    assert "after 3 attempts" in message and "make stack-up" in message
-    assert time.monotonic() - t0 < 15
-    assert _no_leftovers(tmp_path / "out")

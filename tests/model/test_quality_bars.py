@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.config.params import DataConfig, ForgetConfig, GatesConfig, TrainConfig, load_params
+from hyperforget.config.overlays import load_params
+from hyperforget.config.params import DataConfig, ForgetConfig, GatesConfig, TrainConfig
 from hyperforget.data.datasets import forget_split, prepare
 from hyperforget.data.readers import import_raw
 from hyperforget.hypernet.diffusion import train_hypernet

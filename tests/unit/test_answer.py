@@ -12,7 +12,7 @@ import torch
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import IntegrityError
 from hyperforget.base.io import read_json, tensor_metadata
-from hyperforget.config.params import load_params
+from hyperforget.config.overlays import load_params
 from hyperforget.pipeline import answer
 from hyperforget.unlearn import run_method
 

@@ -10,13 +10,8 @@ import yaml
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError
-from hyperforget.config.params import (
-    Params,
-    dvc_overrides,
-    experiment_overrides,
-    load_params,
-    parse_params,
-)
+from hyperforget.config.overlays import dvc_overrides, experiment_overrides, load_params, parse_params
+from hyperforget.config.params import Params
 
 
 def test_the_shipped_params_file_is_valid():

@@ -21,10 +21,11 @@ import yaml
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, IntegrityError
 from hyperforget.base.io import sha256_file
-from hyperforget.config.params import DataConfig, ForgetConfig, load_params
+from hyperforget.config.overlays import load_params
+from hyperforget.config.params import DataConfig, ForgetConfig
 from hyperforget.data import datasets
 from hyperforget.data.readers import MNIST_FILES, import_raw, read_idx, write_idx
-from hyperforget.erasure import data_erasure, data_versions, deletion
+from hyperforget.erasure import data_erasure, data_versions, deletion, project_ledger
 from hyperforget.erasure.ledger import Ledger
 from hyperforget.models.nets import ModelSpec, save_model
 from hyperforget.pipeline import answer, stages
@@ -82,7 +83,7 @@ def project(tmp_path, monkeypatch):
 
 
 def indices(art, r, data):
-    return deletion.record_indices(art, r, data)
+    return project_ledger.record_indices(art, r, data)
 
 
 def raw_images(cfg: DataConfig) -> np.ndarray:

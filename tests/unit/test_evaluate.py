@@ -3,13 +3,13 @@ Markdown and a PNG; and method timings provably exclude evaluation."""
 
 from __future__ import annotations
 
+import itertools
 import json
-import time
 
 import pytest
 
 from hyperforget.base.errors import ConfigError
-from hyperforget.config.params import parse_params
+from hyperforget.config.overlays import parse_params
 from hyperforget.data.datasets import forget_split
 from hyperforget.models.metrics import Evaluator
 from hyperforget.pipeline import compare as evaluate
@@ -22,27 +22,34 @@ METHODS = ["finetune", "neggrad", "ssd"]
 
 @pytest.fixture(scope="module")
 def timed_comparison(original_mlp, digits_spec, digits, split_class3):
-    """compare() with every Timer block, every Evaluator.report and every verify call logged as (start, end)."""
-    spans: dict[str, list[tuple[float, float]]] = {"timer": [], "report": [], "verify": []}
-    exit_, report, verify = base.Timer.__exit__, Evaluator.report, evaluate.verify
+    """compare() with every Timer block, every Evaluator.report and every verify call logged as (start, end) on a
+    logical clock (one tick per event: the order is what matters, never how long anything took)."""
+    spans: dict[str, list[tuple[int, int]]] = {"timer": [], "report": [], "verify": []}
+    ticks = itertools.count()
+    enter, exit_, report, verify = base.Timer.__enter__, base.Timer.__exit__, Evaluator.report, evaluate.verify
+
+    def logged_enter(self):
+        self._tick = next(ticks)
+        return enter(self)
 
     def logged_exit(self, *exc):
         exit_(self, *exc)
-        spans["timer"].append((self._t0, self._t0 + self.seconds))
+        spans["timer"].append((self._tick, next(ticks)))
 
     def logged_report(self, model):
-        t0 = time.perf_counter()
+        t0 = next(ticks)
         out = report(self, model)
-        spans["report"].append((t0, time.perf_counter()))
+        spans["report"].append((t0, next(ticks)))
         return out
 
     def logged_verify(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0 = next(ticks)
         out = verify(*args, **kwargs)
-        spans["verify"].append((t0, time.perf_counter()))
+        spans["verify"].append((t0, next(ticks)))
         return out
 
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base.Timer, "__enter__", logged_enter)
         mp.setattr(base.Timer, "__exit__", logged_exit)
         mp.setattr(Evaluator, "report", logged_report)
         mp.setattr(evaluate, "verify", logged_verify)

@@ -19,11 +19,12 @@ from typer.testing import CliRunner
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, IntegrityError, StorageError
 from hyperforget.cli import app
-from hyperforget.config.params import load_params
-from hyperforget.erasure import chain, deletion
+from hyperforget.config.overlays import load_params
+from hyperforget.erasure import chain, deletion, project_ledger
 from hyperforget.erasure import ledger_store as store
 from hyperforget.erasure.certificate import public_key_b64
-from hyperforget.erasure.ledger import Ledger, scope_sha256
+from hyperforget.erasure.ledger import Ledger
+from hyperforget.erasure.ledger_records import scope_sha256
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,7 +366,7 @@ def test_concurrent_writers_never_fork_a_history(url, key):
 
 def _project(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("HYPERFORGET_SIGNING_KEY", raising=False)
-    monkeypatch.setenv(deletion.LEDGER_VAR, f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.setenv(project_ledger.LEDGER_VAR, f"sqlite:///{tmp_path / 'ledger.db'}")
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     return tmp_path / "params.yaml"
 
@@ -377,21 +378,21 @@ def _cli(path: Path, *args: str):
 def test_the_project_ledger_key_is_created_on_the_first_write_and_required_by_every_read(tmp_path, monkeypatch):
     path = _project(tmp_path, monkeypatch)
     params, art = load_params(path), Artifacts(tmp_path)
-    key_file = deletion.ledger_key_path(params, art)
-    with deletion.opened(params, art, None) as led:
+    key_file = project_ledger.ledger_key_path(params, art)
+    with project_ledger.opened(params, art, None) as led:
         led.list()
         assert not key_file.exists()  # reading an empty ledger creates nothing
         failed_request(led)
     assert key_file.stat().st_mode & 0o777 == 0o600
     key_file.rename(tmp_path / "elsewhere.pem")
-    with deletion.opened(params, art, None) as led, pytest.raises(IntegrityError, match="is missing"):
+    with project_ledger.opened(params, art, None) as led, pytest.raises(IntegrityError, match="is missing"):
         led.get("DPO-C7")
 
 
 def test_cli_audit_exits_0_on_a_clean_ledger_and_1_naming_the_first_bad_row(tmp_path, monkeypatch):
     path = _project(tmp_path, monkeypatch)
     params, art = load_params(path), Artifacts(tmp_path)
-    with deletion.opened(params, art, None) as led:
+    with project_ledger.opened(params, art, None) as led:
         failed_request(led)
     ok = _cli(path, "audit")
     assert ok.exit_code == 0 and "verifies" in ok.output and "1 requests, 6 rows" in ok.output, ok.output

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from hyperforget import cli
 from hyperforget.base import records
 from hyperforget.base.errors import ConfigError, DataError
-from hyperforget.config.params import ForgetConfig, parse_params
+from hyperforget.config.overlays import parse_params
+from hyperforget.config.params import ForgetConfig
 
 
 def read(tmp_path, text: str) -> records.RecordIds:

@@ -13,7 +13,7 @@ from hyperforget.base.errors import ConfigError, GateFailed, IntegrityError, Sto
 from hyperforget.base.io import sha256_file, write_json
 from hyperforget.config.params import Params
 from hyperforget.models.nets import ModelSpec, save_model
-from hyperforget.publish import registry, tracking
+from hyperforget.publish import registry, runs, tracking
 from hyperforget.publish import release as publish
 from hyperforget.publish import s3 as storage
 
@@ -175,8 +175,8 @@ def test_resolve_names_what_is_wrong(client):
 
 
 def test_stage_run_logs_flattened_metrics_and_nests(client, art):
-    with tracking.start_stage_run(PARAMS, art, "request") as parent, \
-            tracking.start_stage_run(PARAMS, art, "unlearn", parent=parent) as child:
+    with runs.start_stage_run(PARAMS, art, "request") as parent, \
+            runs.start_stage_run(PARAMS, art, "unlearn", parent=parent) as child:
         logged = child.log_metrics({"acc": 0.5, "per_class": [0.1, 0.2], "ref": {"mia": {"mean": 0.3}},
                                     "ok": True, "name": "skipped"})
     assert logged == {"acc": 0.5, "per_class.0": 0.1, "per_class.1": 0.2, "ref.mia.mean": 0.3, "ok": 1.0}
@@ -189,8 +189,8 @@ def test_stage_run_logs_flattened_metrics_and_nests(client, art):
 
 
 def test_a_crashed_stage_ends_its_runs_failed_not_running(client, art):
-    with pytest.raises(KeyboardInterrupt), tracking.start_stage_run(PARAMS, art, "request") as parent, \
-            tracking.start_stage_run(PARAMS, art, "unlearn", parent=parent) as child:
+    with pytest.raises(KeyboardInterrupt), runs.start_stage_run(PARAMS, art, "request") as parent, \
+            runs.start_stage_run(PARAMS, art, "unlearn", parent=parent) as child:
         raise KeyboardInterrupt  # what the CLI turns SIGTERM and Ctrl-C into
     assert client.get_run(parent.run_id).info.status == "FAILED"
     assert client.get_run(child.run_id).info.status == "FAILED"

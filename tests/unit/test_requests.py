@@ -23,11 +23,12 @@ from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, StorageError
 from hyperforget.base.io import sha256_file
 from hyperforget.cli import app
-from hyperforget.config.params import ForgetConfig, load_params, parse_params
+from hyperforget.config.overlays import load_params, parse_params
+from hyperforget.config.params import ForgetConfig
 from hyperforget.data.datasets import forget_split, load_dataset
-from hyperforget.erasure import deletion, evidence, ledger, trueup
+from hyperforget.erasure import closing, deletion, evidence, ledger, ledger_records, project_ledger, trueup
 from hyperforget.models.metrics import Evaluator
-from hyperforget.publish import registry, tracking
+from hyperforget.publish import registry, runs, tracking
 from hyperforget.publish import release as publish
 from hyperforget.unlearn import METHODS, run_method
 from hyperforget.unlearn.method import UnlearnInputs
@@ -97,7 +98,7 @@ def test_forget_takes_exactly_one_kind_and_a_sample_slug_names_the_set(tmp_path)
     a, b = ids_file(tmp_path, 9, 1, 5, name="a.txt"), ids_file(tmp_path, 5, 9, 1, name="b.txt")
     slug = ForgetConfig(samples=str(a)).slug()
     assert slug == ForgetConfig(samples=str(b)).slug() == f"samples-{records.ids_sha256([1, 5, 9])[:12]}"
-    assert records.ids_sha256([1, 5, 9]) == ledger.scope_sha256([9, 5, 1])  # the ledger's ids hash
+    assert records.ids_sha256([1, 5, 9]) == ledger_records.scope_sha256([9, 5, 1])  # the ledger's ids hash
 
 
 def test_a_relative_samples_path_is_under_the_params_folder_and_replaces_classes(tmp_path, monkeypatch):
@@ -169,7 +170,7 @@ def test_notes_and_transitions_cannot_be_changed_through_the_api_or_sql(tmp_path
 def _register_other(params, art, name: str, original: str) -> str:
     """A version of another model trained on the same prepared data (lineage tags as `publish.register` sets)."""
     c = tracking.client(params, art)
-    with tracking.start_stage_run(params, art, "register-other") as run:
+    with runs.start_stage_run(params, art, "register-other") as run:
         run_id = run.run_id
     tags = {"lineage.dataset": sha256_file(art.dataset), "lineage.original": original, "gates.passed": "true",
             "sha256.weights": "e" * 64}
@@ -202,7 +203,7 @@ def closed(project):
     rec = deletion.submit(params, art, samples=f, requester="dpo@example.com", request_id="r1")
     assert rec.state == "received" and rec.n_records == 4 and rec.ids_sha256 == records.ids_sha256([10, 20, 30, 40])
     first = deletion.process(params, art, "r1")
-    retired = deletion.retire(params, art, "r1", "digits-cnn-elsewhere", project["other"], reason="decommissioned")
+    retired = closing.retire(params, art, "r1", "digits-cnn-elsewhere", project["other"], reason="decommissioned")
     return {"first": first, "retired": retired, "ids": f}
 
 
@@ -213,19 +214,19 @@ def test_every_model_trained_on_the_data_is_in_scope_and_the_request_closes_only
     assert first.state == "published" and [m["name"] for m in first.pending] == ["digits-cnn-elsewhere"]
     assert "retire each" in first.summary
     assert retired.state == "closed" and retired.certificate["path"] == "artifacts/certificates/r1/certificate.json"
-    with deletion.opened(project["params"], project["art"], None) as led:
-        scoped = deletion.details(led, "r1")["scoped"]["models"]
-        resolved, pending = deletion.coverage(led, "r1")
+    with project_ledger.opened(project["params"], project["art"], None) as led:
+        scoped = project_ledger.details(led, "r1")["scoped"]["models"]
+        resolved, pending = closing.coverage(led, "r1")
     assert {m["name"] for m in scoped} == {"digits-mlp-earlier", "digits-cnn-elsewhere"}
     assert not pending and {m["name"]: m["resolution"] for m in resolved} == {
         "digits-mlp-earlier": "successor", "digits-cnn-elsewhere": "retired"}
     c = tracking.client(project["params"], project["art"])
-    assert c.get_model_version("digits-cnn-elsewhere", project["other"]).tags[deletion.RETIRED_TAG] == "r1"
+    assert c.get_model_version("digits-cnn-elsewhere", project["other"]).tags[closing.RETIRED_TAG] == "r1"
 
 
 @pytest.mark.slow
 def test_a_closed_request_has_every_step_dihyfo_fell_back_and_the_version_carries_the_request(project, closed):
-    out = deletion.show(project["params"], project["art"], "r1")
+    out = project_ledger.show(project["params"], project["art"], "r1")
     states = [t["state"] for t in out["transitions"]]
     assert states == ["received", "scoped", "unlearned", "verified", "published", "closed"]
     unlearned = out["transitions"][2]["detail"]
@@ -260,7 +261,7 @@ def test_the_certificate_holds_the_request_the_models_the_method_and_the_gates(p
 @pytest.mark.slow
 def test_processing_a_closed_request_again_changes_nothing(project, closed):
     params, art = project["params"], project["art"]
-    with deletion.opened(params, art, None) as led:
+    with project_ledger.opened(params, art, None) as led:
         before = len(led.history("r1"))
         again = deletion.process(params, art, "r1", ledger=led)
         assert again.state == "closed" and len(led.history("r1")) == before
@@ -285,7 +286,7 @@ def test_a_request_that_fails_after_registering_ends_failed_and_is_retried_to_cl
     monkeypatch.setattr(publish, "export_and_upload", outage)
     with pytest.raises(StorageError):
         deletion.process(params, art, "r2")
-    rec = deletion.show(params, art, "r2")
+    rec = project_ledger.show(params, art, "r2")
     assert rec["request"]["state"] == "failed"
     assert "StorageError: the S3 store at http://127.0.0.1:9 is down" in rec["transitions"][-1]["detail"]["reason"]
     out = deletion.process(params, art, "r2")
@@ -294,7 +295,7 @@ def test_a_request_that_fails_after_registering_ends_failed_and_is_retried_to_cl
     c = tracking.client(params, art)
     keyed = [v for v in c.search_model_versions(f"name = '{name}'") if v.tags[registry.KEY_TAG].startswith("r2:")]
     assert len(keyed) == 1 and len(calls) == 2
-    states = [t["state"] for t in deletion.show(params, art, "r2")["transitions"]]
+    states = [t["state"] for t in project_ledger.show(params, art, "r2")["transitions"]]
     assert states == ["received", "scoped", "failed", "received", "scoped", "unlearned", "verified", "published",
                       "closed"]  # the export is part of answering: it failed before `unlearned` was recorded
 
@@ -306,9 +307,9 @@ def test_trueup_retrains_without_every_closed_request_and_moves_champion_once(pr
     closed_ids = sorted(out["all_closed"])
     assert out["gates"]["passed"] and out["champion"]["alias"] == "champion"
     assert out["registered"]["name"] == "digits-mlp-trueup" and sorted(out["requests"]) == closed_ids
-    with deletion.opened(params, art, None) as led:
+    with project_ledger.opened(params, art, None) as led:
         data = load_dataset(art.prepare)
-        excluded = {i for r in led.list() if r.state == "closed" for i in deletion.record_indices(art, r, data)}
+        excluded = {i for r in led.list() if r.state == "closed" for i in project_ledger.record_indices(art, r, data)}
         assert out["excluded_records"] == len(excluded)
         assert {n.request_id for n in led.read_notes(kind=trueup.REQUEST_NOTE)} == set(closed_ids)
         assert len(led.read_notes(kind=trueup.RUN_NOTE)) == 1
@@ -321,11 +322,11 @@ def test_trueup_retrains_without_every_closed_request_and_moves_champion_once(pr
 def test_overdue_lists_an_unclosed_request_past_its_due_date(project, monkeypatch):
     params, art = project["params"], project["art"]
     start = ledger.utc_now()
-    monkeypatch.setattr(deletion, "now", lambda: start)
+    monkeypatch.setattr(project_ledger, "now", lambda: start)
     deletion.submit(params, art, classes=[5], requester="late@example.com", request_id="late")
-    assert "late" not in [r.request_id for r in deletion.list_requests(params, art, overdue=True)]
-    monkeypatch.setattr(deletion, "now", lambda: start + timedelta(days=params.requests.deadline_days, seconds=1))
-    assert "late" in [r.request_id for r in deletion.list_requests(params, art, overdue=True)]
+    assert "late" not in [r.request_id for r in project_ledger.list_requests(params, art, overdue=True)]
+    monkeypatch.setattr(project_ledger, "now", lambda: start + timedelta(days=params.requests.deadline_days, seconds=1))
+    assert "late" in [r.request_id for r in project_ledger.list_requests(params, art, overdue=True)]
     result = CliRunner().invoke(app, ["request", "list", "--overdue", "--params", str(project["path"])])
     assert result.exit_code == 0 and "late" in result.output and "OVERDUE" in result.output, result.output
 

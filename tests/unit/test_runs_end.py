@@ -14,7 +14,7 @@ import pytest
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.params import Params
-from hyperforget.publish import tracking
+from hyperforget.publish import runs, tracking
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = Params()  # forget.classes [3]: the runs' `request` tag is classes-3
@@ -22,11 +22,11 @@ KILLED_MID_REQUEST = """
 import os, signal, sys
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.params import Params
-from hyperforget.publish import tracking
+from hyperforget.publish import runs
 
 params, art = Params(), Artifacts(sys.argv[1])
-with tracking.start_stage_run(params, art, "request/classes-3") as parent, \\
-        tracking.start_stage_run(params, art, "unlearn/gradtau", parent=parent) as child:
+with runs.start_stage_run(params, art, "request/classes-3") as parent, \\
+        runs.start_stage_run(params, art, "unlearn/gradtau", parent=parent) as child:
     print(parent.run_id, child.run_id, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -65,25 +65,25 @@ def test_a_killed_requests_runs_are_ended_killed_when_the_request_runs_again(pro
     art, c = project
     parent, child = killed_request(art)
     assert [c.get_run(r).info.status for r in (parent, child)] == ["RUNNING", "RUNNING"]  # what SIGKILL leaves
-    with tracking.start_stage_run(PARAMS, art, "request/classes-3") as again:
+    with runs.start_stage_run(PARAMS, art, "request/classes-3") as again:
         pass
     for run_id in (parent, child):
         run = c.get_run(run_id)
         assert run.info.status == "KILLED" and run.info.end_time is not None
-        assert run.data.tags[tracking.ENDED_TAG].startswith(f"process {run.data.tags[tracking.PID_TAG]} on ")
-        assert "is gone; ended when request/classes-3 ran again" in run.data.tags[tracking.ENDED_TAG]
+        assert run.data.tags[runs.ENDED_TAG].startswith(f"process {run.data.tags[runs.PID_TAG]} on ")
+        assert "is gone; ended when request/classes-3 ran again" in run.data.tags[runs.ENDED_TAG]
     assert c.get_run(again.run_id).info.status == "FINISHED"
 
 
 def test_the_runs_of_a_live_process_and_of_other_requests_stay_running(project):
     art, c = project
-    with tracking.start_stage_run(PARAMS, art, "request/classes-3") as live:  # this process: alive
+    with runs.start_stage_run(PARAMS, art, "request/classes-3") as live:  # this process: alive
         other = Params.model_validate({"forget": {"classes": [5]}})
-        elsewhere = tracking.start_stage_run(other, art, "request/classes-5")  # another request, left open
+        elsewhere = runs.start_stage_run(other, art, "request/classes-5")  # another request, left open
         open_elsewhere = elsewhere.__enter__()
         remote = c.create_run(c.get_experiment_by_name("hyperforget/digits").experiment_id, tags={
-            "request": "classes-3", tracking.HOST_TAG: "another-host", tracking.PID_TAG: "1"}).info.run_id
-        with tracking.start_stage_run(PARAMS, art, "request/classes-3"):  # a second request of classes-3 at once
+            "request": "classes-3", runs.HOST_TAG: "another-host", runs.PID_TAG: "1"}).info.run_id
+        with runs.start_stage_run(PARAMS, art, "request/classes-3"):  # a second request of classes-3 at once
             assert c.get_run(live.run_id).info.status == "RUNNING"
             assert c.get_run(open_elsewhere.run_id).info.status == "RUNNING"
             assert c.get_run(remote).info.status == "RUNNING"  # another host's process cannot be checked
@@ -92,14 +92,14 @@ def test_the_runs_of_a_live_process_and_of_other_requests_stay_running(project):
 
 
 def test_a_run_recording_no_process_or_a_reused_pid_counts_as_dead():
-    assert tracking.process_gone({}) == "it records no process (made by an earlier version)"
-    mine = tracking.process_tags()
-    assert tracking.process_gone(mine) is None
+    assert runs.process_gone({}) == "it records no process (made by an earlier version)"
+    mine = runs.process_tags()
+    assert runs.process_gone(mine) is None
     if Path("/proc/self/stat").exists():  # Linux: a pid now naming a process that started at another time
-        assert "its pid now names another process" in tracking.process_gone(mine | {tracking.STARTED_TAG: "1"})
+        assert "its pid now names another process" in runs.process_gone(mine | {runs.STARTED_TAG: "1"})
         child = subprocess.Popen([sys.executable, "-c", ""])  # exits, and stays a zombie until it is reaped
         stat = Path(f"/proc/{child.pid}/stat")
         while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
             time.sleep(0.05)
-        assert tracking.process_gone(mine | {tracking.PID_TAG: str(child.pid)}).endswith("is gone (a zombie)")
+        assert runs.process_gone(mine | {runs.PID_TAG: str(child.pid)}).endswith("is gone (a zombie)")
         child.wait()

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from hyperforget.base.errors import ConfigError
 from hyperforget.config.options import UnlearnConfig
-from hyperforget.config.params import ForgetConfig, Params, parse_params
+from hyperforget.config.overlays import parse_params
+from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import forget_split
 from hyperforget.models.metrics import Evaluator
 from hyperforget.models.nets import flatten

@@ -7,13 +7,13 @@ from typing import Any
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.config.params import DataConfig, Params
-from hyperforget.publish import tracking
+from hyperforget.publish import runs
 
 
 def track(params: Params, art: Artifacts, stage: str, metrics: dict, files: list[Path] = (), parent: Any = None
           ) -> None:
     """One MLflow run for this stage execution: flattened params, metrics (per-class too), artifacts."""
-    with tracking.start_stage_run(params, art, stage, parent=parent) as run:
+    with runs.start_stage_run(params, art, stage, parent=parent) as run:
         run.log_metrics(metrics)
         run.log_artifacts([f for f in files if Path(f).exists()], stage)
 
