@@ -133,7 +133,7 @@ def _dvc(art: Artifacts, *args: str) -> str:
     cmd = [str(exe) if exe.exists() else shutil.which("dvc") or "dvc", *args]
     try:
         r = subprocess.run(cmd, cwd=art.root, capture_output=True, text=True, timeout=DVC_TIMEOUT_S,
-                           env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+                           env={**os.environ, "DVC_NO_ANALYTICS": "1", "COLUMNS": "4096"})
     except (OSError, subprocess.TimeoutExpired) as e:
         raise StorageError(f"`dvc {' '.join(args)}` in {art.root} did not run ({e}); install DVC (`pip install "
                            "dvc[s3]`) and close the request again: the erasure resumes") from None
@@ -168,6 +168,18 @@ def _prepare_stages(art: Artifacts) -> list[str]:
             if any((o if isinstance(o, str) else next(iter(o))) == target for o in (s or {}).get("outs", []))]
 
 
+def _remotes(art: Artifacts) -> list[tuple[str, str]]:
+    """Every DVC remote of the project as (name, url), from `dvc config --list`: one `key=value` a line (`dvc
+    remote list` is a table that DVC wraps at the terminal's width, so a long url breaks its lines)."""
+    found = {}
+    for line in _dvc(art, "config", "--list").splitlines():
+        key, _, value = line.strip().partition("=")
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "remote" and parts[2] == "url":
+            found[parts[1]] = value
+    return sorted(found.items())
+
+
 def collect(art: Artifacts, raw_dir: Path) -> dict:
     """Record the new version in DVC, push it to every remote, then remove every version the workspace does not
     use from the cache and from every remote (`dvc gc --workspace`; see the module docstring)."""
@@ -184,7 +196,7 @@ def collect(art: Artifacts, raw_dir: Path) -> dict:
     for stage in _prepare_stages(art):
         _dvc(art, "commit", "--force", stage)
         targets.append(stage)
-    remotes = [line.split()[:2] for line in _dvc(art, "remote", "list").splitlines() if len(line.split()) >= 2]
+    remotes = _remotes(art)
     for name, _ in remotes:
         _dvc(art, "push", "-r", name, *targets)
     out = {"scope": "workspace", "command": "dvc gc --workspace --force [--cloud -r REMOTE]",

@@ -47,11 +47,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def sqlite_url(path: str | Path) -> str:
-    """The default ledger: an embedded SQLite file."""
-    return f"sqlite:///{Path(path)}"
-
-
 class Ledger:
     """Deletion requests in SQLite or PostgreSQL. Tables (and their append-only triggers) appear on first use.
 

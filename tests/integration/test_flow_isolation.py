@@ -29,6 +29,7 @@ def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_
     from concurrent.futures import ThreadPoolExecutor
 
     from prefect import flow
+    from prefect.server.api.server import SubprocessASGIServer
 
     from flows.unlearn import unlearn
     from hyperforget.base.artifacts import Artifacts
@@ -43,7 +44,10 @@ def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    flow(name="warm-up")(lambda: None)()  # one ephemeral API server, started before the two threads race for it
+    # one ephemeral API server, started before the two threads race for it, with time to start on a loaded
+    # machine (in-process Prefect settings were read at import: the environment variable above may not reach it)
+    SubprocessASGIServer().start(timeout=120)
+    flow(name="warm-up")(lambda: None)()
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda root: unlearn(forget_classes=[3], method="scrub",  # passes every gate
                                                      params_path=str(root / "params.yaml")), two_projects))

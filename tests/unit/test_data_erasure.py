@@ -158,7 +158,8 @@ def test_erasing_makes_a_new_version_collects_every_old_one_and_carries_open_req
     assert "Data and pipelines are up to date" in run(DVC, "status", "prepare", "data.dvc", cwd=root)
     new_used, remote, cache = used(root), objects(project["remote"]), objects(root / ".dvc" / "cache")
     gone = old_used - new_used  # the old raw files, the old folder listing and the old prepared dataset
-    assert len(gone) >= 3 and not gone & remote and not gone & cache and new_used <= remote and new_used <= cache
+    assert len(gone) >= 3 and not gone & remote and not gone & cache and new_used <= remote and new_used <= cache, \
+        section["collected"]
     gc = section["collected"]
     assert gc["scope"] == "workspace" and gc["remotes"][0]["name"] == "local" and gc["remotes"][0]["removed"] >= 3
 
