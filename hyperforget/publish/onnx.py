@@ -8,6 +8,15 @@ with PyTorch in onnxruntime; only then is it renamed into place, so a bad export
 The exporter's per-node stack traces are dropped: they hold this checkout's absolute paths and line
 numbers, which have no place in a shipped model and would give identical weights a different sha256 in
 every checkout.
+
+Why the export runs in a child process: torch.export sets process-global state for as long as it traces
+(`torch.compiler._is_exporting_flag`, torch.fx.traceback's `current_meta`), which every other thread's
+torch calls read and write. A thread that steps an optimiser or seeds the RNG meanwhile (another request
+unlearning, in the unlearn flow's thread runner) runs `torch._disable_dynamo`'s wrapper, which then enters
+`torch.fx.traceback.annotate` on the exporter's global dict: its `del current_meta["custom"]` fails with
+KeyError: 'custom' in either thread, and its annotations leak into the graph being exported. A lock can
+only serialise exports with each other, not with every torch call elsewhere; a child process shares none of
+that state. One child, spawned on first use and kept, so the exporter's warm-up is paid once per process.
 """
 
 from __future__ import annotations
@@ -16,8 +25,13 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +78,54 @@ def onnx_outputs(path: str | Path, x: torch.Tensor) -> np.ndarray:
     return session.run([OUTPUT], {INPUT: x.detach().cpu().numpy().astype(np.float32)})[0]
 
 
-def _export(model: nn.Module, x_sample: torch.Tensor, path: Path) -> None:
-    """One export at a time per process: torch.export traces through process-global state (two threads
-    exporting at once fail with "SymInt is not tracked"), and stdout/logging are redirected around it."""
+_worker: ProcessPoolExecutor | None = None
+
+
+def _export(model: nn.Module, spec: ModelSpec, x_sample: torch.Tensor, path: Path) -> None:
+    """Export `model` (an instance of `spec`) to `path` in the export child process (see the module
+    docstring), one export at a time: torch.export is not reentrant either (two threads exporting at once
+    fail with "SymInt is not tracked"). A daemonic process (a Dask worker) may not start children; it exports
+    in-process, still one export at a time, as before."""
+    weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}  # plain pickles, no shm
+    x = x_sample.detach().cpu().numpy()
     with _EXPORTING:
-        _export_unlocked(model, x_sample, path)
+        if multiprocessing.current_process().daemon:
+            _export_in_child(spec, weights, x, str(path))
+            return
+        global _worker
+        for attempt in range(2):
+            if _worker is None:
+                _worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_child_init, initargs=(torch.get_num_threads(),))
+            try:
+                _worker.submit(_export_in_child, spec, weights, x, str(Path(path).resolve())).result()
+                return
+            except BrokenProcessPool:  # the child died (killed, out of memory): one fresh child, once
+                _worker.shutdown(wait=False)
+                _worker = None
+                if attempt == 1:
+                    raise
+
+
+def _child_init(threads: int) -> None:
+    """The export child: the parent's torch thread count, and gone when the parent is (a killed flow run must
+    not leave an idle exporter behind; the pool's own queue would keep it waiting forever)."""
+    torch.set_num_threads(threads)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def exit_with_parent() -> None:
+            multiprocessing.connection.wait([parent.sentinel])
+            os._exit(1)
+
+        threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
+
+
+def _export_in_child(spec: ModelSpec, weights: dict[str, np.ndarray], x_sample: np.ndarray, path: str) -> None:
+    """The model rebuilt from its spec and weights, the sample a fresh array (a view's base storage would add
+    its own symbols to the file's range constraints), so the file depends on the weights alone."""
+    model = spec.build()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    _export_unlocked(model.eval(), torch.from_numpy(x_sample), Path(path))
 
 
 def _export_unlocked(model: nn.Module, x_sample: torch.Tensor, path: Path) -> None:
@@ -102,7 +159,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out_path: str | Path, x_sampl
     x_check = x_sample if x_check is None else x_check
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
-        _export(model, x_sample, tmp)
+        _export(model, spec, x_sample, tmp)
         proto = onnx.load(str(tmp))
         _drop_stack_traces(proto.graph)
         meta = {**spec.to_metadata(), "producer": "hyperforget", "input": INPUT, "output": OUTPUT}

@@ -49,3 +49,36 @@ def test_lenet_at_mnist_size_exports_with_parity(tmp_path):
     x = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     out = export_onnx(model, spec, tmp_path / "lenet.onnx", x[:4], x)
     assert out["max_abs_diff"] < 1e-4 and out["argmax_agreement"] == 1.0
+
+
+def test_an_export_leaves_this_process_free_for_other_threads_torch_work(digits, tmp_path):
+    """torch.export's process-global state (torch.compiler's is-exporting flag, fx's current_meta) is set in
+    the export's own child process, never here: a thread that trains meanwhile (an Adam step, a seeded RNG) runs
+    `fx.traceback.annotate` on that state otherwise, and one of the two threads fails with KeyError: 'custom'."""
+    import threading
+
+    spec = ModelSpec("mlp", (1, 8, 8), 10, 10)
+    model = spec.build(seed=1)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    done, seen = threading.Event(), []
+
+    def step():  # what another request's unlearning does meanwhile
+        torch.manual_seed(0)
+        opt.zero_grad()
+        model(digits[:8]).sum().backward()
+        opt.step()
+
+    def export():
+        try:
+            export_onnx(spec.build(seed=0), spec, tmp_path / "model.onnx", digits[:4], digits[:50])
+        finally:
+            done.set()
+
+    step()  # its one-off imports (torch._dynamo) done before the export starts
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    while not done.is_set():
+        seen.append(torch.compiler.is_exporting())
+        step()
+    exporter.join()
+    assert (tmp_path / "model.onnx").exists() and len(seen) > 10 and not any(seen)

@@ -1,6 +1,7 @@
 """Honest verification (LiRA on D_f, linear probe, relearn time): each metric against a hand-computed
 case, and the calibration the gates promise on digits class 3 — a retrain seed that was never a
-reference passes every check, θ0 and head-only fine-tuning (forget accuracy ~0) do not."""
+reference passes every check, θ0 and head-only fine-tuning (forget accuracy ~0) do not. (The same on a small
+CNN: tests/model/test_quality_bars.py.)"""
 
 from __future__ import annotations
 
