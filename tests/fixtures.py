@@ -105,6 +105,17 @@ def mlflow_db(tmp_path_factory) -> Path:
     return folder / "mlruns.db"
 
 
+@pytest.fixture
+def tracked_project(mlflow_db, tmp_path, monkeypatch) -> Artifacts:
+    """An empty project on the embedded default (no tracking server, no S3) whose MLflow store is a copy of
+    `mlflow_db`."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    shutil.copy(mlflow_db, tmp_path / "mlruns.db")
+    return Artifacts(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def project_template(tmp_path_factory, mlflow_db) -> Path:
     """A project folder with digits imported and prepared and θ0 trained (recipes.project_params): copied, never

@@ -12,4 +12,5 @@ from tests.fixtures import (  # noqa: F401  (fixtures: pytest finds them in this
     project_template,
     retrains_class3,
     split_class3,
+    tracked_project,
 )

@@ -4,7 +4,6 @@ next run of that request ends them KILLED with the reason, and leaves alone the 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -32,24 +31,9 @@ with runs.start_stage_run(params, art, "request/classes-3") as parent, \\
 """
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory):
-    """An initialised MLflow schema (made once: its migrations take seconds), before two processes open it."""
-    from mlflow import MlflowClient
-
-    d = tmp_path_factory.mktemp("mlflow-template")
-    MlflowClient(f"sqlite:///{d}/mlruns.db").search_experiments()
-    return d / "mlruns.db"
-
-
 @pytest.fixture
-def project(template_db, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    shutil.copy(template_db, tmp_path / "mlruns.db")
-    art = Artifacts(tmp_path)
-    return art, tracking.client(PARAMS, art)
+def project(tracked_project):
+    return tracked_project, tracking.client(PARAMS, tracked_project)
 
 
 def killed_request(art: Artifacts) -> list[str]:

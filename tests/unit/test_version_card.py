@@ -4,7 +4,6 @@ is; its MLflow Model has a tensor signature (float32 inputs of the data's shape 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,23 +23,9 @@ REFERENCE = {"test_retained_acc": {"mean": 0.95, "std": 0.01}, "forget_acc": {"m
 VERIFIED = {"lira_auc": 0.5, "probe_forget_acc": None, "relearn_m": [], "reference": {}}
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory):
-    from mlflow import MlflowClient
-
-    d = tmp_path_factory.mktemp("mlflow-template")
-    MlflowClient(f"sqlite:///{d}/mlruns.db").search_experiments()
-    return d / "mlruns.db"
-
-
 @pytest.fixture
-def project(template_db, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("HYPERFORGET_S3_ENDPOINT", raising=False)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    shutil.copy(template_db, tmp_path / "mlruns.db")
-    art = Artifacts(tmp_path)
-    return art, tracking.client(PARAMS, art)
+def project(tracked_project):
+    return tracked_project, tracking.client(PARAMS, tracked_project)
 
 
 def registered(art: Artifacts, forget_acc: float, key: str | None = None) -> dict:
