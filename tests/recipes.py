@@ -52,3 +52,31 @@ def project_params(**sections: dict) -> dict:
     raw["train"]["epochs"] = PROJECT_TRAIN_EPOCHS
     raw["evaluation"]["retrain_seeds"] = PROJECT_RETRAIN_SEEDS
     return merge(raw, sections)
+
+
+def concurrent_notes(url: str, key: Any, writers: int = 3, rounds: int = 5) -> list[Exception]:
+    """`writers` threads, each with its own ledger connection, appending `rounds` notes to request "shared" and
+    as many request-less notes: what a fork of a history would come from. Returns the errors they raised."""
+    import threading
+
+    from hyperforget.erasure.ledger import Ledger
+
+    errors: list[Exception] = []
+
+    def write(n: int) -> None:
+        led = Ledger(url, key=key)
+        try:
+            for i in range(rounds):
+                led.note("shared", "seen", {"writer": n, "i": i})
+                led.note(None, "tick", {"writer": n, "i": i})
+        except Exception as e:  # reported to the test
+            errors.append(e)
+        finally:
+            led.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return errors

@@ -6,7 +6,6 @@ logs in as a role that may only INSERT and SELECT. What a role cannot do is refu
 from __future__ import annotations
 
 import importlib.util
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.erasure import chain
 from hyperforget.erasure import ledger_store as store
 from hyperforget.erasure.ledger import Ledger
+from tests.recipes import concurrent_notes
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2025, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)  # microseconds: they must survive the round trip
@@ -173,24 +173,7 @@ def test_concurrent_writers_never_fork_a_history(urls, key):
     first = Ledger(urls["app"], key=key)
     first.submit(classes=[1], request_id="shared")
     first.close()  # an open connection would hold the server's shutdown
-    errors = []
-
-    def write(n: int) -> None:
-        led = Ledger(urls["app"], key=key)
-        try:
-            for i in range(5):
-                led.note("shared", "seen", {"writer": n, "i": i})
-                led.note(None, "tick", {"writer": n, "i": i})
-        except Exception as e:  # reported below
-            errors.append(e)
-        finally:
-            led.close()
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = concurrent_notes(urls["app"], key)
     led = Ledger(urls["app"], key=key)
     assert errors == [] and led.audit().problems == []
     assert len(led.read_notes("shared")) == 15 and len(led.read_notes(kind="tick")) == 15

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from hyperforget.erasure import ledger_store as store
 from hyperforget.erasure.certificate import public_key_b64
 from hyperforget.erasure.ledger import Ledger
 from hyperforget.erasure.ledger_records import scope_sha256
+from tests.recipes import concurrent_notes
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -338,24 +338,7 @@ def test_audit_counts_a_clean_ledger_and_names_the_first_bad_row(ledger, url):
 def test_concurrent_writers_never_fork_a_history(url, key):
     """One writer at a time (SQLite BEGIN IMMEDIATE): each append sees the row it follows."""
     Ledger(url, key=key).submit(classes=[1], request_id="shared")
-    errors = []
-
-    def write(n: int) -> None:
-        led = Ledger(url, key=key)
-        try:
-            for i in range(6):
-                led.note("shared", "seen", {"writer": n, "i": i})
-                led.note(None, "tick", {"writer": n, "i": i})
-        except Exception as e:  # reported below
-            errors.append(e)
-        finally:
-            led.close()
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = concurrent_notes(url, key, rounds=6)
     led = Ledger(url, key=key)
     assert errors == [] and led.audit().problems == []
     assert len(led.read_notes("shared")) == 18 and len(led.read_notes(kind="tick")) == 18
