@@ -1,5 +1,6 @@
-"""The `build` flow on the Dask task runner: every stage, the zoo units as tasks in worker processes,
-each stage tracked in MLflow, and a second run that reuses everything (against the `full_stack` servers)."""
+"""The `build` flow on the Dask task runner, as on a cluster: a `dask scheduler` and two `dask worker`
+processes on 127.0.0.1 (HYPERFORGET_DASK_ADDRESS), every stage, the zoo units as tasks on those workers, each
+stage tracked in MLflow, and a second run that reuses everything (against the `full_stack` servers)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,48 @@ print(json.dumps([build(sys.argv[1]), build(sys.argv[1])]))
 """
 
 
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A scheduler and two single-threaded worker processes, as `dask scheduler` / `dask worker ADDRESS` start them
+    on a cluster; their environment carries the session's run token, so they die with the test run."""
+    from distributed import Client
+
+    dask = Path(sys.executable).parent / "dask"
+    port = local_stack_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # the workers import flows/ and hyperforget as the flow does
+    logs = [open(tmp_path / f"dask-{n}.log", "w") for n in ("scheduler", "worker-1", "worker-2")]  # noqa: SIM115
+    cmds = [[str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            *([str(dask), "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+               "--host", "127.0.0.1"] for _ in range(2))]
+    started = []
+    try:
+        for cmd, log in zip(cmds, logs, strict=True):
+            started.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            yield address, client
+    finally:
+        for proc in reversed(started):
+            proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()
+
+
+def local_stack_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def smallest(params_path: Path) -> Path:
     """The small project shrunk to what the build's shape needs (what the stages compute is pinned in unit tests):
     θ0 3 epochs, each zoo trajectory 4 steps keeping 2, each hypernetwork 4 steps."""
@@ -40,10 +83,11 @@ def smallest(params_path: Path) -> Path:
 
 
 def test_build_flow_fans_zoo_units_out_to_dask_workers_and_reruns_from_cache(full_stack, fresh_small_project,
-                                                                             tmp_path):
+                                                                             dask_cluster, tmp_path):
+    address, client = dask_cluster
     smallest(fresh_small_project)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "HYPERFORGET_TASK_RUNNER": "dask",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+           "HYPERFORGET_DASK_ADDRESS": address, "MLFLOW_DISABLE_TELEMETRY": "true"}
     started_ms = int(time.time() * 1000)  # selects this test's runs, asserts nothing about time
     r = subprocess.run([sys.executable, "-c", BUILD_TWICE, str(fresh_small_project)], cwd=REPO_ROOT, env=env,
                        capture_output=True, text=True, timeout=540)
@@ -67,3 +111,9 @@ def test_build_flow_fans_zoo_units_out_to_dask_workers_and_reruns_from_cache(ful
     runs = c.search_runs([exp.experiment_id], f"attributes.start_time >= {started_ms}")
     stages = sorted(run.data.tags["stage"] for run in runs)  # cached stages log nothing the second time
     assert stages == ["compare", "hypernet/dihyfo1", "hypernet/dihyfo2", "prepare", "train", "zoo", "zoo"]
+
+    done = client.run_on_scheduler(lambda dask_scheduler: {
+        name: sum(tp.state_counts.values()) for name, tp in dask_scheduler.task_prefixes.items()})
+    per_worker = client.run(lambda dask_worker: len(dask_worker.state.log))
+    assert any("zoo_unit" in name and n >= 11 for name, n in done.items()), (done, per_worker)  # on this cluster
+    assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker  # both workers took tasks
