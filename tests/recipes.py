@@ -80,3 +80,20 @@ def concurrent_notes(url: str, key: Any, writers: int = 3, rounds: int = 5) -> l
     for th in threads:
         th.join()
     return errors
+
+
+def raw_sql(url: str, *sql: str, **params) -> list:
+    """Run SQL around the ledger's API, as anyone who can write the database could (as the role of `url` on
+    PostgreSQL); the last statement's rows."""
+    import sqlalchemy as sa
+
+    from hyperforget.erasure.ledger_store import make_url
+
+    engine = sa.create_engine(make_url(url))
+    try:
+        with engine.begin() as conn:
+            for statement in sql:
+                result = conn.execute(sa.text(statement), params)
+            return result.all() if result.returns_rows else []
+    finally:
+        engine.dispose()

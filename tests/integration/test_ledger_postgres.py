@@ -19,7 +19,7 @@ from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.erasure import chain
 from hyperforget.erasure import ledger_store as store
 from hyperforget.erasure.ledger import Ledger
-from tests.recipes import concurrent_notes
+from tests.recipes import concurrent_notes, raw_sql
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2025, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)  # microseconds: they must survive the round trip
@@ -74,16 +74,6 @@ def ledger(urls, key):
     led.close()
 
 
-def raw(url: str, *sql: str, **params) -> list:
-    """Run SQL around the ledger's API as the role of `url`; the last statement's rows."""
-    engine = sa.create_engine(store.make_url(url))
-    try:
-        with engine.begin() as conn:
-            for statement in sql:
-                result = conn.execute(sa.text(statement), params)
-            return result.all() if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def failed_request(ledger: Ledger, request_id: str = "DPO-C7") -> None:
@@ -124,7 +114,7 @@ def test_the_state_machine_and_timestamps_round_trip_as_the_app_role(ledger):
 def test_the_app_role_can_only_insert_and_select(ledger, urls, sql):
     failed_request(ledger)
     with pytest.raises(sa_exc.DBAPIError, match=r"permission denied|must be owner"):
-        raw(urls["app"], sql)
+        raw_sql(urls["app"], sql)
     assert ledger.get("DPO-C7").requester == "dpo@example.com" and ledger.audit().problems == []
 
 
@@ -133,25 +123,25 @@ def test_the_app_role_can_only_insert_and_select(ledger, urls, sql):
 def test_the_append_only_triggers_refuse_the_owner_too(ledger, urls, sql):
     failed_request(ledger)
     with pytest.raises(sa_exc.DBAPIError, match="append-only"):
-        raw(urls["owner"], sql)
+        raw_sql(urls["owner"], sql)
     assert ledger.get("DPO-C7").state == "failed"
 
 
 def test_a_forged_insert_by_the_app_role_is_refused_or_detected(ledger, urls):
     failed_request(ledger)
     with pytest.raises(sa_exc.IntegrityError, match="null value"):  # the issue's INSERT, verbatim
-        raw(urls["app"], "INSERT INTO transitions(request_id, state, at, detail) VALUES "
+        raw_sql(urls["app"], "INSERT INTO transitions(request_id, state, at, detail) VALUES "
             "('DPO-C7', 'closed', now(), '{}')")
-    (ledger_id, public, g_hash), = raw(urls["app"], "SELECT ledger_id, public_key, row_hash FROM genesis")
-    (tail,), = raw(urls["app"], "SELECT row_hash FROM transitions WHERE request_id = 'DPO-C7' ORDER BY id DESC "
+    (ledger_id, public, g_hash), = raw_sql(urls["app"], "SELECT ledger_id, public_key, row_hash FROM genesis")
+    (tail,), = raw_sql(urls["app"], "SELECT row_hash FROM transitions WHERE request_id = 'DPO-C7' ORDER BY id DESC "
                    "LIMIT 1")
     values = {"request_id": "DPO-C7", "state": "closed", "at": T0 + timedelta(days=1), "detail": "{}"}
     forger = Ed25519PrivateKey.generate()  # no access to the ledger's key: a hash it can compute, a signature not
     sealed = chain.Genesis(ledger_id, public, g_hash).seal(forger, "transitions", tail,
                                                            store.content(store.transitions, values))
-    raw(urls["app"], "INSERT INTO transitions(request_id, state, at, detail, prev_hash, row_hash, signature) "
+    raw_sql(urls["app"], "INSERT INTO transitions(request_id, state, at, detail, prev_hash, row_hash, signature) "
         "VALUES (:request_id, :state, :at, :detail, :prev_hash, :row_hash, :signature)", **values, **sealed)
-    (row,), = raw(urls["app"], "SELECT max(id) FROM transitions")
+    (row,), = raw_sql(urls["app"], "SELECT max(id) FROM transitions")
     for read in (lambda: ledger.get("DPO-C7"), ledger.list, lambda: ledger.transition("DPO-C7", "received")):
         with pytest.raises(IntegrityError, match=rf"transitions row {row} \(request 'DPO-C7', closed\).*forged"):
             read()
@@ -160,9 +150,9 @@ def test_a_forged_insert_by_the_app_role_is_refused_or_detected(ledger, urls):
 
 def test_the_owner_dropping_a_trigger_to_edit_a_row_is_detected(ledger, urls):
     failed_request(ledger)
-    raw(urls["owner"], "DROP TRIGGER requests_append_only_row ON requests",
+    raw_sql(urls["owner"], "DROP TRIGGER requests_append_only_row ON requests",
         "UPDATE requests SET requester = 'edited' WHERE id = 'DPO-C7'")
-    assert raw(urls["app"], "SELECT requester FROM requests") == [("edited",)]  # the edit went through ...
+    assert raw_sql(urls["app"], "SELECT requester FROM requests") == [("edited",)]  # the edit went through ...
     with pytest.raises(IntegrityError, match=r"requests row 'DPO-C7': its content does not match its row_hash"):
         ledger.get("DPO-C7")  # ... and shows on the next read
     assert ledger.audit().problems[0].startswith("requests row 'DPO-C7'")

@@ -24,7 +24,7 @@ from hyperforget.erasure import ledger_store as store
 from hyperforget.erasure.certificate import public_key_b64
 from hyperforget.erasure.ledger import Ledger
 from hyperforget.erasure.ledger_records import scope_sha256
-from tests.recipes import concurrent_notes
+from tests.recipes import concurrent_notes, raw_sql
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,30 +66,20 @@ def ledger(url, clock, key):
     led.close()
 
 
-def raw(url: str, *sql: str, **params) -> list:
-    """Run SQL around the ledger's API, as anyone who can write the database could; the last statement's rows."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in sql:
-                result = conn.execute(sa.text(statement), params)
-            return result.all() if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def forge_after_tail(url: str, request_id: str, state: str, key: Ed25519PrivateKey) -> int:
     """Append `state` to a request's history around the API: the right prev_hash and a correctly computed row_hash,
     signed by `key` (the ledger's own key: someone who holds it; any other: a forger). Returns the row id."""
-    (ledger_id, public, g_hash), = raw(url, "SELECT ledger_id, public_key, row_hash FROM genesis")
-    tail = raw(url, "SELECT row_hash FROM transitions WHERE request_id = :r ORDER BY id DESC LIMIT 1", r=request_id)
+    (ledger_id, public, g_hash), = raw_sql(url, "SELECT ledger_id, public_key, row_hash FROM genesis")
+    tail = raw_sql(url, "SELECT row_hash FROM transitions WHERE request_id = :r ORDER BY id DESC LIMIT 1", r=request_id)
     values = {"request_id": request_id, "state": state, "at": T0 + timedelta(days=1), "detail": "{}"}
     sealed = chain.Genesis(ledger_id, public, g_hash).seal(key, "transitions", tail[0][0],
                                                            store.content(store.transitions, values))
-    raw(url, "INSERT INTO transitions(request_id, state, at, detail, prev_hash, row_hash, signature) VALUES "
+    raw_sql(url, "INSERT INTO transitions(request_id, state, at, detail, prev_hash, row_hash, signature) VALUES "
         "(:request_id, :state, :at, :detail, :prev_hash, :row_hash, :signature)",
         **values | {"at": store.iso(values["at"]).replace("T", " ").removesuffix("+00:00")}, **sealed)
-    return raw(url, "SELECT max(id) FROM transitions")[0][0]
+    return raw_sql(url, "SELECT max(id) FROM transitions")[0][0]
 
 
 def failed_request(ledger, request_id: str = "DPO-C7") -> None:
@@ -241,7 +231,7 @@ def test_unreachable_database_raises_storage_error_with_masked_url():
 def test_the_issues_bare_insert_of_a_closed_transition_is_refused(ledger, url):
     failed_request(ledger)
     with pytest.raises(sa_exc.IntegrityError, match="NOT NULL"):
-        raw(url, "INSERT INTO transitions(request_id, state, at, detail) VALUES "
+        raw_sql(url, "INSERT INTO transitions(request_id, state, at, detail) VALUES "
             "('DPO-C7', 'closed', '2025-03-02 09:00:00.000000', '{}')")
     assert ledger.get("DPO-C7").state == "failed"
 
@@ -271,14 +261,14 @@ def test_processing_a_forged_closed_request_fails_instead_of_reporting_it_closed
 
 def test_dropping_a_trigger_to_edit_a_request_is_detected(ledger, url):
     failed_request(ledger)
-    raw(url, "DROP TRIGGER requests_no_update", "UPDATE requests SET requester = 'edited'")
+    raw_sql(url, "DROP TRIGGER requests_no_update", "UPDATE requests SET requester = 'edited'")
     with pytest.raises(IntegrityError, match=r"requests row 'DPO-C7': its content does not match its row_hash"):
         ledger.get("DPO-C7")
 
 
 def test_a_row_deleted_from_the_middle_of_a_history_is_detected(ledger, url):
     failed_request(ledger)
-    raw(url, "DROP TRIGGER transitions_no_delete", "DELETE FROM transitions WHERE state = 'scoped'")
+    raw_sql(url, "DROP TRIGGER transitions_no_delete", "DELETE FROM transitions WHERE state = 'scoped'")
     with pytest.raises(IntegrityError, match=r"transitions row \d+ \(request 'DPO-C7', unlearned\): follows no row"):
         ledger.history("DPO-C7")
 
@@ -296,7 +286,7 @@ def test_a_deleted_tail_still_verifies_but_changes_the_audit_digest(ledger, url)
     elsewhere (the digest `audit` prints, a certificate's transitions) shows it."""
     failed_request(ledger)
     before = ledger.audit()
-    raw(url, "DROP TRIGGER transitions_no_delete", "DELETE FROM transitions WHERE state = 'failed'")
+    raw_sql(url, "DROP TRIGGER transitions_no_delete", "DELETE FROM transitions WHERE state = 'failed'")
     after = ledger.audit()
     assert after.problems == [] and ledger.get("DPO-C7").state == "unlearned"
     assert after.digest != before.digest and after.rows == before.rows - 1
@@ -315,7 +305,7 @@ def test_a_ledger_signed_by_another_key_is_refused_and_a_public_key_only_reads(l
 
 
 def test_a_ledger_of_the_old_schema_is_refused_in_one_line(url, key):
-    raw(url, "CREATE TABLE requests (id VARCHAR(64) PRIMARY KEY, requester TEXT)",
+    raw_sql(url, "CREATE TABLE requests (id VARCHAR(64) PRIMARY KEY, requester TEXT)",
         "CREATE TABLE transitions (id INTEGER PRIMARY KEY, request_id VARCHAR(64), state VARCHAR(16))")
     with pytest.raises(ConfigError, match=r"created by an older HyperForget.*new database") as err:
         Ledger(url, key=key).list()
@@ -329,7 +319,7 @@ def test_audit_counts_a_clean_ledger_and_names_the_first_bad_row(ledger, url):
     clean = ledger.audit()
     assert (clean.problems, clean.requests, clean.rows, clean.pinned) == ([], 1, 8, True)
     row = forge_after_tail(url, "DPO-C7", "closed", Ed25519PrivateKey.generate())
-    raw(url, "DROP TRIGGER notes_no_update", "UPDATE notes SET detail = '{}' WHERE request_id IS NULL")
+    raw_sql(url, "DROP TRIGGER notes_no_update", "UPDATE notes SET detail = '{}' WHERE request_id IS NULL")
     problems = ledger.audit().problems
     assert len(problems) == 2 and problems[0].startswith(f"transitions row {row} (request 'DPO-C7', closed)")
     assert "notes row 2 (request None, trued_up): its content does not match" in problems[1]
