@@ -11,7 +11,6 @@ kills pytest and polls, a bounded number of times, until none of them is left.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -40,17 +39,6 @@ def test_blocks_with_servers_and_a_child(full_stack, local_stack):
 '''
 
 
-def _procs():
-    """infra/local/procs.py (/proc readers: members, alive), by path like stack.py loads it."""
-    name = "hyperforget_local_procs"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "infra" / "local" / "procs.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def _poll(done, attempts: int, pause: float = 0.5) -> bool:
     for _ in range(attempts):
         if done():
@@ -70,8 +58,8 @@ def _describe(pids) -> str:
 
 @pytest.mark.parametrize(("sig", "xdist"), [(signal.SIGTERM, False), (signal.SIGKILL, False), (signal.SIGTERM, True)],
                          ids=["sigterm", "sigkill", "sigterm-xdist-controller"])
-def test_a_killed_test_run_leaves_none_of_its_processes_running(tmp_path, sig, xdist):
-    procs = _procs()
+def test_a_killed_test_run_leaves_none_of_its_processes_running(tmp_path, sig, xdist, local_stack):
+    procs = local_stack.procs  # infra/local/procs.py: the /proc readers (members, alive)
     module = tmp_path / "test_inner.py"
     module.write_text(INNER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPERFORGET_STACK"))}

@@ -20,19 +20,21 @@ from tests.fixtures import (  # noqa: F401  (fixtures: pytest finds them in this
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
-@pytest.fixture(scope="session")
-def mnist_t10k() -> Path:
-    """The real MNIST test split in ../shared (CI always has it): a missing folder fails, never skips."""
-    folder = SHARED / "datasets" / "mnist-t10k"
+def _shared_dataset(name: str) -> Path:
+    """A data set folder in ../shared (CI always has it): a missing folder fails, never skips."""
+    folder = SHARED / "datasets" / name
     if not folder.is_dir():
         pytest.fail(f"{folder} is missing: the tests run with ../shared beside the repository, as CI does")
     return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_t10k() -> Path:
+    """The real MNIST test split."""
+    return _shared_dataset("mnist-t10k")
 
 
 @pytest.fixture(scope="session")
 def mnist_full() -> Path:
-    """The four original MNIST files (60k train + 10k test) in ../shared: a missing folder fails, never skips."""
-    folder = SHARED / "datasets" / "mnist"
-    if not folder.is_dir():
-        pytest.fail(f"{folder} is missing: the tests run with ../shared beside the repository, as CI does")
-    return folder
+    """The four original MNIST files (60k train + 10k test)."""
+    return _shared_dataset("mnist")
