@@ -112,6 +112,16 @@ def zoo(
 
 
 @app.command()
+def pool(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Build the reference pool once: per-class retrains and membership shadows every request is verified against."""
+    p, art = _project(params, set_)
+    out = stages.pool(p, art)
+    console.print(f"reference pool: {p.pool.class_retrains} retrains per class, {p.pool.shadows} shadows, "
+                  f"{out['built_units']} units built ({out['seconds']:.0f} s); sha256 {out['sha256'][:12]}…")
+    _wrote(str(art.pool))
+
+
+@app.command()
 def hypernet(
     variant: Annotated[str, typer.Option(help=" or ".join(VARIANTS))] = "dihyfo2",
     params: ParamsOpt = Path("params.yaml"),

@@ -117,6 +117,11 @@ class Artifacts:
     def hypernet(self, variant: str) -> Path:
         return self.base / "hypernet" / variant
 
+    @property
+    def pool(self) -> Path:
+        """The reference pool (`hyperforget.verify.pool`): retrains and membership shadows every request reads."""
+        return self.base / "pool"
+
     # evaluation
     @property
     def original_metrics(self) -> Path:

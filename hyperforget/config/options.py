@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from hyperforget.base.errors import ConfigError
 
 VARIANTS = ("dihyfo1", "dihyfo2")  # the DiHyFo hypernetwork variants (papers.md §1)
+EXACT_METHODS = ("retrain",)  # answers a retrain without the data: certified by construction, not by a test
 Generate = Literal["all", "block_head", "head"]  # what a hypernetwork generates; models.GENERATE holds the same
 
 
@@ -312,6 +313,13 @@ class VerificationGates(MethodOptions):
     - Relearn steps (Adam 3e-3, m = 10 and 100): retrains 36-66 steps; ratio to the references' mean
       ≥ 0.571 (4 seeds), ≥ 0.504 (12 seeds). θ0: 0 steps; head-only fine-tuning ≤ 0.308 (≤ 0.355 over
       12); SalUn 0.37-0.71. Ratio 0.4.
+    - Relearn, upper side (over-forgetting: slower than any retrain, e.g. DiHyFo on MNIST LeNet 295 steps
+      against the retrains' 88; SCRUB on digits never within 300 against 63): steps ≤ max(mean ×
+      `max_relearn_ratio` 2.5, mean + `relearn_band_std` 3 × std). The std is over the K − 1 = 2 reference
+      retrains, so noisy (digits m = 10: 66 and 60, std 3): the ratio is a floor on the band's width, the std
+      widens it only where the retrains disagree. Retrains measured: ratios 0.87-1.22 on MNIST LeNet; on
+      digits 36-66 steps, so ≤ 66/36 = 1.83. Not calibrated beyond that; the lower side stays the ratio
+      alone (why: `gates.verification_checks`).
     Small CNN (width 4), 4 seeds: LiRA retrain ≤ 0.912, θ0 ≥ 0.998; relearn ratio ≥ 0.407 at m = 10 (a
     thin margin), head-only ≤ 0.164. Recalibrate with the bench script for other data or architectures.
     LeNet-5 on MNIST-60k (`make run-mnist`'s setting), class 3, 4 seeds, 24 assignments (`--work`, README):
@@ -332,3 +340,13 @@ class VerificationGates(MethodOptions):
     max_lira_auc_deficit: float = Field(0.5, ge=0, le=0.5, description="LiRA AUC ≥ 0.5 − this (0.5: one-sided)")
     max_probe_excess: float = Field(0.2, ge=0, le=1, description="probe forget acc ≤ retrain mean + this")
     min_relearn_ratio: float = Field(0.4, ge=0, description="relearn steps ≥ retrain mean × this (every m)")
+    max_relearn_ratio: float = Field(2.5, ge=1, description="relearn steps ≤ max(retrain mean × this, "
+                                     "mean + relearn_band_std × std) (every m)")
+    relearn_band_std: float = Field(3.0, ge=0, description="upper relearn band: retrain mean + this × std")
+
+    @model_validator(mode="after")
+    def _relearn_band_ordered(self) -> VerificationGates:
+        if self.max_relearn_ratio < self.min_relearn_ratio:
+            raise ValueError(f"max_relearn_ratio {self.max_relearn_ratio} is below min_relearn_ratio "
+                             f"{self.min_relearn_ratio}: no relearn time would pass; raise it")
+        return self

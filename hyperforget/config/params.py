@@ -116,6 +116,27 @@ class EvaluationConfig(Section):
                                "and the probe/relearn reference, the last the held-out retrain (verification)")
     mia_splits: int = Field(10, ge=2)
     verification: VerificationOptions = VerificationOptions()
+    reference: Literal["pool", "per_request"] = Field(
+        "pool", description="where a request's retrain reference comes from: the reference pool built once "
+        "(`hyperforget pool`), or `retrain_seeds` retrains trained for this request (slow; reported as such)")
+
+
+class PoolConfig(Section):
+    """The reference pool (`hyperforget.verify.pool`), trained once per (data, θ0, recipe) with θ0's `train:`
+    recipe: `class_retrains` true retrains without each class (a class request's reference: the first K − 1
+    are LiRA's shadows and the probe/relearn reference, the last the held-out retrain) and `shadows` models
+    each trained on a seeded half of the training set, in complementary pairs, so every record is "out" of
+    exactly half of them (a record request's per-example LiRA)."""
+
+    class_retrains: int = Field(4, ge=3, le=64, description="true retrains without each class")
+    shadows: int = Field(16, ge=4, le=256, description="membership shadows on seeded halves (even: in pairs)")
+    seed: int = Field(0, ge=0, le=99)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> PoolConfig:
+        if self.shadows % 2:
+            raise ValueError(f"pool.shadows must be even (complementary halves come in pairs), got {self.shadows}")
+        return self
 
 
 SET_SIZES = (2, 3)  # sizes of the random class sets (zoo requests, held-out and tuning sets)
@@ -252,6 +273,7 @@ class Params(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     unlearn: UnlearnConfig = UnlearnConfig()
     zoo: ZooConfig = ZooConfig()
+    pool: PoolConfig = PoolConfig()
     hypernet: HypernetConfig = HypernetConfig()
     gates: GatesConfig = GatesConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -264,6 +264,7 @@ def render_markdown(cert: dict) -> str:
         f"## Gates: {'PASSED' if gates.get('passed') else 'FAILED'}", "",
         *_verdicts(gates.get("checks")), "",
         f"Retrain reference: `{json.dumps(gates.get('retrain_reference'), sort_keys=True)}`", "",
+        *_reference_lines(gates.get("reference_source"), method.get("fallback")),
         "## Verification", "", *(_verdicts(cert.get("verification")) or ["- (none recorded)"]), "",
         "## Files", "", *[f"- `{n}`: sha256 `{h}`" for n, h in sorted((cert.get("files") or {}).items())], "",
         "## Signature", "",
@@ -276,6 +277,20 @@ def render_markdown(cert: dict) -> str:
     else:
         lines.append("**Not signed.**")
     return "\n".join(lines) + "\n"
+
+
+def _reference_lines(source: Any, fallback: Any) -> list[str]:
+    """What the verdict rests on (the reference pool's sha256, or a reference trained for the request) and, when
+    the answer is exact because the test had no power, that it is."""
+    lines = []
+    if isinstance(source, dict) and source.get("kind") == "pool":
+        lines.append(f"Reference: the reference pool, sha256 `{source.get('sha256')}` "
+                     f"({len(source.get('files') or {})} files read).")
+    elif isinstance(source, dict):
+        lines.append(f"Reference: {source.get('retrains')} retrains trained for this request.")
+    if isinstance(fallback, dict) and fallback.get("reason"):
+        lines.append(f"Answered by {fallback.get('to')} instead of {fallback.get('from')}: {fallback['reason']}.")
+    return [*lines, ""] if lines else []
 
 
 def _verdicts(results: Any) -> list[str]:

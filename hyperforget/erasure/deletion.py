@@ -38,7 +38,7 @@ from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, GateFailed, StorageError
 from hyperforget.base.io import read_json, sha256_file, write_text
-from hyperforget.config.options import VARIANTS
+from hyperforget.config.options import EXACT_METHODS, VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import Dataset, forget_split, load_dataset
 from hyperforget.erasure import data_erasure
@@ -205,6 +205,12 @@ def process(params: Params, art: Artifacts, request_id: str, method: str | None 
             _move(led, request_id, "scoped", scope_models(p, art, rec, led))
             chosen, fallback = choose_method(p, method)
             out = answer_mod.answer(p, art, chosen, run=request_id, register=True, request_key=request_id)
+            if not out.gates.checks.get("power", {}).get("passed", True):  # the test cannot tell θ0 from a retrain
+                fallback = {"from": chosen, "to": EXACT_METHODS[0], "reason": "no power: θ0 passes the same gates "
+                            "on this request, so an approximate answer cannot be certified; answered exactly (a "
+                            "retrain without the data)", "unpowered_version": out.registered}
+                chosen = EXACT_METHODS[0]
+                out = answer_mod.answer(p, art, chosen, run=request_id, register=True, request_key=request_id)
             req = out.request
             _move(led, request_id, "unlearned", {
                 "method": chosen, "requested_method": method or params.unlearn.method, "fallback": fallback,
@@ -212,7 +218,8 @@ def process(params: Params, art: Artifacts, request_id: str, method: str | None 
                 "weights_sha256": req["sha256"], "report": req["report"], "reference": req["reference"],
                 "model_path": str(Path(req["model_path"]).relative_to(art.root)),
                 "report_path": str(Path(req["report_path"]).relative_to(art.root)),
-                "verification": req.get("verification")})
+                "verification": req.get("verification"), "power": req.get("power"),
+                "reference_source": req.get("reference_source")})
             if not out.passed:
                 raise GateFailed(f"the {chosen} model for request {request_id} failed its gates: "
                                  f"{'; '.join(out.gates.reasons)} (registered as {out.registered['name']} version "

@@ -94,17 +94,22 @@ def unstack(spec: ModelSpec, params: dict[str, torch.Tensor]) -> list[nn.Module]
 
 
 def train_many(
-    spec: ModelSpec, seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train×N"
+    spec: ModelSpec, seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train×N",
+    rows: torch.Tensor | None = None,
 ) -> list[nn.Module]:
-    """Train one fresh model per seed, all in one vmapped batch; returns the trained models."""
-    return unstack(spec, train_many_params(spec, seeds, x, y, cfg, desc))
+    """Train one fresh model per seed, all in one vmapped batch (each on its `rows` of x when given); returns the
+    trained models."""
+    return unstack(spec, train_many_params(spec, seeds, x, y, cfg, desc, rows=rows))
 
 
 def train_many_params(spec: ModelSpec, seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                      desc: str = "train×N", cut: str = "all") -> dict[str, torch.Tensor]:
+                      desc: str = "train×N", cut: str = "all", rows: torch.Tensor | None = None
+                      ) -> dict[str, torch.Tensor]:
     """`train_many`'s stacked parameters [N, ...]. With a `cut` (models.Classifier), only the layers it generates
     are initialised (as the seed initialises them in a whole model) and trained, on x = the frozen part's
-    features (`models.frozen_features`): the rest of the network is someone else's and fixed."""
+    features (`models.frozen_features`): the rest of the network is someone else's and fixed.
+    With `rows` [N, m] (indices into x), model n trains on x[rows[n]] only: the membership shadows of the
+    reference pool, each on its own half of the data, still in one vmapped batch (equal sizes m)."""
     template = spec.build().to("meta")
     params = stack([spec.build(seed=s) for s in seeds])
     if cut != "all":
@@ -112,11 +117,14 @@ def train_many_params(spec: ModelSpec, seeds: Sequence[int], x: torch.Tensor, y:
         params = {k: v for k, v in params.items() if k in keep}
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     opt = torch.optim.Adam(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = lr_schedule(opt, cfg, len(y))
+    n = len(y) if rows is None else rows.shape[1]
+    sched = lr_schedule(opt, cfg, n)
     for _ in progress(range(cfg.epochs), desc):
-        orders = [batch_order(len(y), cfg.batch_size, g) for g in gens]
+        orders = [batch_order(n, cfg.batch_size, g) for g in gens]
         for step in range(len(orders[0])):
             idx = torch.stack([o[step] for o in orders])  # [N, B]
+            if rows is not None:
+                idx = torch.gather(rows, 1, idx)
             logits = batched_logits(template, params, x[idx], cut=cut)
             per_model = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(idx.shape)
             opt.zero_grad(set_to_none=True)

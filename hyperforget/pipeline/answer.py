@@ -16,14 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import ConfigError
 from hyperforget.base.io import load_tensors, read_json, save_tensors, sha256_file, tensor_metadata, write_json
 from hyperforget.config.options import VARIANTS
 from hyperforget.config.params import Params
@@ -34,7 +36,8 @@ from hyperforget.publish import release as publish
 from hyperforget.publish import runs
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
-from hyperforget.verify.gates import GateResult
+from hyperforget.verify import pool as pool_mod
+from hyperforget.verify.gates import GateResult, check_gates
 from hyperforget.verify.verdict import shadows_and_held_out, verify
 from hyperforget.zoo.shards import INDEX
 
@@ -65,13 +68,13 @@ def inputs(params: Params, art: Artifacts, ctx: RequestContext) -> UnlearnInputs
 
 
 def reference_models(params: Params, art: Artifacts, ctx: RequestContext) -> tuple[dict, list[nn.Module]]:
-    """The retrain-from-scratch reference of this request: the mean ± std of its metrics and the retrained
-    models themselves (verification's shadows and held-out retrain), cached under the request folder by what
-    determines them: the summary as JSON (`art.reference`), the models as safetensors
-    (`art.reference_models`), both carrying the same key; nothing is pickled. A record request is keyed by its
-    record set, not by the path of its ids file: the same ids submitted again reuse the reference."""
+    """A reference trained for this request (`evaluation.reference: per_request`, or a class set, which the pool
+    does not hold): `evaluation.retrain_seeds` retrains from scratch without D_f, with the mean ± std of their
+    metrics, cached under the request folder by what determines them: the summary as JSON (`art.reference`), the
+    models as safetensors (`art.reference_models`), both carrying the same key; nothing is pickled. A record
+    request is keyed by its record set, not by the path of its ids file: the same ids submitted again reuse it."""
     opts = params.method_options("retrain", seeds=params.evaluation.retrain_seeds)
-    evaluation = params.evaluation.model_dump(exclude={"methods", "verification"})  # what the models/summary use
+    evaluation = params.evaluation.model_dump(exclude={"methods", "verification", "reference"})
     forget = params.forget.model_dump()
     if params.forget.samples is not None:
         forget["samples"] = records.file_digest(params.forget.samples)
@@ -88,7 +91,7 @@ def reference_models(params: Params, art: Artifacts, ctx: RequestContext) -> tup
     tensors = {f"{i}.{name}": t for i, m in enumerate(res.models) for name, t in m.state_dict().items()}
     save_tensors(weights, tensors, {**ctx.spec.to_metadata(), "key": key, "models": str(len(res.models)),
                                     "seeds": json.dumps(res.info.get("seeds"))})
-    write_json(cache, {"key": key, "summary": summary, "seeds": opts.seeds})
+    write_json(cache, {"key": key, "summary": summary, "seeds": opts.seeds, "seconds": res.wall_time_s})
     return summary, res.models
 
 
@@ -106,8 +109,77 @@ def _load_models(path: Path, key: str) -> list[nn.Module] | None:
 
 
 def reference(params: Params, art: Artifacts, ctx: RequestContext) -> dict:
-    """Mean ± std of the retrain-from-scratch models for this request (see `reference_models`)."""
+    """Mean ± std of the retrain-from-scratch models trained for this request (see `reference_models`)."""
     return reference_models(params, art, ctx)[0]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a request is verified against: the output metrics' summary, LiRA's shadows (the probe/relearn
+    reference), the held-out retrain (None against membership shadows), which shadow saw which record of D_f
+    (`seen` [K, |D_f|], record requests against the pool) and where it came from (`source`, for the record and
+    the certificate: the pool's sha256 and files, or a per-request reference with its cost)."""
+
+    summary: dict
+    shadows: list[nn.Module]
+    held_out: nn.Module | None
+    seen: torch.Tensor | None
+    source: dict
+
+
+def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Reference:
+    """The request's reference: read from the reference pool (`evaluation.reference: pool`, the default; it
+    trains nothing, and a missing or stale pool is refused with the command that builds it), or trained for
+    this request when asked for explicitly (`per_request`). A single class reads its K per-class retrains; a
+    record request the membership shadows, each record judged against the shadows that never saw it; a class
+    set has no pool reference (no retrain without the whole set): it needs `per_request`, said so."""
+    classes = params.forget.classes
+    if params.evaluation.reference == "per_request":
+        summary, models = reference_models(params, art, ctx)
+        shadows, held_out = shadows_and_held_out(models)
+        cached = read_json(art.reference(params.forget.slug()))
+        return Reference(summary, shadows, held_out, None, {"kind": "per_request", "retrains": len(models),
+                                                             "seconds": cached.get("seconds")})
+    if classes is not None and len(classes) > 1:
+        raise ConfigError(f"the reference pool holds retrains without one class; class set {sorted(classes)} has "
+                          f"no retrain without all of it there. Answer it with a reference trained for it "
+                          f"(evaluation.retrain_seeds = {params.evaluation.retrain_seeds} retrains): "
+                          "`--set evaluation.reference=per_request`")
+    pool = pool_mod.load_current(art, params)
+    if classes is not None:
+        models = pool.class_models(classes[0])
+        shadows, held_out = shadows_and_held_out(models)
+        summary = summarise([ctx.evaluator.report(m) for m in models])
+        return Reference(summary, shadows, held_out, None, pool_mod.describe(pool, [pool.class_file(classes[0])]))
+    models, seen = pool.shadows()
+    seen_f = seen[:, ctx.split.forget_idx]
+    return Reference(_record_summary(ctx, models, seen_f), models, None, seen_f,
+                     pool_mod.describe(pool, pool.shadow_files()))
+
+
+def _record_summary(ctx: RequestContext, shadows: list[nn.Module], seen_f: torch.Tensor) -> dict:
+    """The output metrics' reference of a record request: each shadow scored on the records of D_f it never saw
+    (forget accuracy and MIA as a retrain without them would score), retained accuracy as the shadows' (trained
+    on half the data: a little below a full retrain's, so that gate is a little lax)."""
+    reports = []
+    for model, saw in zip(shadows, seen_f, strict=True):
+        out = ~saw
+        sub = ForgetSplit(ctx.split.forget_idx[out], ctx.split.retain_idx, None)
+        ev = replace(ctx.evaluator, split=sub, member_before=ctx.evaluator.member_before[out.numpy()])
+        reports.append(ev.report(model))
+    return summarise(reports)
+
+
+def test_power(params: Params, ctx: RequestContext, ref: Reference, reference_metrics: dict) -> dict:
+    """Would the same test fail θ0 on this request? θ0 scored and gated against the same reference (inference
+    and a relearn that stops at once: θ0 still classifies D_f). A verdict whose test θ0 passes too certifies
+    nothing (`gates.power_check`): the checks θ0 fails are the test's power on this request."""
+    cfg = params.evaluation.verification
+    checked = verify(ctx.original, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, reference_metrics,
+                     seen=ref.seen)
+    verdict = check_gates(ctx.evaluator.report(ctx.original), ref.summary, params.gates, checked)
+    failed = sorted(name for name, c in verdict.checks.items() if not c["passed"])
+    return {"original_fails": failed, "has_power": bool(failed), "original_lira_auc": checked.get("lira_auc")}
 
 
 def method_lineage(art: Artifacts, method: str) -> dict[str, str]:
@@ -124,26 +196,32 @@ def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str 
     method = method or params.unlearn.method
     options = params.method_options(method)
     ctx = context(params, art)
-    ref, retrains = reference_models(params, art, ctx)
+    t0 = time.perf_counter()
+    ref = resolve_reference(params, art, ctx)
+    reference_s = time.perf_counter() - t0
     res = run_method(method, inputs(params, art, ctx), options)
     report = ctx.evaluator.report(res.model)
     t0 = time.perf_counter()
-    shadows, held_out = shadows_and_held_out(retrains)
-    checked = verify(res.model, shadows, held_out, ctx.data, ctx.split, params.evaluation.verification)
+    cfg = params.evaluation.verification
+    checked = verify(res.model, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, seen=ref.seen)
+    power = test_power(params, ctx, ref, checked["reference"])
     verify_s = time.perf_counter() - t0
     out = art.request(params.forget.slug(), method, run)
     digest = save_model(out / "model.safetensors", res.model, ctx.spec)
-    record = {"request": params.forget.slug(), "method": method, "report": report, "reference": ref,
-              "verification": checked, "options": res.options, "sha256": digest}
+    record = {"request": params.forget.slug(), "method": method, "report": report, "reference": ref.summary,
+              "reference_source": ref.source, "verification": checked, "power": power, "options": res.options,
+              "sha256": digest}
     write_json(out / "report.json", record)  # deterministic: what DVC and a certificate may hash
     write_json(out / "timing.json", {"wall_time_s": res.wall_time_s, "verify_s": verify_s, "steps": res.steps,
-                                     "info": res.info})
+                                     "reference_s": reference_s, "info": res.info})
     with runs.start_stage_run(params, art, f"unlearn/{method}", parent=parent) as mlrun:
-        mlrun.log_metrics({**report, "wall_time_s": res.wall_time_s, "verify_s": verify_s, "steps": res.steps})
+        mlrun.log_metrics({**report, "wall_time_s": res.wall_time_s, "verify_s": verify_s, "steps": res.steps,
+                           "reference_s": reference_s})
         mlrun.log_metrics(checked, prefix="verification.")
         mlrun.log_artifacts([out / "report.json", out / "timing.json"])
     return {"model_path": str(out / "model.safetensors"), "report_path": str(out / "report.json"),
-            "sha256": digest, "report": report, "reference": ref, "verification": checked, "method": method,
+            "sha256": digest, "report": report, "reference": ref.summary, "reference_source": ref.source,
+            "verification": checked, "power": power, "method": method,
             "request_slug": params.forget.slug(), "wall_time_s": res.wall_time_s, "info": res.info,
             "lineage": method_lineage(art, method)}
 

@@ -29,7 +29,7 @@ def rel(path: Path) -> str:
     return path.relative_to(_ART.root).as_posix()
 
 
-DATASET, MODEL, ZOO = rel(_ART.dataset), rel(_ART.model), rel(_ART.zoo)
+DATASET, MODEL, ZOO, POOL = rel(_ART.dataset), rel(_ART.model), rel(_ART.zoo), rel(_ART.pool)
 HYPERNETS = [rel(_ART.hypernet(v)) for v in VARIANTS]
 
 
@@ -107,6 +107,7 @@ STAGES: list[Stage] = [
           outs=[MODEL, f"{MODEL}.sha256"], metrics=[rel(_ART.train_metrics)]),
     Stage("zoo", "hyperforget zoo", _STAGE + "zoo_build", ["train", "zoo", "hypernet.generate"], [DATASET, MODEL],
           outs=[ZOO]),
+    Stage("pool", "hyperforget pool", _STAGE + "reference_pool", ["train", "pool"], [DATASET, MODEL], outs=[POOL]),
     Stage("hypernet", "hyperforget hypernet --variant ${item}", _STAGE + "hypernets", ["seed", "zoo", "hypernet"],
           [DATASET, MODEL, ZOO], outs=[rel(_ART.base / "hypernet") + "/${item}"], foreach=list(VARIANTS)),
     Stage("compare", "hyperforget compare", _STAGE + "comparison",
@@ -114,9 +115,9 @@ STAGES: list[Stage] = [
           uncached=[rel(_ART.compare / "comparison.json")], metrics=[rel(_ART.compare / "headline.json")],
           plots=[rel(_ART.compare / "per_class.png")]),
     Stage("publish", "hyperforget publish", _STAGE + "publication",
-          ["seed", "data.name", "model.arch", "train", "forget", "evaluation", "unlearn", "gates", "tracking",
+          ["seed", "data.name", "model.arch", "train", "forget", "evaluation", "pool", "unlearn", "gates", "tracking",
            "storage"],
-          [DATASET, MODEL, ZOO, *HYPERNETS],
+          [DATASET, MODEL, ZOO, POOL, *HYPERNETS],
           uncached=[rel(_ART.publish / "result.json"), rel(_ART.publish / "summary.md")]),
 ]
 

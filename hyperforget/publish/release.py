@@ -29,6 +29,7 @@ import torch
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, GateFailed, IntegrityError
 from hyperforget.base.io import atomic_path, sha256_file, sidecar
+from hyperforget.config.options import EXACT_METHODS
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import load_dataset
 from hyperforget.models.nets import ModelSpec, load_model
@@ -43,7 +44,8 @@ ONNX_REQUIREMENTS = ["onnx", "onnxruntime"]  # given, so MLflow does not infer t
 
 def gate(request_result: dict, params: Params) -> GateResult:
     return check_gates(request_result["report"], request_result["reference"], params.gates,
-                       request_result.get("verification"), require_verification=True)
+                       request_result.get("verification"), require_verification=True,
+                       power=request_result.get("power"), exact=request_result.get("method") in EXACT_METHODS)
 
 
 def register(request_result: dict, gate_result: GateResult | dict, params: Params, art: Artifacts,

@@ -18,8 +18,10 @@ them; `verification_checks` gates each as a gap to that reference (thresholds `g
 `max_probe_excess`, `min_relearn_ratio`: `options.VerificationGates`, where their calibration is written
 down). `max_lira_auc_deficit` < 0.5 makes the LiRA gate two-sided (a model that pushes D_f further out
 than any retrain would is told apart from one too: over-forgetting, the "Streisand effect"); it is off by
-default because on digits a retrain seed itself can score 0.004. A release without a verification result
-fails a check named `verification`.
+default because on digits a retrain seed itself can score 0.004. The relearn gate is two-sided always: a
+model that relearns far slower than the retrains (`relearn_steps_m{m}_high`, above max(mean ×
+`max_relearn_ratio`, mean + `relearn_band_std` × std)) over-forgot the same way. A release without a
+verification result fails a check named `verification`.
 """
 
 from __future__ import annotations
@@ -73,7 +75,17 @@ def _check(name: str, value: float, op: str, limit: float, rule: str) -> dict[st
 def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -> dict[str, dict]:
     """Gate the gaps to the retrain reference of a `verification.verify` result: name → {value, op, limit,
     passed, detail}. A missing or NaN value fails; probe and relearn checks exist only when `verify`
-    measured them (class requests)."""
+    measured them (class requests).
+
+    Relearn is two-sided, per m: `relearn_steps_m{m}` (steps ≥ mean × `min_relearn_ratio`: relearning
+    faster than a retrain means the class is still in the weights) and `relearn_steps_m{m}_high` (steps ≤
+    max(mean × `max_relearn_ratio`, mean + `relearn_band_std` × std): slower than any retrain is
+    over-forgetting, which tells the model apart from a retrain too). mean and std are the reference's,
+    over the K − 1 reference retrains. Only the upper side takes the std: from 2-3 retrains it is noisy,
+    so each side's ratio is a floor on the band's width and the std may only widen it. Widening the lower
+    side the same way (min(mean × ratio, mean − band × std)) would loosen the gate that catches
+    head-only fine-tuning and θ0 (calibrated as a ratio alone, `options.VerificationGates`) whenever two
+    retrains happen to disagree, so the lower limit stays mean × `min_relearn_ratio`."""
     g = thresholds
     checks = {"lira_auc": _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≤",
                                  0.5 + g.max_lira_auc_excess,
@@ -88,22 +100,59 @@ def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -
         checks["probe_forget_acc"] = _check(
             "probe forget acc", _value(result, "probe_forget_acc"), "≤", mean + g.max_probe_excess,
             f"retrain mean {mean:.4f} + gates.max_probe_excess {g.max_probe_excess}")
+    budget = _value(result, "relearn_max_steps") + 1  # "never relearnt"; NaN when the result does not say
     for m in result.get("relearn_m", []):
         key = f"relearn_steps_m{m}"
         if result.get(key) is None:
             continue
-        mean = _value(ref.get(key) or {}, "mean")
-        checks[key] = _check(f"relearn steps (m={m})", _value(result, key), "≥", mean * g.min_relearn_ratio,
+        mean, std = _value(ref.get(key) or {}, "mean"), _value(ref.get(key) or {}, "std")
+        value = _value(result, key)
+        checks[key] = _check(f"relearn steps (m={m})", value, "≥", mean * g.min_relearn_ratio,
                              f"retrain mean {mean:.1f} × gates.min_relearn_ratio {g.min_relearn_ratio}")
+        checks[f"{key}_high"] = _relearn_high(m, value, mean, std, budget, g)
     return checks
 
 
+def _relearn_high(m: int, value: float, mean: float, std: float, budget: float, g: VerificationGates) -> dict:
+    """Upper relearn check: steps ≤ max(mean × max_relearn_ratio, mean + relearn_band_std × std). The std of
+    K − 1 = 2 reference retrains is noisy (0 when they agree), so the ratio floors the band's width; a
+    missing std counts as 0 (the ratio alone)."""
+    spread = 0.0 if math.isnan(std) else std
+    limit = max(mean * g.max_relearn_ratio, mean + g.relearn_band_std * spread) if not math.isnan(mean) else mean
+    rule = (f"max(retrain mean {mean:.1f} × gates.max_relearn_ratio {g.max_relearn_ratio}, mean + "
+            f"gates.relearn_band_std {g.relearn_band_std} × std {spread:.1f})")
+    if limit >= budget:
+        rule += (f"; at or above the budget relearn_max_steps + 1 = {budget:.0f}, so every value within the "
+                 "budget passes, never relearning included: raise evaluation.verification.relearn_max_steps "
+                 "to gate over-forgetting here")
+    return _check(f"relearn steps (m={m})", value, "≤", limit, rule)
+
+
+def power_check(power: dict[str, Any], exact: bool) -> dict[str, Any]:
+    """The `power` check: a test that θ0 passes on this request cannot tell an answer from θ0, so its pass
+    certifies nothing (papers.md §5; expected for record requests on MNIST, where θ0 barely remembers single
+    examples). `power` is the request's `answer.test_power`: which checks θ0 fails under the same reference. An
+    exact method (a retrain without the data) needs no power: it is certified by construction."""
+    fails = list(power.get("original_fails") or [])
+    shown = ", ".join(fails) or "none"
+    if exact:
+        return {"value": float(len(fails)), "op": "", "limit": 0.0, "passed": True,
+                "detail": f"exact method: certified by construction, not by the test (θ0 fails: {shown})"}
+    ok = bool(power.get("has_power"))
+    detail = (f"θ0 fails this test on the request ({shown}): the verdict has power" if ok else
+              "no power: θ0 passes every gate on this request too, so a pass would certify nothing; answer it "
+              "exactly (method retrain)")
+    return {"value": float(len(fails)), "op": "≥", "limit": 1.0, "passed": ok, "detail": detail}
+
+
 def check_gates(report: dict, reference_summary: dict, gates: GatesConfig,
-                verification: dict[str, Any] | None = None, *, require_verification: bool = False) -> GateResult:
+                verification: dict[str, Any] | None = None, *, require_verification: bool = False,
+                power: dict[str, Any] | None = None, exact: bool = False) -> GateResult:
     """Judge an unlearning report (metrics.Evaluator.report) against the retrain reference summary
     (metrics.summarise over the retrained models: {key: {mean, std}}) and its `verification.verify` result.
     Without one, only the output gates are judged, unless `require_verification` (a release:
-    `publish.gate`), where the missing result fails a check named `verification`."""
+    `publish.gate`), where the missing result fails a check named `verification`. With `power` (θ0 judged by
+    the same test) a check named `power` fails a verdict that cannot tell θ0 from a retrain (`power_check`)."""
     ref_mean = _value(reference_summary.get("test_retained_acc", {}), "mean")
     ref_forget = _value(reference_summary.get("forget_acc", {}), "mean")
     ref_mia = _value(reference_summary.get("mia", {}), "mean")
@@ -127,5 +176,7 @@ def check_gates(report: dict, reference_summary: dict, gates: GatesConfig,
                                             "reference models: evaluation.retrain_seeds ≥ 3)"}
     elif verification is not None:
         checks |= verification_checks(verification, gates)
+    if power is not None:
+        checks["power"] = power_check(power, exact)
     reasons = [f"{name}: {c['detail']}" for name, c in checks.items() if not c["passed"]]
     return GateResult(not reasons, reasons, checks)

@@ -84,3 +84,35 @@ def lira_audit(shadows: Sequence[nn.Module], held_out_retrain: nn.Module, target
     return {"auc": population_auc(s_target), "auc_vs_held_out": auc(s_target, s_held),
             "tpr_at_1fpr": tpr_at_fpr(s_target, s_held, 0.01), "held_out_auc": population_auc(s_held),
             "n_shadows": len(shadows)}
+
+
+def out_z_scores(phi: np.ndarray, shadow_phis: np.ndarray, out: np.ndarray, min_var: float) -> np.ndarray:
+    """`z_scores` where each example has its own "out" shadows: `out` [K, N] marks the shadows that never saw
+    example n (the reference pool's membership shadows); μ, σ² per example over those only (≥ 2 each)."""
+    w = out.astype(float)
+    n = w.sum(0)
+    if (n < 2).any():
+        raise ConfigError(f"per-record LiRA needs ≥ 2 shadows that never saw each record; {int((n < 2).sum())} "
+                          "records have fewer (raise pool.shadows)")
+    mu = (shadow_phis * w).sum(0) / n
+    var = (((shadow_phis - mu) ** 2) * w).sum(0) / (n - 1)
+    return (phi - mu) / np.sqrt(np.maximum(var, max(float(var.mean()), min_var)))
+
+
+def record_audit(shadows: Sequence[nn.Module], seen: np.ndarray, target: nn.Module, x_forget: torch.Tensor,
+                 y_forget: torch.Tensor, min_var: float = 1e-2) -> dict[str, float]:
+    """`lira_audit` for a record request against membership shadows: `seen` [K, N] says which shadow trained on
+    which record of D_f. Per record, the shadows that never saw it are its out population; the held-out check
+    holds out each record's last out shadow and scores it against the rest (a retrain-like model that must pass).
+    """
+    phis = np.stack([true_class_logit(m, x_forget, y_forget) for m in shadows])  # [K, N]
+    out = ~np.asarray(seen, dtype=bool)
+    s_target = out_z_scores(true_class_logit(target, x_forget, y_forget), phis, out, min_var)
+    cols = np.arange(out.shape[1])
+    held = out.shape[0] - 1 - np.argmax(out[::-1], axis=0)  # each record's last out shadow
+    rest = out.copy()
+    rest[held, cols] = False
+    s_held = out_z_scores(phis[held, cols], phis, rest, min_var)
+    return {"auc": population_auc(s_target), "auc_vs_held_out": auc(s_target, s_held),
+            "tpr_at_1fpr": tpr_at_fpr(s_target, s_held, 0.01), "held_out_auc": population_auc(s_held),
+            "n_shadows": len(shadows), "min_out_per_record": int(out.sum(0).min())}

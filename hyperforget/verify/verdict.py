@@ -48,7 +48,7 @@ from hyperforget.base.errors import ConfigError
 from hyperforget.config.options import VerificationGates, VerificationOptions
 from hyperforget.data.datasets import Dataset, ForgetSplit
 from hyperforget.verify.gates import verification_checks as gate_checks
-from hyperforget.verify.lira import lira_audit, population_auc, tpr_at_fpr, true_class_logit, z_scores
+from hyperforget.verify.lira import lira_audit, population_auc, record_audit, tpr_at_fpr, true_class_logit, z_scores
 from hyperforget.verify.probe import probe_accuracy, probe_sets
 from hyperforget.verify.relearn import relearn_steps
 
@@ -111,15 +111,17 @@ def reference_metrics(reference_models: Sequence[nn.Module], data: Dataset, spli
     return {k: _summary([r[k] for r in refs]) for k in _class_keys(cfg)}
 
 
-def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_model: nn.Module, data: Dataset,
+def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_model: nn.Module | None, data: Dataset,
            split: ForgetSplit, cfg: VerificationOptions | None = None,
-           reference: dict[str, Any] | None = None) -> dict[str, Any]:
+           reference: dict[str, Any] | None = None, seen: torch.Tensor | None = None) -> dict[str, Any]:
     """Every verification metric of `model`, and of the retrain reference as {mean, std, values}.
 
     `reference_models` (≥ 2 retrains without D_f) are LiRA's shadows and the reference for the probe and
     relearn time; `held_out_model` is one more retrain seed, never a shadow. `reference` is
-    `reference_metrics` of the same models when already computed. JSON-able; class metrics are None for
-    random-subset requests.
+    `reference_metrics` of the same models when already computed. With `seen` [K, |D_f|] the reference models
+    are membership shadows that each saw part of D_f (a record request against the reference pool): LiRA fits
+    each record's out population from the shadows that never saw it (`lira.record_audit`), and there is no
+    held-out model. JSON-able; class metrics are None for random-subset requests.
     """
     cfg = cfg or VerificationOptions()
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
@@ -128,8 +130,12 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     finite = weights_finite(model)  # a diverged method: nothing to measure, every gate on it fails
     if not finite:
         out["weights_not_finite"] = True
-    lira = (lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var) if finite
-            else _unmeasured_lira(len(reference_models)))
+    if not finite:
+        lira = _unmeasured_lira(len(reference_models))
+    elif seen is not None:
+        lira = record_audit(reference_models, seen.numpy(), model, xf, yf, cfg.lira_min_var)
+    else:
+        lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
     out.update({f"lira_{k}": v for k, v in lira.items()})
     if split.classes is None:
         out.update(dict.fromkeys(_class_keys(cfg)))

@@ -15,7 +15,9 @@ from hyperforget.pipeline.stages.dataset import import_data, prepare
 from hyperforget.pipeline.stages.hypernets import ALIGNMENT_SETS, alignment_requests, hypernet
 from hyperforget.pipeline.stages.original import train
 from hyperforget.pipeline.stages.publication import publish, publish_markdown, summary
+from hyperforget.pipeline.stages.reference_pool import pool, pool_finish, pool_plan, pool_unit
 from hyperforget.pipeline.stages.zoo_build import zoo, zoo_finish, zoo_plan, zoo_unit
 
 __all__ = ["ALIGNMENT_SETS", "alignment_requests", "compare", "evaluate_original", "hypernet", "import_data",
-           "prepare", "publish", "publish_markdown", "summary", "train", "zoo", "zoo_finish", "zoo_plan", "zoo_unit"]
+           "pool", "pool_finish", "pool_plan", "pool_unit", "prepare", "publish", "publish_markdown", "summary",
+           "train", "zoo", "zoo_finish", "zoo_plan", "zoo_unit"]
