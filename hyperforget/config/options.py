@@ -127,6 +127,8 @@ class DiHyFoOptions(MethodOptions):
                                            "gives the candidates θ0 + s·(x − θ0): K = k / len(scales) samples × "
                                            "scales (the samples of one prompt are near-identical; measured on "
                                            "tuning sets in bench/heldout_sets.py)")
+    match_level: bool = Field(True, description="after sampling, shift the head's bias of each forgotten class so "
+                              "its val loss sits at the zoo's retrained endpoints' median (unlearn/level.py)")
 
     @model_validator(mode="after")
     def _percentiles(self) -> DiHyFoOptions:

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from hyperforget.base.errors import ConfigError
+from hyperforget.base.io import read_json
 from hyperforget.config.options import DiHyFoOptions
 from hyperforget.config.params import GatesConfig
 from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sample
@@ -40,8 +41,9 @@ from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
 from hyperforget.models.features import load_features
 from hyperforget.models.metrics import class_metrics
 from hyperforget.models.nets import ModelSpec, flatten, generated_part, load_flat
+from hyperforget.unlearn.level import match_level, zoo_levels
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
-from hyperforget.zoo.shards import read_zoo_losses, weights_sha256
+from hyperforget.zoo.shards import INDEX, read_zoo_losses, weights_sha256
 
 
 @torch.no_grad()
@@ -131,6 +133,9 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         cand = {k: v[1:] for k, v in cand.items()}
         best, passed = select(cand, reference, inputs.gates)
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
+    with Timer() as t_level:  # the repair is part of the answer's cost
+        level = (match_level(model, data.x_val, data.y_val, zoo_levels(read_json(zoo_dir / INDEX)["rows"], classes),
+                             inputs.gates.max_forget_acc) if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),
             "chosen": best, "original_retained_val_acc": reference,
             "prompts": [{"hi_pct": hi, "lo_pct": lo, "target": target.tolist()}
@@ -138,8 +143,9 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
             "candidates": {k: v.tolist() for k, v in cand.items()} | {
                 "passed": passed.tolist(), "prompt": prompt_of.repeat_interleave(len(scales)).tolist(),
                 "scale": scales.repeat(n_samples).tolist()},
+            "level": level, "level_s": t_level.seconds,
             "prompt_s": t_prompt.seconds, "sample_s": t_sample.seconds, "score_s": t_score.seconds,
             "load_s": load.seconds + load_features_t.seconds, "hypernet_step": hypernet.step, "sample_steps": steps,
             "generate": generate}
-    wall = t_prompt.seconds + t_sample.seconds + t_score.seconds
+    wall = t_prompt.seconds + t_sample.seconds + t_score.seconds + t_level.seconds
     return UnlearnResult(model, opts.variant, wall, opts.k * steps, opts.model_dump(), info=info)

@@ -1,0 +1,103 @@
+"""Level matching: put the forgotten classes' outputs where a retrain leaves them, not further (a repair after
+DiHyFo's sampling, counted in its time).
+
+Why: on class requests the outputs an auditor reads on D_f are dominated by one number per model, how far
+the forgotten class's logit sits below the others (φ = log(p_y / (1 − p_y)), `verify.lira`). A retrain
+that never saw the class leaves it at a level of its own; DiHyFo's samples land far below it on the LeNet
+(over-forgetting: LiRA AUC 0, relearning three times slower than a retrain) or above it on digits
+(relearning faster than a retrain). Both are signatures. The zoo records, per request, the validation loss
+of its retrained endpoints (`kind` retrain, or head_retrain under partial generation): the level a model
+that never learnt the class shows on held-out examples of it. So after sampling, the head's bias of each
+forgotten class c is shifted by δ_c until the model's mean validation cross-entropy on class c equals the
+median of those endpoints' (the zoo's retrains, never the reference pool's retrains that judge the answer,
+and the validation split, never the test split). Only the bias moves, so the logits shift by δ_c in column c
+and the search runs on logits computed once (bisection; a few milliseconds). A shift that would make a
+forgotten class recognisable again (val accuracy on it above `max_forget_acc`) or cost retained validation
+accuracy (more than `RETAIN_SLACK`) is pulled back toward 0 until it does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyperforget.models.nets import predict
+
+RETAIN_SLACK = 0.002  # retained val accuracy the shift may cost at most
+_SPAN = 200.0  # δ is searched in [−_SPAN, _SPAN] logits
+
+
+def zoo_levels(rows: Sequence[dict], classes: Sequence[int]) -> dict[int, float]:
+    """Per forgotten class, the median val loss on it of the zoo's retrained endpoints of the single-class
+    request for it (a set's classes each read their own request's, as DiHyFo's prompts compose per class)."""
+    out = {}
+    for c in classes:
+        losses = torch.tensor([r["val_loss"][c] for r in rows if r.get("kind") in ("retrain", "head_retrain")
+                               and list(r.get("request", [])) == [c]])
+        if len(losses):
+            out[c] = float(losses.median())
+    return out
+
+
+def _class_loss(logits: torch.Tensor, y: torch.Tensor, c: int) -> float:
+    m = y == c
+    return float(F.cross_entropy(logits[m].double(), y[m])) if m.any() else float("nan")
+
+
+def _shifted(logits: torch.Tensor, delta: dict[int, float]) -> torch.Tensor:
+    out = logits.double().clone()
+    for c, d in delta.items():
+        out[:, c] += d
+    return out
+
+
+def _acc(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((logits[mask].argmax(1) == y[mask]).double().mean()) if mask.any() else float("nan")
+
+
+def solve(logits: torch.Tensor, y: torch.Tensor, targets: dict[int, float], max_forget_acc: float) -> dict[int, float]:
+    """δ per class such that the shifted logits' val loss on each class meets its target (a few Gauss–Seidel
+    sweeps of bisection), then pulled toward 0 where it breaks the forget or retained accuracy bounds."""
+    forgotten = torch.isin(y, torch.tensor(list(targets)))
+    retained_before = _acc(logits.double(), y, ~forgotten)
+    delta = dict.fromkeys(targets, 0.0)
+    for _ in range(3):
+        for c, target in targets.items():
+            lo, hi = -_SPAN, _SPAN  # the class's loss falls as δ_c rises
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                if _class_loss(_shifted(logits, delta | {c: mid}), y, c) > target:
+                    lo = mid
+                else:
+                    hi = mid
+            delta[c] = (lo + hi) / 2
+    for _ in range(40):  # bounds: halve the shift until it keeps the class forgotten and the rest intact
+        z = _shifted(logits, delta)
+        if _acc(z, y, forgotten) <= max_forget_acc and _acc(z, y, ~forgotten) >= retained_before - RETAIN_SLACK:
+            break
+        delta = {c: d / 2 for c, d in delta.items()}
+    return delta
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@torch.no_grad()
+def match_level(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, targets: dict[int, float],
+                max_forget_acc: float) -> dict[str, object]:
+    """Shift `model`'s head bias in place (see the module docstring); returns what was done."""
+    if not targets:
+        return {"applied": False, "reason": "the zoo holds no retrained endpoints for these classes"}
+    logits = predict(model, x_val)
+    before = {c: _class_loss(logits, y_val, c) for c in targets}
+    delta = solve(logits, y_val, targets, max_forget_acc)
+    bias = last_linear(model).bias
+    for c, d in delta.items():
+        bias[c] += d
+    after = {c: _class_loss(predict(model, x_val), y_val, c) for c in targets}
+    return {"applied": True, "delta": delta, "target_val_loss": targets, "val_loss_before": before,
+            "val_loss_after": after}
