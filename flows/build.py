@@ -1,4 +1,5 @@
-"""Prefect flow `build`: import data → prepare → train → zoo (units fanned out) → hypernetworks → compare.
+"""Prefect flow `build`: import data → prepare → train → zoo (units fanned out) → reference pool (units fanned
+out) → hypernetworks → compare.
 
 Each task is one library call (`hyperforget.pipeline.stages`) on the project the params file lives in; nothing
 changes the working directory, so the tasks also run in the worker processes of a Dask task
@@ -8,8 +9,9 @@ repro`). The key is the stage, the params sections it reads (from `hyperforget.p
 the table dvc.yaml is checked against), the digest of its upstream outputs, the source its stage runs (the
 import closure of its module, as dvc.yaml lists it) and the project folder; a stage whose outputs were
 deleted runs again (refresh_cache). Results are stored as JSON (paths and digests), never pickled. The zoo
-needs no cache: its units are independent tasks and
-each one skips itself when its checksummed shards are on disk, so an interrupted build resumes.
+and the reference pool need no cache: their units are independent tasks (the pool's: one per class, one per
+chunk of shadows) and each one skips itself when its checksummed files are on disk, so an interrupted build
+resumes.
 
 `HYPERFORGET_TASK_RUNNER` picks the runner when a build starts (not at import): `thread` (default, two
 threads), `dask` (prefect-dask, a local cluster of worker processes or the scheduler at
@@ -133,6 +135,23 @@ def zoo_finish(params: Params, root: str, seconds: float, resumed: int) -> dict:
     return stages.zoo_finish(params, art, seconds, resumed) | {"sha256": sha256_file(art.zoo / shards.INDEX)}
 
 
+@plain(name="pool_plan")
+def pool_plan(params: Params, root: str, upstream: str) -> dict:
+    """The reference pool's units not yet on disk (upstream, θ0's digest, only orders the task after `train`)."""
+    return stages.pool_plan(params, Artifacts(root))
+
+
+@plain(name="pool_unit", retries=1)
+def pool_unit(params: Params, root: str, unit: int) -> dict:
+    return stages.pool_unit(params, Artifacts(root), unit)
+
+
+@plain(name="pool_finish")
+def pool_finish(params: Params, root: str, seconds: float, built: int) -> dict:
+    """Index the pool (pool.json); its summary carries the pool's one name, the sha256 of pool.json."""
+    return stages.pool_finish(params, Artifacts(root), seconds, built)
+
+
 @cached(name="hypernet")
 def hypernet(params: Params, root: str, variant: str, upstream: str) -> dict:
     art = Artifacts(root)
@@ -163,18 +182,23 @@ def build_stages(params_path: str = "params.yaml") -> dict:
     for unit in zoo_unit.map(unmapped(params), root, plan["todo"]):
         unit.result()  # raises if a unit failed its retries: the finished ones stay on disk for the rerun
     zoo = zoo_finish(params, root, time.perf_counter() - t0, plan["units"] - len(plan["todo"]))
+    t0, todo = time.perf_counter(), pool_plan(params, root, model["sha256"])["todo"]
+    for unit in pool_unit.map(unmapped(params), root, todo):
+        unit.result()
+    pool = pool_finish(params, root, time.perf_counter() - t0, len(todo))
     nets = {v: hypernet.with_options(**_fresh([art.hypernet(v) / "metrics.json"])).submit(params, root, v,
                                                                                            zoo["sha256"])
             for v in VARIANTS}
     nets = {v: f.result() for v, f in nets.items()}
     upstream = hashlib.sha256(json.dumps([model["sha256"], zoo["sha256"], nets], sort_keys=True).encode())
     report = compare.with_options(**_fresh([art.compare / "comparison.json"]))(params, root, upstream.hexdigest())
-    return {"project": root, "raw": raw, "data": data, "model": model, "zoo": zoo, "hypernet": nets,
-            "compare": report}
+    return {"project": root, "raw": raw, "data": data, "model": model, "zoo": zoo, "pool": pool,
+            "hypernet": nets, "compare": report}
 
 
 @flow(name="build")
 def build(params_path: str = "params.yaml") -> dict:
-    """Prepare the data, train the original model, build the zoo, train both hypernetworks and compare
-    the methods on the configured request (evaluation.methods against the retrain reference)."""
+    """Prepare the data, train the original model, build the zoo and the reference pool, train both
+    hypernetworks and compare the methods on the configured request (evaluation.methods against the retrain
+    reference)."""
     return build_stages.with_options(task_runner=task_runner())(params_path)

@@ -1,11 +1,13 @@
 """The `build` flow on the Dask task runner, as on a cluster: a `dask scheduler` and two `dask worker`
-processes on 127.0.0.1 (HYPERFORGET_DASK_ADDRESS), every stage, the zoo units as tasks on those workers, each
-stage tracked in MLflow, and a second run that reuses everything (against the `full_stack` servers)."""
+processes on 127.0.0.1 (HYPERFORGET_DASK_ADDRESS), every stage, the zoo and reference pool units as tasks on those
+workers, each stage tracked in MLflow, and a second run that reuses everything (against the `full_stack` servers);
+the pool the workers built is byte for byte the one the `pool` stage builds in one process."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,8 +17,10 @@ import pytest
 import yaml
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.io import read_json
+from hyperforget.base.io import read_json, sha256_file
+from hyperforget.config.overlays import load_params
 from hyperforget.config.params import Params
+from hyperforget.pipeline import stages as stages_mod
 from hyperforget.publish import tracking
 
 pytestmark = pytest.mark.integration
@@ -73,17 +77,23 @@ def local_stack_port() -> int:
 
 def smallest(params_path: Path) -> Path:
     """The small project shrunk to what the build's shape needs (what the stages compute is pinned in unit tests):
-    θ0 3 epochs, each zoo trajectory 4 steps keeping 2, each hypernetwork 4 steps."""
+    θ0 3 epochs, each zoo trajectory 4 steps keeping 2, each hypernetwork 4 steps, a pool of 3 retrains per class
+    and 4 shadows."""
     raw = yaml.safe_load(params_path.read_text())
     raw["train"]["epochs"] = 3
     raw["zoo"].update(steps=4, save_every=2)
     raw["hypernet"].update(steps=4, checkpoint_every=4)
+    raw["pool"].update(class_retrains=3, shadows=4)
     params_path.write_text(yaml.safe_dump(raw))
     return params_path
 
 
-def test_build_flow_fans_zoo_units_out_to_dask_workers_and_reruns_from_cache(full_stack, fresh_small_project,
-                                                                             dask_cluster, tmp_path):
+def pool_bytes(folder: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+def test_build_flow_fans_zoo_and_pool_units_out_to_dask_workers_and_reruns_from_cache(
+        full_stack, fresh_small_project, dask_cluster, tmp_path):
     address, client = dask_cluster
     smallest(fresh_small_project)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "HYPERFORGET_TASK_RUNNER": "dask",
@@ -106,14 +116,35 @@ def test_build_flow_fans_zoo_units_out_to_dask_workers_and_reruns_from_cache(ful
     assert second["zoo"]["sha256"] == first["zoo"]["sha256"]
     assert second["hypernet"] == first["hypernet"] and second["compare"] == first["compare"]
 
+    pool = artifacts / "pool"  # 10 class units (3 retrains each) and one chunk of 4 shadows
+    assert first["pool"]["built_units"] == 11 and first["pool"]["files"] == 11
+    assert first["pool"]["sha256"] == sha256_file(pool / "pool.json")
+    assert second["pool"]["built_units"] == 0 and second["pool"]["sha256"] == first["pool"]["sha256"]
+
     c = tracking.client(Params(), Artifacts(artifacts.parent))  # MLFLOW_TRACKING_URI: the stack's server
     exp = c.get_experiment_by_name("hyperforget/digits")
     runs = c.search_runs([exp.experiment_id], f"attributes.start_time >= {started_ms}")
     stages = sorted(run.data.tags["stage"] for run in runs)  # cached stages log nothing the second time
-    assert stages == ["compare", "hypernet/dihyfo1", "hypernet/dihyfo2", "prepare", "train", "zoo", "zoo"]
+    assert stages == ["compare", "hypernet/dihyfo1", "hypernet/dihyfo2", "pool", "pool", "prepare", "train", "zoo",
+                      "zoo"]
 
     done = client.run_on_scheduler(lambda dask_scheduler: {
         name: sum(tp.state_counts.values()) for name, tp in dask_scheduler.task_prefixes.items()})
     per_worker = client.run(lambda dask_worker: len(dask_worker.state.log))
+    pool_per_worker = client.run(lambda dask_worker: len({e[0] for e in dask_worker.state.log if isinstance(e, tuple)
+                                                          and str(e[0]).startswith("pool_unit")}))
     assert any("zoo_unit" in name and n >= 11 for name, n in done.items()), (done, per_worker)  # on this cluster
+    assert any("pool_unit" in name and n >= 11 for name, n in done.items()), (done, pool_per_worker)
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker  # both workers took tasks
+    assert all(n > 0 for n in pool_per_worker.values()), pool_per_worker  # pool units on both of them
+
+    # the same stage in one process (as `hyperforget pool` / `dvc repro pool` runs it) on a copy of the project
+    copy = Artifacts(tmp_path / "copy")
+    for folder in (copy.prepare, copy.train):
+        shutil.copytree(artifacts / folder.name, folder)
+    shutil.copy(fresh_small_project, copy.params)
+    alone = stages_mod.pool(load_params(copy.params), copy)
+    assert alone["built_units"] == 11 and alone["sha256"] == first["pool"]["sha256"]
+    want = pool_bytes(copy.pool)
+    assert {"pool.json", "plan.json"} <= set(want) and sum(n.endswith(".safetensors") for n in want) == 11
+    assert pool_bytes(pool) == want  # every unit's safetensors, its sidecar, plan.json and pool.json
