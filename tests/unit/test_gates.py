@@ -81,7 +81,8 @@ VERIFIED = {"lira_auc": 0.6, "probe_forget_acc": 0.8, "relearn_m": [10, 100], "r
 def test_verification_gates_join_the_output_gates_with_the_configured_limits():
     g = check_gates(report(), REFERENCE, GATES, VERIFIED)
     assert g.passed and list(g.checks) == ["forget_acc", "retained_test_acc", "mia", "lira_auc", "probe_forget_acc",
-                                           "relearn_steps_m10", "relearn_steps_m100"]
+                                           "relearn_steps_m10", "relearn_steps_m10_high", "relearn_steps_m100",
+                                           "relearn_steps_m100_high"]
     assert g.checks["lira_auc"]["limit"] == 0.95 and g.checks["relearn_steps_m10"]["limit"] == 20.0  # defaults
     strict = GatesConfig(max_lira_auc_excess=0.05, max_probe_excess=0.01, min_relearn_ratio=0.9)
     g = check_gates(report(), REFERENCE, strict, VERIFIED)

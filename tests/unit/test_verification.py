@@ -165,7 +165,7 @@ def _result(lira=0.5, probe=0.8, r10=50.0, ref_probe=0.8, ref_r10=50.0):
 def test_verification_checks_gate_the_gaps_to_the_reference():
     g = VerificationGates(max_lira_auc_excess=0.1, max_probe_excess=0.05, min_relearn_ratio=0.5)
     checks = verification_checks(_result(), g)
-    assert set(checks) == {"lira_auc", "probe_forget_acc", "relearn_steps_m10"}
+    assert set(checks) == {"lira_auc", "probe_forget_acc", "relearn_steps_m10", "relearn_steps_m10_high"}
     assert all(c["passed"] for c in checks.values())
     assert set(checks["lira_auc"]) == {"value", "op", "limit", "passed", "detail"}
     assert checks["lira_auc"]["limit"] == pytest.approx(0.6) and checks["relearn_steps_m10"]["limit"] == 25
@@ -220,7 +220,8 @@ def test_a_held_out_retrain_seed_passes_every_gate(verified, who):
     the comparison holds out, and one that was never in the reference at all)."""
     gate = verified[who]["gates"]
     assert set(gate.checks) == {"forget_acc", "retained_test_acc", "mia", "lira_auc", "probe_forget_acc",
-                                "relearn_steps_m10", "relearn_steps_m100"}
+                                "relearn_steps_m10", "relearn_steps_m100", "relearn_steps_m10_high",
+                                "relearn_steps_m100_high"}
     assert gate.passed, gate.reasons
     assert verification_checks(verified[who]["verification"]).keys() <= gate.checks.keys()
 
@@ -274,6 +275,7 @@ def test_a_diverged_model_is_measured_as_nan_and_fails_every_verification_gate(o
     result = verify(diverged, retrains[:2], retrains[2], digits, split_class3)
     assert result["weights_not_finite"] and math.isnan(result["lira_auc"]) and math.isnan(result["probe_forget_acc"])
     checks = verification_checks(result)
-    assert set(checks) == {"lira_auc", "probe_forget_acc", "relearn_steps_m10", "relearn_steps_m100"}
+    assert set(checks) == {"lira_auc", "probe_forget_acc", "relearn_steps_m10", "relearn_steps_m100",
+                           "relearn_steps_m10_high", "relearn_steps_m100_high"}
     assert not any(c["passed"] for c in checks.values())
     assert all("not measured" in c["detail"] for c in checks.values())
