@@ -75,7 +75,7 @@ def _spread(key: str, s: dict[str, Any] | None) -> str:
 def _verdict(gates: dict[str, Any] | None) -> str:
     if gates is None:
         return "–"
-    failed = [GATE_NAMES.get(k, k.replace("relearn_steps_m", "relearn m")) for k, c in gates["checks"].items()
+    failed = [GATE_NAMES.get(k, k.replace("relearn_steps_m", "relearn m").replace("_high", " (high)")) for k, c in gates["checks"].items()
               if not c["passed"]]
     return "pass" if gates["passed"] else "FAIL " + ", ".join(failed)
 
@@ -173,7 +173,8 @@ def _verification_markdown(result: dict[str, Any], md: Any) -> list[str]:
         f"- Probe forget acc: a linear probe on the penultimate features, accuracy on the forgotten classes (gate ≤ "
         f"retrain mean + {g.get('max_probe_excess')}); relearn m: Adam steps on m forget examples until the "
         f"forgotten classes reach {o['relearn_target']:.0%} test accuracy (>{o['relearn_max_steps']} = never; gate "
-        f"≥ retrain mean × {g.get('min_relearn_ratio')}). Random-subset requests: –.",
+        f"≥ retrain mean × {g.get('min_relearn_ratio')} and ≤ max(mean × {g.get('max_relearn_ratio')}, mean + "
+        f"{g.get('relearn_band_std')} × std): two-sided). Random-subset requests: –.",
         "- Retrain row: LiRA leave-one-out over the seeds; TPR with one seed held out, the rest shadows (≥ 4 seeds); "
         "probe and relearn over the shadow retrains, the reference the gates use. gates: every output and "
         "verification gate, the failing ones named.",
