@@ -75,8 +75,8 @@ def _spread(key: str, s: dict[str, Any] | None) -> str:
 def _verdict(gates: dict[str, Any] | None) -> str:
     if gates is None:
         return "–"
-    failed = [GATE_NAMES.get(k, k.replace("relearn_steps_m", "relearn m").replace("_high", " (high)")) for k, c in gates["checks"].items()
-              if not c["passed"]]
+    failed = [GATE_NAMES.get(k, k.replace("relearn_steps_m", "relearn m").replace("_high", " (high)"))
+              for k, c in gates["checks"].items() if not c["passed"]]
     return "pass" if gates["passed"] else "FAIL " + ", ".join(failed)
 
 
