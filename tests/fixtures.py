@@ -118,8 +118,8 @@ def tracked_project(mlflow_db, tmp_path, monkeypatch) -> Artifacts:
 
 @pytest.fixture(scope="session")
 def project_template(tmp_path_factory, mlflow_db) -> Path:
-    """A project folder with digits imported and prepared and θ0 trained (recipes.project_params): copied, never
-    used in place."""
+    """A project folder with digits imported and prepared, θ0 trained and its reference pool built
+    (recipes.project_params): copied, never used in place."""
     root = tmp_path_factory.mktemp("project-template")
     (root / "params.yaml").write_text(yaml.safe_dump(project_params()))
     shutil.copy(mlflow_db, root / "mlruns.db")
@@ -127,16 +127,17 @@ def project_template(tmp_path_factory, mlflow_db) -> Path:
 
     with embedded_env():
         params, art = load_params(root / "params.yaml"), Artifacts(root)
-        for stage in (stages.import_data, stages.prepare, stages.train):
+        for stage in (stages.import_data, stages.prepare, stages.train, stages.pool):
             stage(params, art)
     return root
 
 
 @pytest.fixture(scope="session")
 def make_project(tmp_path_factory, project_template, mlflow_db) -> Callable[..., Path]:
-    """`make_project(name, **sections)`: a new built project (a copy of `project_template`: prepared data and
-    θ0, an empty MLflow store of its own) with `sections` merged into its params.yaml; returns that file. The
-    sections θ0 was built from (seed, data, model, train) cannot change: a test that needs another θ0 builds it."""
+    """`make_project(name, **sections)`: a new built project (a copy of `project_template`: prepared data, θ0
+    and its reference pool, an empty MLflow store of its own) with `sections` merged into its params.yaml; returns
+    that file. The sections θ0 was built from (seed, data, model, train) cannot change: a test that needs another θ0
+    builds it; one that changes `pool` builds its pool again (`stages.pool`)."""
 
     def make(name: str = "project", **sections: dict) -> Path:
         fixed = {"seed", "data", "model", "train"} & set(sections)

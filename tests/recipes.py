@@ -33,9 +33,11 @@ def tiny_hypernet(**changes: Any) -> dict:
 
 
 # a built project: digits prepared and θ0 trained 5 epochs; 3 retrains, the fewest verification takes
-# (2 LiRA shadows + 1 held out)
+# (2 LiRA shadows + 1 held out), per request and per class in its reference pool; 6 membership shadows (three
+# complementary pairs: every record is out of 3, the fewest per-record LiRA takes: 2 + 1 held out)
 PROJECT_TRAIN_EPOCHS = 5
 PROJECT_RETRAIN_SEEDS = 3
+PROJECT_POOL = {"class_retrains": 3, "shadows": 6}
 
 
 def merge(base: dict, changes: dict) -> dict:
@@ -47,10 +49,12 @@ def merge(base: dict, changes: dict) -> dict:
 
 
 def project_params(**sections: dict) -> dict:
-    """The shipped params.yaml as a built project has it (θ0 trained 5 epochs, 3 retrains), `sections` merged in."""
+    """The shipped params.yaml as a built project has it (θ0 trained 5 epochs, 3 retrains, a small reference
+    pool), `sections` merged in."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["train"]["epochs"] = PROJECT_TRAIN_EPOCHS
     raw["evaluation"]["retrain_seeds"] = PROJECT_RETRAIN_SEEDS
+    raw["pool"].update(PROJECT_POOL)
     return merge(raw, sections)
 
 

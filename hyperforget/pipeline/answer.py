@@ -160,10 +160,14 @@ def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Re
 def _record_summary(ctx: RequestContext, shadows: list[nn.Module], seen_f: torch.Tensor) -> dict:
     """The output metrics' reference of a record request: each shadow scored on the records of D_f it never saw
     (forget accuracy and MIA as a retrain without them would score), retained accuracy as the shadows' (trained
-    on half the data: a little below a full retrain's, so that gate is a little lax)."""
+    on half the data: a little below a full retrain's, so that gate is a little lax). A shadow that saw every
+    record of D_f (likely for a handful of records) is no retrain without any of them and is left out; each
+    record is out of half the shadows, so some always remain."""
     reports = []
     for model, saw in zip(shadows, seen_f, strict=True):
         out = ~saw
+        if not out.any():
+            continue
         sub = ForgetSplit(ctx.split.forget_idx[out], ctx.split.retain_idx, None)
         ev = replace(ctx.evaluator, split=sub, member_before=ctx.evaluator.member_before[out.numpy()])
         reports.append(ev.report(model))

@@ -1,6 +1,7 @@
-"""The request path's retrain reference: summary and models cached under the request folder (JSON +
-safetensors, one key), reused while what determines them is unchanged, retrained when it changes; the
-cached models are what verification scores against."""
+"""A reference trained for the request (`evaluation.reference: per_request`, which a class set needs): summary
+and models cached under the request folder (JSON + safetensors, one key), reused while what determines them is
+unchanged, retrained when it changes; the cached models are what verification scores against. The reference pool
+every other request reads: tests/unit/test_reference_pool.py."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from hyperforget.unlearn import run_method
 
 @pytest.fixture(scope="module")
 def project(make_project) -> Path:
-    """A built digits project (tests/fixtures.py); its retrains take the reference recipe, `train:`."""
-    return make_project("answer-project").parent
+    """A built digits project (tests/fixtures.py) answering with per-request references; its retrains take the
+    reference recipe, `train:`."""
+    return make_project("answer-project", evaluation={"reference": "per_request"}).parent
 
 
 def test_reference_models_are_cached_as_safetensors_and_reused(project, monkeypatch):

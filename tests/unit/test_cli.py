@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.io import sidecar
 from hyperforget.cli import app
 from hyperforget.config.options import VARIANTS
 from hyperforget.unlearn import METHODS
@@ -40,13 +39,14 @@ def test_an_ad_hoc_request_writes_only_its_own_folder(project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     art = Artifacts(project)
     before = {p for p in art.base.rglob("*") if p.is_file()}
-    # scrub passes every gate here (gradtau fails the relearn gate on digits: see the comparison)
-    result = CliRunner().invoke(app, ["unlearn", "--method", "scrub", "--params", str(project / "params.yaml")])
+    # retrain passes every gate here; the approximate methods do not on this tiny project (too fast to relearn,
+    # or, like scrub, far slower than any retrain: over-forgetting, the relearn gate's upper side)
+    result = CliRunner().invoke(app, ["unlearn", "--method", "retrain", "--params", str(project / "params.yaml")])
     assert result.exit_code == 0, result.output
     new = {p for p in art.base.rglob("*") if p.is_file()} - before
-    runs = art.request("classes-3", "scrub").parent / "scrub" / "runs"
-    cache = {art.reference("classes-3"), art.reference_models("classes-3"), sidecar(art.reference_models("classes-3"))}
-    assert new and all(runs in p.parents or p in cache for p in new), sorted(map(str, new))
+    runs = art.request("classes-3", "retrain").parent / "retrain" / "runs"
+    # the reference is read from the project's pool: no reference cache is written either
+    assert new and all(runs in p.parents for p in new), sorted(map(str, new))
     assert not art.publish.exists()
 
 

@@ -199,6 +199,7 @@ def test_the_reference_of_a_record_request_is_keyed_by_its_ids_not_the_files_pat
     root.mkdir()
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["train"]["epochs"] = 1
+    raw["evaluation"]["reference"] = "per_request"  # a reference trained for the request, cached by its key
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     base, art = load_params(root / "params.yaml"), Artifacts(root)
     stages.import_data(base, art)

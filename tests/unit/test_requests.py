@@ -181,8 +181,11 @@ def _register_other(params, art, name: str, original: str) -> str:
 def project(make_project):
     """A built digits project (tests/fixtures.py) whose unlearn.method is DiHyFo (record-level requests fall back
     to requests.fallback_method, gradtau), with two more versions trained on the same data: one derived from θ0
-    (answered by any successor), one from another original (only retiring it resolves it)."""
-    path = make_project("requests", unlearn={"method": "dihyfo2"})
+    (answered by any successor), one from another original (only retiring it resolves it). Its record requests
+    are verified against retrains trained for them (`evaluation.reference: per_request`): against the reference
+    pool's membership shadows, trained on half the data with θ0's epochs (half its steps), even the exact retrain
+    of these few records fails its output gates on this tiny project (see the report of issue #22's tests)."""
+    path = make_project("requests", unlearn={"method": "dihyfo2"}, evaluation={"reference": "per_request"})
     root = path.parent
     with pytest.MonkeyPatch.context() as mp:
         for var in ENV:
@@ -294,8 +297,12 @@ def test_a_request_that_fails_after_registering_ends_failed_and_is_retried_to_cl
     name = out.answer["registered"]["name"]
     c = tracking.client(params, art)
     keyed = [v for v in c.search_model_versions(f"name = '{name}'") if v.tags[registry.KEY_TAG].startswith("r2:")]
-    assert len(keyed) == 1 and len(calls) == 2
-    states = [t["state"] for t in project_ledger.show(params, art, "r2")["transitions"]]
+    transitions = project_ledger.show(params, art, "r2")["transitions"]
+    # one version per answer; an approximate answer the test had no power for is kept beside the exact one
+    unpowered = (transitions[5]["detail"].get("fallback") or {}).get("unpowered_version")
+    expected = {out.answer["registered"]["version"]} | ({unpowered["version"]} if unpowered else set())
+    assert {str(v.version) for v in keyed} == expected and len(keyed) == len(expected) and len(calls) == 2
+    states = [t["state"] for t in transitions]
     assert states == ["received", "scoped", "failed", "received", "scoped", "unlearned", "verified", "published",
                       "closed"]  # the export is part of answering: it failed before `unlearned` was recorded
 
