@@ -49,12 +49,12 @@ def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_
     SubprocessASGIServer().start(timeout=120)
     flow(name="warm-up")(lambda: None)()
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda root: unlearn(forget_classes=[3], method="scrub",  # passes every gate
+        results = list(pool.map(lambda root: unlearn(forget_classes=[3], method="retrain",  # passes every gate (exact)
                                                      params_path=str(root / "params.yaml")), two_projects))
     assert list(elsewhere.iterdir()) == []  # nothing was written where the process happened to be
     for root, result in zip(two_projects, results, strict=True):
         art = Artifacts(root)
-        runs = list((art.request("classes-3", "scrub") / "runs").iterdir())
+        runs = list((art.request("classes-3", "retrain") / "runs").iterdir())
         assert len(runs) == 1 and (runs[0] / "model.safetensors").exists()
         assert result["gates"]["passed"] and result["exported"]["onnx_path"].startswith(str(root))
         c = tracking.client(load_params(root / "params.yaml"), art)
@@ -62,5 +62,5 @@ def test_two_unlearn_flow_runs_of_two_projects_in_one_process_stay_in_their_own_
         assert mv.tags["sha256.weights"] == result["sha256"]
         runs = c.search_runs([c.get_experiment_by_name("hyperforget/digits").experiment_id])
         flow_runs = sorted(r.data.tags["stage"] for r in runs if r.data.tags["stage"] not in ("prepare", "train"))
-        assert flow_runs == ["register", "request/classes-3", "unlearn/scrub"]  # this project's request only
+        assert flow_runs == ["register", "request/classes-3", "unlearn/retrain"]  # this project's request only
         assert all(r.info.status == "FINISHED" for r in runs)
