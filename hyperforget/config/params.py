@@ -129,7 +129,8 @@ class PoolConfig(Section):
     exactly half of them (a record request's per-example LiRA)."""
 
     class_retrains: int = Field(4, ge=3, le=64, description="true retrains without each class")
-    shadows: int = Field(16, ge=4, le=256, description="membership shadows on seeded halves (even: in pairs)")
+    shadows: int = Field(16, ge=6, le=256, description="membership shadows on seeded halves (even: in pairs); ≥ 6: "
+                         "per-record LiRA fits each record on ≥ 2 of its out shadows after holding one out")
     seed: int = Field(0, ge=0, le=99)
 
     @model_validator(mode="after")

@@ -100,19 +100,30 @@ def out_z_scores(phi: np.ndarray, shadow_phis: np.ndarray, out: np.ndarray, min_
 
 
 def record_audit(shadows: Sequence[nn.Module], seen: np.ndarray, target: nn.Module, x_forget: torch.Tensor,
-                 y_forget: torch.Tensor, min_var: float = 1e-2) -> dict[str, float]:
+                 y_forget: torch.Tensor, x_unseen: torch.Tensor, y_unseen: torch.Tensor,
+                 min_var: float = 1e-2) -> dict[str, float]:
     """`lira_audit` for a record request against membership shadows: `seen` [K, N] says which shadow trained on
-    which record of D_f. Per record, the shadows that never saw it are its out population; the held-out check
-    holds out each record's last out shadow and scores it against the rest (a retrain-like model that must pass).
-    """
+    which record of D_f. Per record, the shadows that never saw it are its out population (z as in `z_scores`).
+
+    The gated `auc` compares the target's z on D_f with its z on data nobody trained on (`x_unseen`: the test
+    split, where every shadow is out): the probability that a deleted record looks more "member" than an unseen
+    example, 0.5 when D_f is treated like unseen data. Why not Φ(z) alone as for classes: the shadows train on
+    half the data, so any full-data model (a true retrain included) is more confident on unseen examples than
+    they are and would score above 0.5; comparing with its own unseen examples cancels that offset. The
+    held-out check does the same for each record's last out shadow, scored against the rest."""
     phis = np.stack([true_class_logit(m, x_forget, y_forget) for m in shadows])  # [K, N]
+    unseen_phis = np.stack([true_class_logit(m, x_unseen, y_unseen) for m in shadows])  # [K, M], all out
     out = ~np.asarray(seen, dtype=bool)
     s_target = out_z_scores(true_class_logit(target, x_forget, y_forget), phis, out, min_var)
+    u_target = z_scores(true_class_logit(target, x_unseen, y_unseen), unseen_phis, min_var)
     cols = np.arange(out.shape[1])
     held = out.shape[0] - 1 - np.argmax(out[::-1], axis=0)  # each record's last out shadow
     rest = out.copy()
     rest[held, cols] = False
     s_held = out_z_scores(phis[held, cols], phis, rest, min_var)
-    return {"auc": population_auc(s_target), "auc_vs_held_out": auc(s_target, s_held),
-            "tpr_at_1fpr": tpr_at_fpr(s_target, s_held, 0.01), "held_out_auc": population_auc(s_held),
-            "n_shadows": len(shadows), "min_out_per_record": int(out.sum(0).min())}
+    h = out.shape[0] - 1  # the unseen side of the held-out check: the last shadow against the others
+    u_held = z_scores(unseen_phis[h], unseen_phis[:h], min_var)
+    return {"auc": auc(s_target, u_target), "auc_vs_held_out": auc(s_target, s_held),
+            "tpr_at_1fpr": tpr_at_fpr(s_target, u_target, 0.01), "held_out_auc": auc(s_held, u_held),
+            "population_auc": population_auc(s_target), "n_shadows": len(shadows),
+            "min_out_per_record": int(out.sum(0).min())}

@@ -10,7 +10,10 @@ own `train:` recipe and architecture, and every request reads it (the request pa
 - **membership shadows** (`pool.shadows` = N): each trained on a seeded half of the training set, in
   complementary pairs, so every record is "out" of exactly N / 2 of them (an odd last record: of all). For any
   record the models that never saw it are known, which is what offline per-example LiRA needs on a record
-  request (Carlini et al. 2112.03570; U-LiRA 2403.01218).
+  request (Carlini et al. 2112.03570; U-LiRA 2403.01218). A shadow takes as many optimiser steps as θ0's
+  recipe on the whole set (twice the epochs on half the data): with θ0's epochs it is underfit, and a true
+  retrain without a few records then looks like a member beside it (measured: LiRA AUC 0.69–0.93 for exact
+  retrains against epoch-matched shadows, 0.39–0.66 against step-matched ones).
 A class set has no exact reference here (no retrain without the whole set): a set request asks for a
 per-request reference explicitly (`evaluation.reference: per_request`).
 
@@ -132,8 +135,9 @@ def build_unit(out: str | Path, u: int, data: Dataset, spec: ModelSpec, train: T
         start, stop = unit["shadows"]
         rows = shadow_rows(len(data.y_train), cfg)[start:stop]
         seeds = [SHADOW_SEED + 10_000 * cfg.seed + s for s in range(start, stop)]
-        models = train_many(spec, seeds, data.x_train, data.y_train, recipe, desc=f"pool shadows {start}-{stop}",
-                            rows=rows)
+        step_matched = recipe.model_copy(update={"epochs": recipe.epochs * len(data.y_train) // rows.shape[1]})
+        models = train_many(spec, seeds, data.x_train, data.y_train, step_matched,
+                            desc=f"pool shadows {start}-{stop}", rows=rows)
         extra = {"rows": rows}
     tensors = {f"{i}.{name}": t for i, m in enumerate(models) for name, t in m.state_dict().items()} | extra
     save_tensors(out / unit["file"], tensors, {**spec.to_metadata(), "models": str(len(models)),

@@ -133,7 +133,7 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     if not finite:
         lira = _unmeasured_lira(len(reference_models))
     elif seen is not None:
-        lira = record_audit(reference_models, seen.numpy(), model, xf, yf, cfg.lira_min_var)
+        lira = record_audit(reference_models, seen.numpy(), model, xf, yf, data.x_test, data.y_test, cfg.lira_min_var)
     else:
         lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
     out.update({f"lira_{k}": v for k, v in lira.items()})
