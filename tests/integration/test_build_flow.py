@@ -78,12 +78,12 @@ def local_stack_port() -> int:
 def smallest(params_path: Path) -> Path:
     """The small project shrunk to what the build's shape needs (what the stages compute is pinned in unit tests):
     θ0 3 epochs, each zoo trajectory 4 steps keeping 2, each hypernetwork 4 steps, a pool of 3 retrains per class
-    and 4 shadows."""
+    and 6 shadows (the fewest per-record LiRA takes)."""
     raw = yaml.safe_load(params_path.read_text())
     raw["train"]["epochs"] = 3
     raw["zoo"].update(steps=4, save_every=2)
     raw["hypernet"].update(steps=4, checkpoint_every=4)
-    raw["pool"].update(class_retrains=3, shadows=4)
+    raw["pool"].update(class_retrains=3, shadows=6)
     params_path.write_text(yaml.safe_dump(raw))
     return params_path
 
@@ -116,7 +116,7 @@ def test_build_flow_fans_zoo_and_pool_units_out_to_dask_workers_and_reruns_from_
     assert second["zoo"]["sha256"] == first["zoo"]["sha256"]
     assert second["hypernet"] == first["hypernet"] and second["compare"] == first["compare"]
 
-    pool = artifacts / "pool"  # 10 class units (3 retrains each) and one chunk of 4 shadows
+    pool = artifacts / "pool"  # 10 class units (3 retrains each) and one chunk of 6 shadows
     assert first["pool"]["built_units"] == 11 and first["pool"]["files"] == 11
     assert first["pool"]["sha256"] == sha256_file(pool / "pool.json")
     assert second["pool"]["built_units"] == 0 and second["pool"]["sha256"] == first["pool"]["sha256"]
