@@ -340,6 +340,8 @@ class VerificationGates(MethodOptions):
 
     max_lira_auc_excess: float = Field(0.45, ge=0, le=0.5, description="LiRA AUC ≤ 0.5 + this")
     max_lira_auc_deficit: float = Field(0.5, ge=0, le=0.5, description="LiRA AUC ≥ 0.5 − this (0.5: one-sided)")
+    max_record_lira_auc_excess: float = Field(0.06, ge=0, le=0.5, description="record requests: LiRA AUC of D_f "
+                                              "against unseen data ≤ 0.5 + this (its own scale: lira.record_audit)")
     max_probe_excess: float = Field(0.2, ge=0, le=1, description="probe forget acc ≤ retrain mean + this")
     min_relearn_ratio: float = Field(0.4, ge=0, description="relearn steps ≥ retrain mean × this (every m)")
     max_relearn_ratio: float = Field(2.5, ge=1, description="relearn steps ≤ max(retrain mean × this, "

@@ -87,9 +87,14 @@ def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -
     head-only fine-tuning and θ0 (calibrated as a ratio alone, `options.VerificationGates`) whenever two
     retrains happen to disagree, so the lower limit stays mean × `min_relearn_ratio`."""
     g = thresholds
-    checks = {"lira_auc": _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≤",
-                                 0.5 + g.max_lira_auc_excess,
-                                 f"0.5 + gates.max_lira_auc_excess {g.max_lira_auc_excess}")}
+    if "lira_min_out_per_record" in result:  # a record request against membership shadows: its own statistic
+        checks = {"lira_auc": _check("LiRA AUC of D_f against unseen data", _value(result, "lira_auc"), "≤",
+                                     0.5 + g.max_record_lira_auc_excess,
+                                     f"0.5 + gates.max_record_lira_auc_excess {g.max_record_lira_auc_excess}")}
+    else:
+        checks = {"lira_auc": _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≤",
+                                     0.5 + g.max_lira_auc_excess,
+                                     f"0.5 + gates.max_lira_auc_excess {g.max_lira_auc_excess}")}
     if g.max_lira_auc_deficit < 0.5:  # two-sided: D_f pushed further out than a retrain would is a signal too
         checks["lira_auc_low"] = _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≥",
                                         0.5 - g.max_lira_auc_deficit,
