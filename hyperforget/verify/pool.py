@@ -46,6 +46,7 @@ from hyperforget.data.datasets import Dataset
 from hyperforget.models.nets import ModelSpec
 from hyperforget.models.train import train_many, unstack
 
+POOL_FORMAT = 2  # how members are trained (2: step-matched shadows); part of the key, so an older pool is stale
 POOL_JSON = "pool.json"
 PLAN_JSON = "plan.json"
 CLASS_SEED = 20_000  # + 10_000 · pool.seed + 100 · class + i
@@ -58,8 +59,8 @@ PER_REQUEST_HINT = "or answer with a reference trained for this request: `--set 
 def pool_key(dataset_sha256: str, model_sha256: str, spec: ModelSpec, train: TrainConfig, cfg: PoolConfig) -> dict:
     """What a pool is valid for: the data, θ0, the architecture, the recipe the retrains follow, the settings."""
     recipe = train.model_dump(exclude={"patience", "seed"})  # θ0's early stopping and seed are not the retrains'
-    return {"dataset_sha256": dataset_sha256, "model_sha256": model_sha256, "spec": spec.to_metadata(),
-            "recipe": recipe, "pool": cfg.model_dump()}
+    return {"format": POOL_FORMAT, "dataset_sha256": dataset_sha256, "model_sha256": model_sha256,
+            "spec": spec.to_metadata(), "recipe": recipe, "pool": cfg.model_dump()}
 
 
 def project_key(art: Artifacts, params: Params) -> dict:
@@ -211,7 +212,8 @@ class Pool:
 
 
 def _changed(old: dict, new: dict) -> list[str]:
-    names = {"dataset_sha256": "the prepared data", "model_sha256": "θ0 (retrained)", "spec": "the architecture",
+    names = {"format": "how the pool's models are trained (a newer HyperForget)",
+             "dataset_sha256": "the prepared data", "model_sha256": "θ0 (retrained)", "spec": "the architecture",
              "recipe": "the train: recipe", "pool": "the pool: settings"}
     return [names.get(k, k) for k in new if old.get(k) != new[k]]
 
