@@ -149,7 +149,7 @@ def split_volatile(obj: Any) -> tuple[Any, Any]:
         return obj, None
     stable, volatile = {}, {}
     for k, v in obj.items():
-        if k in VOLATILE or k.endswith("_s"):
+        if k in VOLATILE or (isinstance(k, str) and k.endswith("_s")):
             volatile[k] = v
             continue
         s, vol = split_volatile(v)
