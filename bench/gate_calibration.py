@@ -55,7 +55,7 @@ configure()  # passive OpenMP waits and AVX2 kernels, as every entry point, befo
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from _common import PARAMS, REPO, experiment_raw, work_folder  # noqa: E402
+from _common import PARAMS, REPO, ensure_original, experiment_raw, work_folder  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from hyperforget.base.artifacts import Artifacts  # noqa: E402
@@ -103,11 +103,7 @@ def setup(args: argparse.Namespace) -> tuple[Params, Artifacts]:
         write_text(art.params, text)
     params = load_params(art.params)
     t0 = time.perf_counter()
-    if not art.dataset.exists():
-        stages.import_data(params, art)
-        stages.prepare(params, art)
-    if not art.model.exists():
-        stages.train(params, art)
+    ensure_original(params, art)
     try:
         pool_mod.load_current(art, params)
     except ConfigError:

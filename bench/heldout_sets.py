@@ -26,7 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: idle OpenMP threads must not spin
 
-from _common import CONFIGS, experiment_raw, work_folder
+from _common import CONFIGS, ensure_original, experiment_raw, work_folder
 from dihyfo_mnist import setup
 
 from hyperforget.base.io import write_json
@@ -60,11 +60,7 @@ def source(name: str) -> Path | None:
 
 def build(params, art, variants, workers: int) -> dict:
     t0 = time.perf_counter()
-    if not art.dataset.exists():
-        stages.import_data(params, art)
-        stages.prepare(params, art)
-    if not art.model.exists():
-        stages.train(params, art)
+    ensure_original(params, art)
     zoo = stages.zoo(params, art, workers=workers)
     nets = {v: stages.hypernet(params, art, v) for v in variants}
     return {"zoo": zoo, **nets, "seconds": time.perf_counter() - t0}
