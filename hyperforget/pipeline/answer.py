@@ -89,9 +89,9 @@ def reference_models(params: Params, art: Artifacts, ctx: RequestContext) -> tup
             return read_json(cache)["summary"], models
     res = run_method("retrain", inputs(params, art, ctx), opts)
     summary = summarise([ctx.evaluator.report(m) for m in res.models])
-    tensors = {f"{i}.{name}": t for i, m in enumerate(res.models) for name, t in m.state_dict().items()}
-    save_tensors(weights, tensors, {**ctx.spec.to_metadata(), "key": key, "models": str(len(res.models)),
-                                    "seeds": json.dumps(res.info.get("seeds"))})
+    save_tensors(weights, pool_mod.pack(res.models), {**ctx.spec.to_metadata(), "key": key,
+                                                      "models": str(len(res.models)),
+                                                      "seeds": json.dumps(res.info.get("seeds"))})
     write_json(cache, {"key": key, "summary": summary, "seeds": opts.seeds, "seconds": res.wall_time_s})
     return summary, res.models
 
@@ -101,12 +101,7 @@ def _load_models(path: Path, key: str) -> list[nn.Module] | None:
     tensors, meta = load_tensors(path), tensor_metadata(path)
     if meta.get("key") != key:
         return None
-    spec, models = ModelSpec.from_metadata(meta), []
-    for i in range(int(meta["models"])):
-        model = spec.build()
-        model.load_state_dict({k.split(".", 1)[1]: t for k, t in tensors.items() if k.split(".", 1)[0] == str(i)})
-        models.append(model.eval())
-    return models
+    return pool_mod.unpack(ModelSpec.from_metadata(meta), tensors, int(meta["models"]))
 
 
 def reference(params: Params, art: Artifacts, ctx: RequestContext) -> dict:

@@ -140,10 +140,22 @@ def build_unit(out: str | Path, u: int, data: Dataset, spec: ModelSpec, train: T
         models = train_many(spec, seeds, data.x_train, data.y_train, step_matched,
                             desc=f"pool shadows {start}-{stop}", rows=rows)
         extra = {"rows": rows}
-    tensors = {f"{i}.{name}": t for i, m in enumerate(models) for name, t in m.state_dict().items()} | extra
+    tensors = pack(models) | extra
     save_tensors(out / unit["file"], tensors, {**spec.to_metadata(), "models": str(len(models)),
                                                "seeds": ",".join(map(str, seeds))})
     return {"unit": u, "built": True}
+
+
+def pack(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """Several same-architecture models as one safetensors mapping, `<i>.<parameter>`: the pool's files and a
+    per-request reference cache (`answer.reference_models`) share this layout."""
+    return {f"{i}.{name}": t for i, m in enumerate(models) for name, t in m.state_dict().items()}
+
+
+def unpack(spec: ModelSpec, tensors: dict[str, torch.Tensor], n: int) -> list[nn.Module]:
+    """The `n` models `pack` wrote (other keys, such as a shadow file's `rows`, are ignored), in eval mode."""
+    return unstack(spec, {name: torch.stack([tensors[f"{i}.{name}"] for i in range(n)])
+                          for name in spec.build().state_dict()})
 
 
 def finish(out: str | Path, n_train: int) -> dict[str, Any]:
@@ -179,11 +191,7 @@ class Pool:
     def _models(self, file: str) -> tuple[list[nn.Module], dict[str, torch.Tensor]]:
         tensors = load_tensors(self.root / file, self.index["files"][file])
         meta = tensor_metadata(self.root / file)
-        spec, n = ModelSpec.from_metadata(meta), int(meta["models"])
-        stacked = {}
-        for name in spec.build().state_dict():
-            stacked[name] = torch.stack([tensors[f"{i}.{name}"] for i in range(n)])
-        return unstack(spec, stacked), tensors
+        return unpack(ModelSpec.from_metadata(meta), tensors, int(meta["models"])), tensors
 
     def class_file(self, c: int) -> str:
         unit = next((u for u in self.index["units"] if u["kind"] == "class" and u["class"] == c), None)
