@@ -1,6 +1,7 @@
 """The verdict per class: every method answering every single-class request, gated as the product gates it.
 
-    python bench/class_verdicts.py [--params FILE] [--methods M ...] [--classes C ...] [--json PATH] [--md PATH]
+    python bench/class_verdicts.py [--params FILE] [--set KEY=VALUE ...] [--methods M ...] [--classes C ...]
+                                   [--json PATH] [--md PATH]
 
 Why: a method is trustworthy when it passes every gate the way a true retrain does, on every class, while θ0
 and `head_finetune` (the controls) fail. This builds the experiment's project (work/<experiment>/: prepare,
@@ -9,6 +10,10 @@ and `head_finetune` (the controls) fail. This builds the experiment's project (w
 `release.gate` (the release gates). `retrain` is a held-out true retrain: its seed (1000 + seed) is none of
 the pool's, so it is the model that must pass. θ0's row is the request's power record (θ0 judged by the same
 test). Writes the JSON and a Markdown table; on digits ~10 minutes on 2 cores.
+
+`--set pool.seed=1` judges with a second, independent pool (other retrain seeds): what a method was designed
+on must not be what judges it, so a repair found while reading the seed-0 pool's verdicts is re-judged there.
+A run with `--set` gets a project folder of its own (work/class-verdicts-<experiment>-<overrides>/).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from _common import PARAMS, experiment_raw, run_pipeline, work_folder
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.io import write_json, write_text
-from hyperforget.config.overlays import parse_params
+from hyperforget.config.overlays import parse_overrides, parse_params
 from hyperforget.config.params import ForgetConfig
 from hyperforget.pipeline import answer, stages
 from hyperforget.publish import release
@@ -70,13 +75,15 @@ def markdown(rows: list[dict], command: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default=str(PARAMS))
+    ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE (YAML value)")
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--classes", nargs="+", type=int)
     ap.add_argument("--json", default="bench/results/class_verdicts_digits.json")
     ap.add_argument("--md", default=None, help="also write the Markdown table here")
     args = ap.parse_args()
-    raw = experiment_raw(args.params)
+    raw = experiment_raw(args.params, overrides=parse_overrides(args.set))
     name = Path(args.params).stem if Path(args.params).resolve() != PARAMS else "digits"
+    name += "".join(f"-{item}" for item in args.set)
     root = work_folder(f"class-verdicts-{name}")
     root.mkdir(parents=True, exist_ok=True)
     import yaml

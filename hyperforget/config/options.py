@@ -129,6 +129,11 @@ class DiHyFoOptions(MethodOptions):
                                            "tuning sets in bench/heldout_sets.py)")
     match_level: bool = Field(True, description="after sampling, shift the head's bias of each forgotten class so "
                               "its val loss sits at the zoo's retrained endpoints' median (unlearn/level.py)")
+    refit_steps: int = Field(300, ge=0, le=100_000, description="before level matching, Adam steps that train each "
+                             "forgotten class's head row, re-initialised, on the retained data's features with the "
+                             "rest fixed: the row of a model that never saw the class (unlearn/rows.py); 0 = off")
+    refit_lr: float = Field(0.01, gt=0, le=1.0, description="the row refit's Adam lr")
+    refit_batch_size: int = Field(128, ge=1, le=65_536, description="retained examples per refit step")
 
     @model_validator(mode="after")
     def _percentiles(self) -> DiHyFoOptions:

@@ -140,7 +140,7 @@ def compare(params: Params, inputs: UnlearnInputs, methods: list[str]) -> dict[s
 
 
 VOLATILE = {"machine", "timing", "speedup", "seconds"}  # wall-clock facts: never in a file DVC hashes, nor is
-# any key ending in `_s` (seconds: wall_time_s, sample_s, level_s, …), so a new timing cannot make a rerun differ
+# any key ending in `_s` (seconds: wall_time_s, sample_s, repair_s, …), so a new timing cannot make a rerun differ
 
 
 def split_volatile(obj: Any) -> tuple[Any, Any]:

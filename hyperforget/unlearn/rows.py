@@ -1,0 +1,62 @@
+"""Retrain-shaped head rows: a repair after DiHyFo's sampling (counted in its time) that gives each forgotten
+class the head row of a model that never saw it.
+
+Why: DiHyFo's samples lie near θ0 (the zoo's trajectories start there), so the head row of a forgotten class
+keeps θ0's row: its direction still reads the class from the features, only pushed down. A retrain's row for
+a class it never saw was trained with no positive example: it learnt only to stay below the others, in no
+direction of the class. Relearning tells the two apart: a few steps on a handful of forgotten examples lift
+θ0's row back (measured on digits, DiHyFo-2 relearned the class in 12–21 Adam steps against the pool's
+retrains' 40–97, and failed the relearn gate on 9 of 10 classes), while a never-trained row has to learn
+the class's direction first. So each forgotten class's row (weights and bias) is re-initialised from a
+seeded fresh model and trained on the retained training data's penultimate features with every other
+parameter fixed: `steps` Adam steps of `batch_size` examples, a cost independent of the data's size (the
+features of one batch per step, as in EU-k but for one row of one layer and from the features of the model
+being repaired). The forget set is never shown. Level matching (`unlearn/level.py`) runs after it and puts
+the row's level where the zoo's retrains leave it.
+
+What it does not change: the features themselves. Where they still hold the class, a linear probe reads it
+(digits class 9) and relearning stays faster than a retrain's (classes 0 and 8): `docs/results/
+class-verdicts-digits.md`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FRESH_SEED_OFFSET = 7100  # the fresh rows' seed: disjoint from θ0's, EU-k's (7000), the retrains' and the zoo's
+
+
+def refit_rows(model: nn.Module, fresh: nn.Module, x_retain: torch.Tensor, y_retain: torch.Tensor,
+               classes: Sequence[int], steps: int, lr: float, batch_size: int, seed: int) -> dict[str, object]:
+    """Re-initialise the head rows of `classes` in `model` from `fresh` (a seeded fresh model of the same spec)
+    and train them on D_r's penultimate features, in place; returns what was done."""
+    if steps == 0:
+        return {"applied": False}
+    head = getattr(model, model.head)
+    rows = torch.tensor(sorted(classes))
+    new = getattr(fresh, fresh.head)
+    w = new.weight.detach()[rows].clone().requires_grad_(True)
+    b = new.bias.detach()[rows].clone().requires_grad_(True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        norm_before = head.weight[rows].norm(dim=1)
+    for _ in range(steps):
+        idx = torch.randint(len(y_retain), (batch_size,), generator=gen)
+        with torch.no_grad():
+            h = model.features(x_retain[idx])
+            logits = F.linear(h, head.weight, head.bias)
+        logits[:, rows] = h @ w.T + b
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(logits, y_retain[idx]).backward()
+        opt.step()
+    with torch.no_grad():
+        head.weight[rows] = w
+        head.bias[rows] = b
+    return {"applied": True, "rows": rows.tolist(), "steps": steps,
+            "row_norm_before": norm_before.tolist(), "row_norm_after": w.detach().norm(dim=1).tolist()}
