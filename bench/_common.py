@@ -140,6 +140,29 @@ def ensure_original(params: Params, art: Artifacts) -> None:
         stages.train(params, art)
 
 
+def bench_project(prefix: str, params_file: str | Path, sets: list[str]) -> tuple[Params, Artifacts]:
+    """A bench's own project: the experiment's params (`params_file` + `--set` items) written as the params.yaml of
+    work/<prefix>-<experiment>[-<each override>]/ (digits for params.yaml), validated."""
+    import yaml
+
+    raw = experiment_raw(params_file, overrides=parse_overrides(sets))
+    name = Path(params_file).stem if Path(params_file).resolve() != PARAMS else "digits"
+    root = work_folder(f"{prefix}-{name}" + "".join(f"-{item}" for item in sets))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return parse_params(raw), Artifacts(root)
+
+
+def write_results(json_path: str, payload: dict[str, Any], text: str, md: str | None) -> None:
+    """The bench's JSON, its Markdown table printed and, with `md`, written there too."""
+    from hyperforget.base.io import write_json, write_text
+
+    write_json(json_path, payload)
+    print(text)
+    if md:
+        write_text(md, text)
+
+
 def run_pipeline(params: Params, art: Artifacts, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
     """import → prepare → train θ0 (each only if its output is missing) → zoo → one hypernetwork per variant,
     reusing what `art` already holds (the zoo and hypernet training resume, and refuse artifacts built with

@@ -26,11 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PARAMS, experiment_raw, run_pipeline, work_folder
+from _common import PARAMS, bench_project, run_pipeline, write_results
 
-from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.io import write_json, write_text
-from hyperforget.config.overlays import parse_overrides, parse_params
 from hyperforget.config.params import ForgetConfig
 from hyperforget.pipeline import answer, stages
 from hyperforget.publish import release
@@ -81,15 +78,7 @@ def main() -> None:
     ap.add_argument("--json", default="bench/results/class_verdicts_digits.json")
     ap.add_argument("--md", default=None, help="also write the Markdown table here")
     args = ap.parse_args()
-    raw = experiment_raw(args.params, overrides=parse_overrides(args.set))
-    name = Path(args.params).stem if Path(args.params).resolve() != PARAMS else "digits"
-    name += "".join(f"-{item}" for item in args.set)
-    root = work_folder(f"class-verdicts-{name}")
-    root.mkdir(parents=True, exist_ok=True)
-    import yaml
-
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    params, art = parse_params(raw), Artifacts(root)
+    params, art = bench_project("class-verdicts", args.params, args.set)
     t0 = time.perf_counter()
     built = run_pipeline(params, art)
     pool = stages.pool(params, art)
@@ -105,11 +94,7 @@ def main() -> None:
     command = "python bench/class_verdicts.py " + " ".join(sys.argv[1:])
     out = {"command": command, "params": args.params, "setup_s": setup_s, "pool": pool, "zoo": built.get("zoo"),
            "rows": rows}
-    write_json(args.json, out)
-    text = markdown(rows, command)
-    print(text)
-    if args.md:
-        write_text(args.md, text)
+    write_results(args.json, out, markdown(rows, command), args.md)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ configs/heldout-*.yaml, a zoo with `zoo.class_sets` random class sets besides th
    fewest steps whose gate pass fraction and mean Δ retrain hold (`heldout.step_sweep`);
 2. runs every held-out set (`zoo.holdout_sets`, the first --sets) through every method at those steps
    (`heldout.heldout_report`) and prints per set and method: forget acc (D_f), retained test acc, Δ retrain
-   (retained test acc − the retrain mean), gates (pass/fail against the retrain reference), DiHyFo's
+   (retained test acc − the retrain mean), gates (pass, or the checks failed: the output gates and the
+   verification, LiRA/probe/relearn, against the set's own retrain reference, with the test's power), DiHyFo's
    candidate pass rate (K samples, validation gates) and the unlearning time; then a summary per method
    (means, fraction of sets passing, median time) and DiHyFo's time split (sampling vs scoring).
 JSON results land in each project's artifacts/compare/ (heldout-sets.json, heldout-sweep.json).
@@ -38,7 +39,7 @@ from hyperforget.studies.heldout import heldout_report, step_sweep
 EXPERIMENTS = {name: CONFIGS / f"heldout-{file}.yaml"
                for name, file in (("digits", "digits"), ("mnist", "mnist-t10k"), ("mnist60k", "mnist60k"))}
 ORDER = ["dihyfo1", "dihyfo2", "retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps", "gradtau", "salun",
-         "retrain"]
+         "eu_k", "neggrad_plus", "scrub", "retrain", "reference"]
 
 
 def fmt(v, spec=".3f"):
@@ -73,7 +74,7 @@ def print_sets(result: dict) -> None:
         rows = s["rows"]
         for name in [n for n in ORDER if n in rows] + [n for n in rows if n not in ORDER]:
             r = rows[name]
-            gate = "–" if r.get("passed") is None else ("pass" if r["passed"] else "FAIL")
+            gate = "–" if r.get("passed") is None else ("pass" if r["passed"] else "FAIL " + "/".join(r["failed"]))
             label = f"{name} (k={r['steps']})" if name == "retrieval+steps" else name
             print(f"| {s['classes']} | {label} | {fmt(r['forget_acc'])} | {fmt(r['retained_acc'])} | "
                   f"{fmt(r['delta'], '+.3f')} | {gate} | {fmt(r.get('pass_rate'), '.2f')} | "
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="*", default=["digits", "mnist", "mnist60k"], choices=list(EXPERIMENTS))
     ap.add_argument("--sets", type=int, default=None, help="only the first N held-out sets (default: all)")
     ap.add_argument("--variants", nargs="*", default=["dihyfo2"])
-    ap.add_argument("--methods", nargs="*", default=["gradtau", "salun"])
+    ap.add_argument("--methods", nargs="*", default=["gradtau", "salun", "eu_k", "neggrad_plus", "scrub"])
     ap.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50], help="DDIM steps measured on tuning sets")
     ap.add_argument("--tuning-sets", type=int, default=8)
     ap.add_argument("--work-root", default=str(work_folder("")), help="folder of the project folders (default "

@@ -15,10 +15,14 @@ one request is answered side by side by
   bounded ascent, `objectives.bounded_ascent`, with the set's τ), k chosen so that its time equals DiHyFo's
   on that set (from a 10-step timing of the same loop; the zoo trajectories' middle lr and ascent weight);
 - the methods named (∇τ `gradtau`, `salun`) with their params' options;
-- retraining from scratch: the reference (`evaluation.retrain_seeds` seeds, the gates' baseline) and the
-  wall time of one seed (`t_retrain`, what a user would pay).
-Every model is evaluated on the test split (`metrics.Evaluator`) and judged by the release gates against
-the reference (`gates.check_gates`); Δ = retained test accuracy − the reference's mean. Time is the
+- retraining from scratch: the reference (`evaluation.retrain_seeds` seeds, the gates' baseline, trained for
+  the set: the reference pool holds no retrain without a set) and one more true retrain with a seed of its
+  own (`retrain`: the control that must pass, and its wall time `t_retrain`, what a user would pay).
+Every model is evaluated on the test split (`metrics.Evaluator`) and judged as a request is: the release
+gates (`gates.check_gates`) on the output metrics and the verification (`verify.verdict.verify`: LiRA on
+D_f, the probe, relearn m = 10/100, against the reference's first K − 1 retrains and its held-out one), with
+the test's power on the set (θ0 judged by the same test); Δ = retained test accuracy − the reference's
+mean. Time is the
 unlearning alone, as each method's `wall_time_s` (DiHyFo: prompt + sampling + scoring; loading the
 hypernetwork and the zoo is setup, as loading θ0 is).
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -38,7 +43,7 @@ import torch.nn.functional as F
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.io import jsonable, write_json
-from hyperforget.config.options import VARIANTS
+from hyperforget.config.options import EXACT_METHODS, VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.hypernet.honesty import nearest, retrieval_row, zoo_spacing
 from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
@@ -51,38 +56,53 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.dihyfo import score, select
 from hyperforget.unlearn.method import Timer
 from hyperforget.verify.gates import check_gates
+from hyperforget.verify.verdict import reference_metrics, shadows_and_held_out, verify
 from hyperforget.zoo.shards import ZooTensors, load_zoo
 
 BASELINES = ("retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps")
+HELD_OUT_RETRAIN_SEED = 500  # the control retrain's seed offset: none of the reference's (1000 + seed + i, i < K)
 STEP_LR, STEP_ALPHA, STEP_BATCH = 4.5e-3, 0.11, 64  # middles of the zoo trajectories' ranges (zoo.lr, forget_weight)
 
 
 class SetRun:
-    """One class set's shared pieces: its inputs, evaluator, retrain reference and the rows of its table."""
+    """One class set's shared pieces: its inputs, evaluator, retrain reference (output summary, shadows, held-out
+    retrain, the reference's verification metrics), the test's power and the rows of its table."""
 
     def __init__(self, params: Params, art: Artifacts, classes: Sequence[int], time_retrain: bool = True):
         self.classes = sorted(classes)
         self.params = params.model_copy(update={"forget": ForgetConfig(classes=self.classes)})
-        ctx = answer.context(self.params, art)
-        self.inputs = answer.inputs(self.params, art, ctx)
-        self.evaluator = ctx.evaluator
-        self.reference = answer.reference(self.params, art, ctx)  # cached under artifacts/ by what determines it
-        self.rows: dict[str, dict[str, Any]] = {
-            "retrain": {"forget_acc": self.reference["forget_acc"]["mean"],
-                        "retained_acc": self.reference["test_retained_acc"]["mean"], "delta": 0.0,
-                        "worst_retained_acc": self.reference["worst_retained_acc"]["mean"],
-                        "mia": self.reference["mia"]["mean"], "passed": None, "time_s": None}}
-        if time_retrain:
-            self.rows["retrain"]["time_s"] = run_method("retrain", self.inputs,
-                                                        self.params.method_options("retrain")).wall_time_s
+        self.ctx = answer.context(self.params, art)
+        self.inputs = answer.inputs(self.params, art, self.ctx)
+        self.evaluator = self.ctx.evaluator
+        self.reference, models = answer.reference_models(self.params, art, self.ctx)  # cached by what determines it
+        shadows, held_out = shadows_and_held_out(models)
+        self.ref = answer.Reference(self.reference, shadows, held_out, None, {"kind": "per_request"})
+        self.cfg = self.params.evaluation.verification
+        self.ref_metrics = reference_metrics(shadows, self.ctx.data, self.ctx.split, self.cfg)
+        self.power = answer.test_power(self.params, self.ctx, self.ref, self.ref_metrics)
+        self.rows: dict[str, dict[str, Any]] = {  # the reference's mean: what Δ is measured from, not judged
+            "reference": {"forget_acc": self.reference["forget_acc"]["mean"],
+                          "retained_acc": self.reference["test_retained_acc"]["mean"], "delta": 0.0,
+                          "worst_retained_acc": self.reference["worst_retained_acc"]["mean"],
+                          "mia": self.reference["mia"]["mean"], "passed": None, "time_s": None}}
+        if time_retrain:  # a true retrain with a seed none of the reference's: it must pass
+            res = run_method("retrain", replace(self.inputs, seed=self.inputs.seed + HELD_OUT_RETRAIN_SEED),
+                             self.params.method_options("retrain"))
+            self.add("retrain", res.model, res.wall_time_s)
 
     def add(self, name: str, model: torch.nn.Module, seconds: float, **info: Any) -> dict[str, Any]:
         report = self.evaluator.report(model)
-        verdict = check_gates(report, self.reference, self.params.gates)
+        checked = verify(model, self.ref.shadows, self.ref.held_out, self.ctx.data, self.ctx.split, self.cfg,
+                         self.ref_metrics)
+        verdict = check_gates(report, self.reference, self.params.gates, checked, power=self.power,
+                              exact=name in EXACT_METHODS)
         row = {"forget_acc": report["forget_acc"], "retained_acc": report["test_retained_acc"],
                "delta": report["test_retained_acc"] - self.reference["test_retained_acc"]["mean"],
                "worst_retained_acc": report["worst_retained_acc"], "mia": report["mia"],
-               "passed": verdict.passed, "reasons": verdict.reasons, "time_s": seconds, **info}
+               "lira_auc": checked["lira_auc"], "probe": checked["probe_forget_acc"],
+               **{k: checked[k] for k in checked if k.startswith("relearn_steps_m")},
+               "passed": verdict.passed, "failed": [k for k, c in verdict.checks.items() if not c["passed"]],
+               "reasons": verdict.reasons, "time_s": seconds, **info}
         self.rows[name] = row
         return row
 
