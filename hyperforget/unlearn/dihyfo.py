@@ -15,8 +15,8 @@ retained val accuracy wins (ties: lower retained val loss); if none passes, the 
 all and `info.passed` is False. Two repairs follow, so the answer looks like a retrain's, not only scores like
 one: each forgotten class gets a retrain-shaped head row (`unlearn/rows.py`), then its level is matched to
 the zoo's retrains (`unlearn/level.py`). `wall_time_s` = prompt + sampling + scoring + repairs, the unlearning
-cost; loading
-the hypernetwork and the zoo's loss index is setup (like loading θ0) and is reported as `load_s`.
+cost; loading the hypernetwork, the zoo's loss index and its retrains' levels is setup (like loading θ0) and is
+reported as `load_s`.
 
 Random-subset requests are refused: the zoo and the prompts are per class, and a per-class loss prompt
 cannot say which samples to forget.
@@ -102,6 +102,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     with Timer() as load:
         hypernet = load_hypernet(hypernet_dir, device="cpu")
         class_loss, forget_mask, manifest = read_zoo_losses(zoo_dir)
+        levels = zoo_levels(read_json(zoo_dir / INDEX)["rows"], classes) if opts.match_level else {}
     if hypernet.config.variant != opts.variant:
         raise ConfigError(f"{hypernet_dir} holds a {hypernet.config.variant} hypernetwork, not {opts.variant}")
     generate = check_generate(hypernet.config.generate, opts.generate, manifest.get("generate", "all"), hypernet_dir)
@@ -140,8 +141,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     with Timer() as t_repair:  # the repairs are part of the answer's cost: retrain-shaped rows, then their level
         rows = refit_rows(model, spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), inputs.x_retain, inputs.y_retain,
                           classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed)
-        level = (match_level(model, data.x_val, data.y_val, zoo_levels(read_json(zoo_dir / INDEX)["rows"], classes),
-                             inputs.gates.max_forget_acc) if opts.match_level else {"applied": False})
+        level = (match_level(model, data.x_val, data.y_val, levels, inputs.gates.max_forget_acc)
+                 if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),
             "chosen": best, "original_retained_val_acc": reference,
             "prompts": [{"hi_pct": hi, "lo_pct": lo, "target": target.tolist()}
