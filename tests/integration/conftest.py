@@ -106,13 +106,13 @@ def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def write_small_params(folder: Path) -> Path:
     """params.yaml of a throw-away project folder: the default pipeline (digits, every stage, both
-    hypernetworks) shrunk to seconds: 10 epochs, a 2-trajectory zoo, 20 hypernet steps, ∇τ compared, a reference
-    pool of 3 retrains per class and 6 membership shadows."""
+    hypernetworks) shrunk to seconds: 10 epochs, a 2-trajectory zoo of the single classes (no class sets), 20
+    hypernet steps, ∇τ compared, a reference pool of 3 retrains per class and 6 membership shadows."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["train"]["epochs"] = 10
     raw["evaluation"].update(retrain_seeds=3, methods=["gradtau"])  # 3: the fewest verification takes
     raw["pool"].update(class_retrains=3, shadows=6)  # the fewest: 2 + 1 held out per class; each record out of 3
-    raw["zoo"].update(trajectories=2, steps=20, save_every=10, retrain_seeds=1, holdout_sets=1)
+    raw["zoo"].update(trajectories=2, steps=20, save_every=10, retrain_seeds=1, holdout_sets=1, class_sets=0)
     raw["hypernet"].update(steps=20, checkpoint_every=20)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
