@@ -520,23 +520,33 @@ def pm(s: dict, key: str, spec: str = ".2f") -> str:
     return "–" if key not in s else f"{s[key]['mean']:{spec}} ± {s[key]['std']:{spec}}"
 
 
+def rates_header(weak: list[str], methods: list[str]) -> tuple[str, str]:
+    """The columns after FRR that both rate tables share (power per must-fail model, release rate per method,
+    which checks fail), as a header with a `{prefix}` slot ("test " on the test half) and its alignment row."""
+    head = (" | ".join(f"{{prefix}}power {m}" for m in weak) + " | " + " | ".join(f"{m} released" for m in methods)
+            + " | {prefix}retrains fail | " + " | ".join(f"{m} fails" for m in weak) + " |")
+    return head, "---:|" * (len(weak) + len(methods)) + "---|" + "---|" * len(weak)
+
+
+def rates_cells(per: dict, rel: dict, weak: list[str], methods: list[str], names: list[str]) -> str:
+    """A rate table's cells from FRR on: the retrains' rejection rate, each must-fail model's, each method's
+    release rate and every model's failing-check counts."""
+    return (f"{pct(per['retrain'], 'high')} | " + " | ".join(pct(per[m], 'low') for m in weak) + " | "
+            + " | ".join(f"{rel[m]['rate']:.0%} ({rel[m]['released']}/{rel[m]['n']})" for m in methods)
+            + " | " + " | ".join(gate_counts(per[m]) for m in names) + " |")
+
+
 def markdown(result: dict) -> str:
     a = result["analysis"]
     lines: list[str] = []
     for kind, names in result["settings"]["models"].items():
         size = "K" if kind == "class" else "N"
         weak, methods = [m for m in names if m != "retrain"], names[2:]
+        head, rule = rates_header(weak, methods)
         lines += [f"\n### {kind} requests: today's gates\n",
-                  f"| {size} | FRR (retrains) | " + " | ".join(f"power {m}" for m in weak)
-                  + " | " + " | ".join(f"{m} released" for m in methods)
-                  + " | retrains fail | " + " | ".join(f"{m} fails" for m in weak) + " |",
-                  "|---:|---:|" + "---:|" * (len(weak) + len(methods)) + "---|" + "---|" * len(weak)]
+                  f"| {size} | FRR (retrains) | " + head.format(prefix=""), "|---:|---:|" + rule]
         for s, per in a["current"][kind].items():
-            rel = a["released"][kind][s]["today"]
-            lines.append(f"| {s} | {pct(per['retrain'], 'high')} | "
-                         + " | ".join(pct(per[m], 'low') for m in weak) + " | "
-                         + " | ".join(f"{rel[m]['rate']:.0%} ({rel[m]['released']}/{rel[m]['n']})" for m in methods)
-                         + " | " + " | ".join(gate_counts(per[m]) for m in names) + " |")
+            lines.append(f"| {s} | " + rates_cells(per, a["released"][kind][s]["today"], weak, methods, names))
         cols = [("LiRA AUC", "lira_auc", ".2f"), ("probe acc", "probe_forget_acc", ".2f"),
                 ("probe gap", "probe_gap", ".2f"),
                 *((f"{label} m{r}", f"{key}_m{r}", spec) for r in result["settings"]["relearn_m"]
@@ -549,17 +559,11 @@ def markdown(result: dict) -> str:
             for m in names:
                 lines.append(f"| {s} | {m} | " + " | ".join(pm(per[m], key, spec) for _, key, spec in cols) + " |")
         lines += [f"\n### {kind} requests: limits from the calibration half, rates on the test half\n",
-                  f"| {size} | derived limits | test FRR | " + " | ".join(f"test power {m}" for m in weak)
-                  + " | " + " | ".join(f"{m} released" for m in methods)
-                  + " | test retrains fail | " + " | ".join(f"{m} fails" for m in weak) + " |",
-                  "|---:|---|---:|" + "---:|" * (len(weak) + len(methods)) + "---|" + "---|" * len(weak)]
+                  f"| {size} | derived limits | test FRR | " + head.format(prefix="test "), "|---:|---|---:|" + rule]
         for s, d in a["derived"][kind].items():
             lim = ", ".join(f"{k} {v:g}" for k, v in d["limits"].items())
-            t, rel = d["test"], a["released"][kind][s]["derived_test"]
-            lines.append(f"| {s} | {lim} | {pct(t['retrain'], 'high')} | " + " | ".join(pct(t[m], 'low') for m in weak)
-                         + " | "
-                         + " | ".join(f"{rel[m]['rate']:.0%} ({rel[m]['released']}/{rel[m]['n']})" for m in methods)
-                         + " | " + " | ".join(gate_counts(t[m]) for m in names) + " |")
+            lines.append(f"| {s} | {lim} | "
+                         + rates_cells(d["test"], a["released"][kind][s]["derived_test"], weak, methods, names))
         lines += [f"\n### {kind} requests: each check alone, under its {size}'s derived limits (test half)\n",
                   "| check | " + " | ".join(f"{size} = {s}: FRR / " + " / ".join(weak)
                                            for s in a["derived"][kind]) + " | "
