@@ -23,3 +23,7 @@ class GateFailed(HyperForgetError):
 
 class StorageError(HyperForgetError):
     """The object store (S3) or the tracking server cannot be reached or refused a request."""
+
+
+class Diverged(HyperForgetError):
+    """An unlearning method left non-finite weights (NaN or infinite): its options are too aggressive here."""

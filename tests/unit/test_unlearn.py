@@ -4,11 +4,14 @@ retrain, masks that an optimiser can move)."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperforget.base.errors import ConfigError
+from hyperforget.base.errors import ConfigError, Diverged
 from hyperforget.config.options import UnlearnConfig
 from hyperforget.config.overlays import parse_params
 from hyperforget.config.params import ForgetConfig, Params
@@ -164,3 +167,11 @@ def test_enforce_undoes_what_momentum_and_decay_would_move():
             assert torch.count_nonzero(layer.weight[:, 1]) > 0  # the optimiser does move it
         enforce(params, frozen, values)
         assert torch.count_nonzero(layer.weight[:, 1]) == 0
+
+
+def test_a_method_that_leaves_non_finite_weights_is_refused_naming_the_options_to_lower(class3):
+    broken = copy.deepcopy(class3["inputs"].original)
+    with torch.no_grad():
+        next(broken.parameters())[0, 0] = float("nan")  # a first-layer weight: every feature it feeds turns NaN
+    with pytest.raises(Diverged, match=r"eu_k diverged: \d+ of \d+ weights are NaN.*`unlearn\.eu_k`"):
+        run_method("eu_k", replace(class3["inputs"], original=broken), CHEAP_OPTIONS["eu_k"])
