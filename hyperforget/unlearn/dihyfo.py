@@ -139,8 +139,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         best, passed = select(cand, reference, inputs.gates)
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
     with Timer() as t_repair:  # the repairs are part of the answer's cost: retrain-shaped rows, then their level
-        rows = refit_rows(model, spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), inputs.x_retain, inputs.y_retain,
-                          classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed)
+        rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), inputs.x_retain,
+                          inputs.y_retain, classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed)
         level = (match_level(model, data.x_val, data.y_val, levels, inputs.gates.max_forget_acc)
                  if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),

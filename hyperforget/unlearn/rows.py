@@ -21,7 +21,7 @@ class-verdicts-digits.md`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +30,16 @@ from torch import nn
 FRESH_SEED_OFFSET = 7100  # the fresh rows' seed: disjoint from θ0's, EU-k's (7000), the retrains' and the zoo's
 
 
-def refit_rows(model: nn.Module, fresh: nn.Module, x_retain: torch.Tensor, y_retain: torch.Tensor,
+def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch.Tensor, y_retain: torch.Tensor,
                classes: Sequence[int], steps: int, lr: float, batch_size: int, seed: int) -> dict[str, object]:
-    """Re-initialise the head rows of `classes` in `model` from `fresh` (a seeded fresh model of the same spec)
-    and train them on D_r's penultimate features, in place; returns what was done."""
+    """Re-initialise the head rows of `classes` in `model` from `fresh()` (builds a seeded fresh model of the same
+    spec; not called with `steps` 0) and train them on D_r's penultimate features, in place; returns what was done."""
     if steps == 0:
         return {"applied": False}
     head = getattr(model, model.head)
     rows = torch.tensor(sorted(classes))
-    new = getattr(fresh, fresh.head)
+    new_model = fresh()
+    new = getattr(new_model, new_model.head)
     w = new.weight.detach()[rows].clone().requires_grad_(True)
     b = new.bias.detach()[rows].clone().requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=lr)

@@ -20,7 +20,7 @@ C = 3
 
 
 def _refit(model, spec, digits, split, steps: int = 300, seed: int = 0) -> dict:
-    return refit_rows(model, spec.build(seed=seed + FRESH_SEED_OFFSET), digits.x_train[split.retain_idx],
+    return refit_rows(model, lambda: spec.build(seed=seed + FRESH_SEED_OFFSET), digits.x_train[split.retain_idx],
                       digits.y_train[split.retain_idx], [C], steps, 0.01, 128, seed)
 
 
