@@ -140,14 +140,15 @@ def ensure_original(params: Params, art: Artifacts) -> None:
         stages.train(params, art)
 
 
-def bench_project(prefix: str, params_file: str | Path, sets: list[str]) -> tuple[Params, Artifacts]:
+def bench_project(prefix: str, params_file: str | Path, sets: list[str], work: str | Path | None = None
+                  ) -> tuple[Params, Artifacts]:
     """A bench's own project: the experiment's params (`params_file` + `--set` items) written as the params.yaml of
-    work/<prefix>-<experiment>[-<each override>]/ (digits for params.yaml), validated."""
+    `work`, by default work/<prefix>-<experiment>[-<each override>]/ (digits for params.yaml), validated."""
     import yaml
 
     raw = experiment_raw(params_file, overrides=parse_overrides(sets))
     name = Path(params_file).stem if Path(params_file).resolve() != PARAMS else "digits"
-    root = work_folder(f"{prefix}-{name}" + "".join(f"-{item}" for item in sets))
+    root = Path(work) if work else work_folder(f"{prefix}-{name}" + "".join(f"-{item}" for item in sets))
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return parse_params(raw), Artifacts(root)

@@ -14,11 +14,17 @@ test). Writes the JSON and a Markdown table; on digits ~10 minutes on 2 cores.
 `--set pool.seed=1` judges with a second, independent pool (other retrain seeds): what a method was designed
 on must not be what judges it, so a repair found while reading the seed-0 pool's verdicts is re-judged there.
 A run with `--set` gets a project folder of its own (work/class-verdicts-<experiment>-<overrides>/).
+
+`--reuse --work DIR` judges the reports an earlier run wrote in DIR (each method's `runs/bench-<method>/
+report.json`) under this run's gate limits, and θ0's power again under them, without unlearning or verifying
+anything again: the verdicts under newly calibrated limits from the same measurements. It is refused when the
+experiment differs from the one DIR measured in anything but `gates:`, or a report rests on another pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -26,16 +32,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PARAMS, bench_project, run_pipeline, write_results
+import yaml
+from _common import PARAMS, bench_project, experiment_raw, run_pipeline, write_results
 
-from hyperforget.config.params import ForgetConfig
+from hyperforget.base.errors import Diverged
+from hyperforget.base.io import read_json, write_json
+from hyperforget.config.overlays import parse_overrides
+from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.pipeline import answer, stages
 from hyperforget.publish import release
 
+DIVERGED = "diverged.json"  # beside a run's reports: the method diverged there (`run_method`'s Diverged)
 METHODS = ["retrain", "dihyfo1", "dihyfo2", "eu_k", "neggrad_plus", "salun", "scrub", "head_finetune"]
 
 
-def row(c: int, method: str, rec: dict, gate) -> dict:
+def row(c: int, method: str, rec: dict, p: Params) -> dict:
+    if "diverged" in rec:  # the method left NaN weights (`run_method` refuses them): a failed answer, no metrics
+        return {"class": c, "method": method, "passed": False, "failed": ["diverged"], "error": rec["diverged"]}
+    gate = release.gate(rec, p)
     r, v, ref = rec["report"], rec["verification"], rec["reference"]
     return {"class": c, "method": method, "passed": gate.passed,
             "failed": [k for k, ch in gate.checks.items() if not ch["passed"]],
@@ -47,6 +61,44 @@ def row(c: int, method: str, rec: dict, gate) -> dict:
             "seconds": rec["wall_time_s"], "power": rec["power"]}
 
 
+def measured_params(raw: dict) -> dict:
+    """A project's params as far as they decide what was measured: everything but the gate limits."""
+    return {k: v for k, v in raw.items() if k != "gates"}
+
+
+def measured(p: Params, art, m: str) -> dict:
+    """Method `m` answering request `p` as the product answers it; a divergence is kept beside its reports."""
+    diverged = art.request(p.forget.slug(), m, f"bench-{m}") / DIVERGED
+    try:
+        rec = answer.unlearn(p, art, m, run=f"bench-{m}")
+    except Diverged as e:
+        write_json(diverged, {"diverged": str(e)})
+        return {"diverged": str(e)}
+    diverged.unlink(missing_ok=True)
+    return rec
+
+
+def reused(p: Params, art, methods: list[str], pool_sha: str) -> list[tuple[str, dict]]:
+    """The earlier run's record of each method on request `p`, its power judged again under `p`'s gates."""
+    ctx = answer.context(p, art)
+    ref = answer.resolve_reference(p, art, ctx)
+    out = []
+    for m in methods:
+        run = art.request(p.forget.slug(), m, f"bench-{m}")
+        if (run / DIVERGED).exists():
+            out.append((m, read_json(run / DIVERGED)))
+            continue
+        if not (run / "report.json").exists():
+            raise SystemExit(f"--reuse: {run / 'report.json'} not found: measure {m} first (without --reuse)")
+        rec = {**read_json(run / "report.json"), "wall_time_s": read_json(run / "timing.json")["wall_time_s"]}
+        if rec["reference_source"].get("sha256") != pool_sha:
+            raise SystemExit(f"--reuse: {run / 'report.json'} was judged against another pool "
+                             f"({json.dumps(rec['reference_source'])[:80]}…): measure it again without --reuse")
+        rec["power"] = answer.test_power(p, ctx, ref, rec["verification"]["reference"])
+        out.append((m, rec))
+    return out
+
+
 def markdown(rows: list[dict], command: str) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     classes = sorted({r["class"] for r in rows})
@@ -55,13 +107,14 @@ def markdown(rows: list[dict], command: str) -> str:
              "|---|---:|---|---:|---:|---:|---:|"]
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
+        ran = [r for r in mine if "error" not in r]  # a diverged answer has no metrics
         cells = ", ".join(f"{r['class']}:" + ("✓" if r["passed"] else "/".join(r["failed"])) for r in mine)
         lines.append(f"| {m} | {sum(r['passed'] for r in mine)}/{len(mine)} | {cells} | "
-                     f"{statistics.mean(r['retained_delta'] for r in mine):+.4f} | "
-                     f"{statistics.median(r['lira_auc'] for r in mine):.3f} | "
-                     f"{statistics.median(r['relearn_steps_m10'] for r in mine):.0f} | "
-                     f"{statistics.median(r['seconds'] for r in mine):.2f} |")
-    first = [r for r in rows if r["method"] == methods[0]]
+                     f"{statistics.mean(r['retained_delta'] for r in ran):+.4f} | "
+                     f"{statistics.median(r['lira_auc'] for r in ran):.3f} | "
+                     f"{statistics.median(r['relearn_steps_m10'] for r in ran):.0f} | "
+                     f"{statistics.median(r['seconds'] for r in ran):.2f} |")
+    first = [r for c in classes for r in [next((r for r in rows if r["class"] == c and "power" in r), None)] if r]
     powered = sum(bool(r["power"]["has_power"]) for r in first)
     lines += ["", f"θ0 (power: judged by the same test on each request): fails on {powered}/{len(classes)} classes; "
               "the checks it fails: " + ", ".join(f"{r['class']}:" + "/".join(r["power"]["original_fails"])
@@ -77,8 +130,20 @@ def main() -> None:
     ap.add_argument("--classes", nargs="+", type=int)
     ap.add_argument("--json", default="bench/results/class_verdicts_digits.json")
     ap.add_argument("--md", default=None, help="also write the Markdown table here")
+    ap.add_argument("--work", default=None, help="the project folder (default work/class-verdicts-<experiment>…)")
+    ap.add_argument("--reuse", action="store_true", help="judge the reports of an earlier run in --work under this "
+                    "run's gates instead of measuring again")
     args = ap.parse_args()
-    params, art = bench_project("class-verdicts", args.params, args.set)
+    if args.reuse and not args.work:
+        ap.error("--reuse judges an earlier run's reports: name its project folder with --work")
+    if args.reuse:  # checked before the folder's params.yaml is rewritten
+        before = measured_params(yaml.safe_load((Path(args.work) / "params.yaml").read_text()))
+        now = measured_params(experiment_raw(args.params, overrides=parse_overrides(args.set)))
+        if before != now:
+            differ = ", ".join(sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k)))
+            raise SystemExit(f"--reuse: {args.work} measured another experiment (differs in {differ}), not only "
+                             "other gate limits: measure again without --reuse")
+    params, art = bench_project("class-verdicts", args.params, args.set, args.work)
     t0 = time.perf_counter()
     built = run_pipeline(params, art)
     pool = stages.pool(params, art)
@@ -86,14 +151,15 @@ def main() -> None:
     rows = []
     for c in args.classes or range(params.data.num_classes):
         p = params.model_copy(update={"forget": ForgetConfig(classes=[c])})
-        for m in args.methods:
-            rec = answer.unlearn(p, art, m, run=f"bench-{m}")
-            rows.append(row(c, m, rec, release.gate(rec, p)))
+        recs = reused(p, art, args.methods, pool["sha256"]) if args.reuse else \
+            [(m, measured(p, art, m)) for m in args.methods]
+        for m, rec in recs:
+            rows.append(row(c, m, rec, p))
             print(f"class {c} {m}: {'PASS' if rows[-1]['passed'] else 'FAIL ' + ','.join(rows[-1]['failed'])}",
                   flush=True)
     command = "python bench/class_verdicts.py " + " ".join(sys.argv[1:])
-    out = {"command": command, "params": args.params, "setup_s": setup_s, "pool": pool, "zoo": built.get("zoo"),
-           "rows": rows}
+    out = {"command": command, "params": args.params, "gates": params.gates.model_dump(), "reused": args.reuse,
+           "setup_s": setup_s, "pool": pool, "zoo": built.get("zoo"), "rows": rows}
     write_results(args.json, out, markdown(rows, command), args.md)
 
 
