@@ -8,6 +8,8 @@ require_verification=True)`, the reference formed as `answer.resolve_reference` 
     .venv/bin/python bench/gate_calibration.py                      # digits (params.yaml), 20 requests per kind
     .venv/bin/python bench/gate_calibration.py --params configs/mnist-t10k.yaml --json \
         bench/results/gate_calibration_mnist_t10k.json
+    .venv/bin/python bench/gate_calibration.py --params configs/mnist-t10k-lenet.yaml --kinds class --threads 2 \
+        --requests 40 --json bench/results/gate_calibration_mnist_t10k_lenet.json   # class requests only
 
 What it does, in a project folder of its own (--work, default work/gate-calibration-<experiment>/):
 1. prepare the data, train θ0, build the reference pool with generous settings (`pool.class_retrains` 8,
@@ -33,7 +35,8 @@ What it does, in a project folder of its own (--work, default work/gate-calibrat
 
 Measurements are kept in --work (gate-calibration/{class,record}-rows.json), keyed by the pool files each kind
 reads: a rerun with the same settings only re-derives. About 15 minutes on digits with --requests 40 on 2 shared
-cores, 30 on MNIST's 10k split. Results and their reading: docs/results/gate-calibration.md.
+cores, 30 on MNIST's 10k split (G.pt's MLP); LeNet-5 on that split: 44 minutes for the pool, about 5 per class
+for the class requests. Results and their reading: docs/results/gate-calibration.md.
 """
 
 from __future__ import annotations
@@ -577,8 +580,9 @@ def markdown(result: dict) -> str:
             lines.append(f"| {g} | " + " | ".join(cells) + " | "
                          + " | ".join(str(e["needs"].get(m) or "none") for m in weak) + " |")
     ch = a["chosen"]
-    lines += ["\n### Chosen\n", f"pool.class_retrains = {ch['sizes']['class']}, pool.shadows = "
-              f"{ch['sizes']['record']}; gates: " + ", ".join(f"{k}: {v:g}" for k, v in ch["limits"].items()), "",
+    pool = {"class": "pool.class_retrains", "record": "pool.shadows"}
+    lines += ["\n### Chosen\n", ", ".join(f"{pool[k]} = {v}" for k, v in ch["sizes"].items()) + "; gates: "
+              + ", ".join(f"{k}: {v:g}" for k, v in ch["limits"].items()), "",
               "| kind | size | has power | half | FRR | power (model: share rejected) | released by the product |",
               "|---|---:|---|---|---:|---|---|"]
     for kind, names in result["settings"]["models"].items():
@@ -607,13 +611,17 @@ def measure(args: argparse.Namespace, params: Params, art: Artifacts, models: di
     keys = {kind: {**common, "models": names, "options": {m: params.method_options(m).model_dump() for m in names[2:]}}
             for kind, names in models.items()}
     for kind, prefix in (("class", "class-"), ("record", "shadows-")):  # the pool files each kind reads
-        keys[kind]["pool_files"] = {f: h for f, h in pool.index["files"].items() if f.startswith(prefix)}
-    keys["class"] |= {"answers": answers, "sizes": list(CLASS_K)}
-    keys["record"] |= {"requests": args.requests, "answers": 2, "sizes": list(RECORD_N), "records": RECORDS}
+        if kind in keys:
+            keys[kind]["pool_files"] = {f: h for f, h in pool.index["files"].items() if f.startswith(prefix)}
+    more = {"class": {"answers": answers, "sizes": list(CLASS_K)},
+            "record": {"requests": args.requests, "answers": 2, "sizes": list(RECORD_N), "records": RECORDS}}
+    for kind in keys:
+        keys[kind] |= more[kind]
     work = {"class": lambda: (class_rows(params, art, answers, models["class"][2:]), {}),
             "record": lambda: record_rows(params, art, args.requests, 2, models["record"][2:])}
     rows: list[dict] = []
-    meta: dict[str, Any] = {"answers_per_class": answers, "record_answers": 2, "unsupported": {}}
+    meta: dict[str, Any] = {"answers_per_class": answers, "record_answers": 2, "unsupported": {}, "class_s": 0.0,
+                            "record_s": 0.0}
     for kind, key in keys.items():
         cache = art.root / "gate-calibration" / f"{kind}-rows.json"
         saved = json.loads(cache.read_text()) if cache.exists() else {}
@@ -644,6 +652,8 @@ def main() -> None:
     ap.add_argument("--record-methods", default=None, help="must-fail methods on record requests (default: "
                     "finetune and what the pipeline answers records with: unlearn.method, or "
                     "requests.fallback_method when that is DiHyFo)")
+    ap.add_argument("--kinds", default="class,record", help="the request kinds to calibrate (class: the "
+                    "per-class retrains; record: the membership shadows); one `gates:` is chosen over those given")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny MLPs)")
     ap.add_argument("--json", default=None, help="write the result here (e.g. bench/results/gate_calibration.json)")
     args = ap.parse_args()
@@ -655,6 +665,10 @@ def main() -> None:
         list(dict.fromkeys(["finetune", on_records]))
     models = {"class": ["retrain", "theta0", *args.class_methods.split(",")],
               "record": ["retrain", "theta0", *record_methods]}
+    kinds = args.kinds.split(",")
+    if not kinds or set(kinds) - set(models):
+        ap.error(f"--kinds {args.kinds!r}: choose from class, record (comma-separated)")
+    models = {k: v for k, v in models.items() if k in kinds}
     rows, meta = measure(args, params, art, models)
     pool = experiment_raw(args.params, None, parse_overrides(args.set)).get("pool") or {}
     today = {"class": pool.get("class_retrains", 4), "record": pool.get("shadows", 16)}  # the experiment's own
