@@ -114,7 +114,11 @@ def markdown(rows: list[dict], command: str) -> str:
                      f"{statistics.median(r['lira_auc'] for r in ran):.3f} | "
                      f"{statistics.median(r['relearn_steps_m10'] for r in ran):.0f} | "
                      f"{statistics.median(r['seconds'] for r in ran):.2f} |")
-    first = [r for c in classes for r in [next((r for r in rows if r["class"] == c and "power" in r), None)] if r]
+    judged: dict[int, dict] = {}  # each class's first row with a verdict (a diverged answer has none)
+    for r in rows:
+        if "power" in r:
+            judged.setdefault(r["class"], r)
+    first = [judged[c] for c in classes if c in judged]
     powered = sum(bool(r["power"]["has_power"]) for r in first)
     lines += ["", f"θ0 (power: judged by the same test on each request): fails on {powered}/{len(classes)} classes; "
               "the checks it fails: " + ", ".join(f"{r['class']}:" + "/".join(r["power"]["original_fails"])
