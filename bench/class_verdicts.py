@@ -79,9 +79,11 @@ def measured(p: Params, art, m: str) -> dict:
 
 
 def reused(p: Params, art, methods: list[str], pool_sha: str) -> list[tuple[str, dict]]:
-    """The earlier run's record of each method on request `p`, its power judged again under `p`'s gates."""
+    """The earlier run's record of each method on request `p`, with the request's power judged again under `p`'s
+    gates: once, since every method of a request is verified against the same reference."""
     ctx = answer.context(p, art)
     ref = answer.resolve_reference(p, art, ctx)
+    power: dict | None = None
     out = []
     for m in methods:
         run = art.request(p.forget.slug(), m, f"bench-{m}")
@@ -94,8 +96,8 @@ def reused(p: Params, art, methods: list[str], pool_sha: str) -> list[tuple[str,
         if rec["reference_source"].get("sha256") != pool_sha:
             raise SystemExit(f"--reuse: {run / 'report.json'} was judged against another pool "
                              f"({json.dumps(rec['reference_source'])[:80]}…): measure it again without --reuse")
-        rec["power"] = answer.test_power(p, ctx, ref, rec["verification"]["reference"])
-        out.append((m, rec))
+        power = power or answer.test_power(p, ctx, ref, rec["verification"]["reference"])
+        out.append((m, rec | {"power": power}))
     return out
 
 
