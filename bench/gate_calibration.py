@@ -9,7 +9,8 @@ require_verification=True)`, the reference formed as `answer.resolve_reference` 
     .venv/bin/python bench/gate_calibration.py --params configs/mnist-t10k.yaml --json \
         bench/results/gate_calibration_mnist_t10k.json
     .venv/bin/python bench/gate_calibration.py --params configs/mnist-t10k-lenet.yaml --kinds class --threads 2 \
-        --requests 40 --json bench/results/gate_calibration_mnist_t10k_lenet.json   # class requests only
+        --requests 40 --json bench/results/gate_calibration_mnist_t10k_lenet.json   # class requests only (with the
+        # digits limits as "today's": the --set items in docs/results/gate-calibration.md)
 
 What it does, in a project folder of its own (--work, default work/gate-calibration-<experiment>/):
 1. prepare the data, train θ0, build the reference pool with generous settings (`pool.class_retrains` 8,
@@ -610,13 +611,12 @@ def measure(args: argparse.Namespace, params: Params, art: Artifacts, models: di
     common = {"gates": params.gates.model_dump(), "verification": params.evaluation.verification.model_dump()}
     keys = {kind: {**common, "models": names, "options": {m: params.method_options(m).model_dump() for m in names[2:]}}
             for kind, names in models.items()}
-    for kind, prefix in (("class", "class-"), ("record", "shadows-")):  # the pool files each kind reads
-        if kind in keys:
-            keys[kind]["pool_files"] = {f: h for f, h in pool.index["files"].items() if f.startswith(prefix)}
+    prefix = {"class": "class-", "record": "shadows-"}  # the pool files each kind reads
     more = {"class": {"answers": answers, "sizes": list(CLASS_K)},
             "record": {"requests": args.requests, "answers": 2, "sizes": list(RECORD_N), "records": RECORDS}}
     for kind in keys:
-        keys[kind] |= more[kind]
+        files = {f: h for f, h in pool.index["files"].items() if f.startswith(prefix[kind])}
+        keys[kind] |= {"pool_files": files, **more[kind]}
     work = {"class": lambda: (class_rows(params, art, answers, models["class"][2:]), {}),
             "record": lambda: record_rows(params, art, args.requests, 2, models["record"][2:])}
     rows: list[dict] = []
