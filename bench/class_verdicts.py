@@ -51,12 +51,15 @@ def row(c: int, method: str, rec: dict, p: Params) -> dict:
         return {"class": c, "method": method, "passed": False, "failed": ["diverged"], "error": rec["diverged"]}
     gate = release.gate(rec, p)
     r, v, ref = rec["report"], rec["verification"], rec["reference"]
+    ref_v = v.get("reference") or {}
     return {"class": c, "method": method, "passed": gate.passed,
             "failed": [k for k, ch in gate.checks.items() if not ch["passed"]],
             "forget_acc": r["forget_acc"], "retained_acc": r["test_retained_acc"],
             "retained_delta": r["test_retained_acc"] - ref["test_retained_acc"]["mean"],
             "worst_acc": r["worst_retained_acc"], "lira_auc": v.get("lira_auc"),
             "tpr_at_1fpr": v.get("lira_tpr_at_1fpr"), "probe": v.get("probe_forget_acc"),
+            "probe_logit": v.get("probe_forget_logit"),
+            "probe_logit_ref": (ref_v.get("probe_forget_logit") or {}).get("mean"),
             **{k: v.get(k) for k in v if k.startswith("relearn_steps_m")},
             "seconds": rec["wall_time_s"], "power": rec["power"]}
 
@@ -96,7 +99,7 @@ def reused(p: Params, art, methods: list[str], pool_sha: str) -> list[tuple[str,
         if rec["reference_source"].get("sha256") != pool_sha:
             raise SystemExit(f"--reuse: {run / 'report.json'} was judged against another pool "
                              f"({json.dumps(rec['reference_source'])[:80]}…): measure it again without --reuse")
-        power = power or answer.test_power(p, ctx, ref, rec["verification"]["reference"])
+        power = power or answer.test_power(p, ctx, ref, answer.reference_verification(p, art, ctx, ref)["original"])
         out.append((m, rec | {"power": power}))
     return out
 

@@ -61,16 +61,17 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from _common import PARAMS, REPO, ensure_original, experiment_raw, work_folder  # noqa: E402
 from scipy import stats  # noqa: E402
+from torch import nn  # noqa: E402
 
 from hyperforget.base.artifacts import Artifacts  # noqa: E402
 from hyperforget.base.errors import ConfigError  # noqa: E402
-from hyperforget.base.io import write_text  # noqa: E402
+from hyperforget.base.io import load_tensors, save_tensors, sha256_file, tensor_metadata, write_text  # noqa: E402
 from hyperforget.config.options import VARIANTS  # noqa: E402
 from hyperforget.config.overlays import load_params, parse_overrides, parse_params  # noqa: E402
 from hyperforget.config.params import ForgetConfig, GatesConfig, Params, TrainConfig  # noqa: E402
-from hyperforget.data.datasets import ForgetSplit, forget_split, load_dataset  # noqa: E402
+from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, load_dataset  # noqa: E402
 from hyperforget.models.metrics import Evaluator, summarise  # noqa: E402
-from hyperforget.models.nets import load_model  # noqa: E402
+from hyperforget.models.nets import ModelSpec, load_model  # noqa: E402
 from hyperforget.models.train import train_many  # noqa: E402
 from hyperforget.pipeline import answer, stages  # noqa: E402
 from hyperforget.pipeline.compare import machine  # noqa: E402
@@ -157,7 +158,24 @@ def halves(answers: int) -> list[str]:
 # ---------- class requests ----------
 
 
-def class_rows(params: Params, art: Artifacts, answers: int, methods: list[str]) -> list[dict]:
+def answer_retrains(params: Params, art: Artifacts, data: Dataset, spec: ModelSpec, split: ForgetSplit, c: int,
+                    answers: int) -> list[nn.Module]:
+    """Class `c`'s answer retrains (seeds CLASS_ANSWER_SEED + 100 · c + i), trained once and kept in --work as
+    safetensors (sha256 sidecar, seeds and θ0's recipe in the metadata): a later calibration of other statistics
+    or limits on the same project reads them instead of training them again."""
+    path = art.root / "gate-calibration" / f"answers-class-{c:03d}.safetensors"
+    seeds = [CLASS_ANSWER_SEED + 100 * c + i for i in range(answers)]
+    meta = {"seeds": ",".join(map(str, seeds)), "recipe": json.dumps(recipe(params).model_dump(), sort_keys=True),
+            "model_sha256": sha256_file(art.model)}
+    if path.exists() and tensor_metadata(path) == meta:
+        return pool_mod.unpack(spec, load_tensors(path), answers)
+    keep = split.retain_idx
+    models = train_many(spec, seeds, data.x_train[keep], data.y_train[keep], recipe(params), desc=f"answers class {c}")
+    save_tensors(path, pool_mod.pack(models), meta)
+    return models
+
+
+def class_rows(params: Params, art: Artifacts, answers: int, methods: list[str], sizes: list[int]) -> list[dict]:
     data = load_dataset(art.prepare)
     original, spec = load_model(art.model)
     pool = pool_mod.load_current(art, params)
@@ -167,15 +185,13 @@ def class_rows(params: Params, art: Artifacts, answers: int, methods: list[str])
         t0 = time.perf_counter()
         split = forget_split(data, ForgetConfig(classes=[c]))
         ev = Evaluator.for_original(original, data, split, params.evaluation.mia_splits, params.seed)
-        keep = split.retain_idx
-        truth = train_many(spec, [CLASS_ANSWER_SEED + 100 * c + i for i in range(answers)], data.x_train[keep],
-                           data.y_train[keep], recipe(params), desc=f"answers class {c}")
+        truth = answer_retrains(params, art, data, spec, split, c, answers)
         inputs = UnlearnInputs(original, spec, data, split, params.seed, art, params.gates)  # as answer.inputs
         weak = {m: [run_method(m, replace(inputs, seed=params.seed + i), params.method_options(m)).model
                     for i in range(answers)] for m in methods}
         refs = pool.class_models(c)
         reports = {id(m): ev.report(m) for m in [*refs, *truth, original, *(x for v in weak.values() for x in v)]}
-        for k in CLASS_K:
+        for k in sizes:
             for i, half in enumerate(halves(answers)):
                 chosen = [refs[j] for j in rotated(i, k, total)]
                 shadows, held_out = shadows_and_held_out(chosen)  # as answer.resolve_reference
@@ -186,7 +202,7 @@ def class_rows(params: Params, art: Artifacts, answers: int, methods: list[str])
                     checked = verify(model, shadows, held_out, data, split, cfg, ref)
                     rows.append(row("class", f"class-{c}", i, half, k, name, reports[id(model)], summary, checked,
                                     params.gates))
-        log(f"class {c}: {answers} answers × K {list(CLASS_K)} judged in {time.perf_counter() - t0:.0f} s")
+        log(f"class {c}: {answers} answers × K {list(sizes)} judged in {time.perf_counter() - t0:.0f} s")
     return rows
 
 
@@ -297,6 +313,8 @@ def statistics(r: dict) -> dict[str, float]:
            "retain_drop": s["test_retained_acc"]["mean"] - rep["test_retained_acc"]}
     if v.get("probe_forget_acc") is not None:
         out["probe_gap"] = v["probe_forget_acc"] - ref["probe_forget_acc"]["mean"]
+    if v.get("probe_forget_logit") is not None:
+        out["probe_logit_gap"] = v["probe_forget_logit"] - ref["probe_forget_logit"]["mean"]
     for m in v.get("relearn_m") or []:
         key = f"relearn_steps_m{m}"
         if v.get(key) is not None:
@@ -310,8 +328,7 @@ def spread(rows: list[dict]) -> dict[str, dict[str, float]]:
     for r in rows:
         v = r["verification"]
         extra = {k: v[k] for k in v if k.startswith("relearn_steps_m") and v[k] is not None}
-        if v.get("probe_forget_acc") is not None:
-            extra["probe_forget_acc"] = v["probe_forget_acc"]
+        extra |= {k: v[k] for k in ("probe_forget_acc", "probe_forget_logit") if v.get(k) is not None}
         for k, x in {**statistics(r), **extra}.items():
             keys.setdefault(k, []).append(float(x))
     return {k: {"mean": float(np.mean(x)), "std": float(np.std(x)), "min": float(np.min(x)), "max": float(np.max(x))}
@@ -368,6 +385,9 @@ def derive(rows: list[dict], now: GatesConfig) -> dict[str, Any]:
     if "probe_gap" in values:
         b["probe"] = bound(values["probe_gap"], True, a)
         limits["max_probe_excess"] = min(1.0, max(0.0, _up(b["probe"]["limit"])))
+    if "probe_logit_gap" in values:
+        b["probe_logit"] = bound(values["probe_logit_gap"], True, a)
+        limits["max_probe_logit_excess"] = max(0.0, _up(b["probe_logit"]["limit"]))
     if relearn:
         for k in relearn:
             b[f"{k}_low"] = bound(values[k], False, a, "relearn")
@@ -487,7 +507,8 @@ def per_gate_power(derived: dict[int, dict], names: list[str]) -> dict[str, dict
 
 COLUMNS = ("kind", "request", "answer", "half", "size", "model", "forget_acc", "test_retained_acc", "mia",
            "ref_forget_acc", "ref_test_retained_acc", "ref_mia", "lira_auc", "lira_held_out_auc", "probe_forget_acc",
-           "ref_probe_forget_acc", "relearn_steps", "ref_relearn_steps_mean", "ref_relearn_steps_std", "failed")
+           "ref_probe_forget_acc", "probe_forget_logit", "ref_probe_forget_logit", "relearn_steps",
+           "ref_relearn_steps_mean", "ref_relearn_steps_std", "failed")
 
 
 def flat(rows: list[dict]) -> dict[str, Any]:
@@ -504,6 +525,7 @@ def flat(rows: list[dict]) -> dict[str, Any]:
                     *(f(rep[k]) for k in REPORT_KEYS), *(f(s[k]["mean"]) for k in REPORT_KEYS),
                     f(v["lira_auc"]), f(v.get("lira_held_out_auc")), f(v.get("probe_forget_acc")),
                     f((ref.get("probe_forget_acc") or {}).get("mean")),
+                    f(v.get("probe_forget_logit")), f((ref.get("probe_forget_logit") or {}).get("mean")),
                     [v.get(f"relearn_steps_m{m}") for m in ms],
                     [f((ref.get(f"relearn_steps_m{m}") or {}).get("mean")) for m in ms],
                     [f((ref.get(f"relearn_steps_m{m}") or {}).get("std")) for m in ms], r["failed"]])
@@ -553,6 +575,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {s} | " + rates_cells(per, a["released"][kind][s]["today"], weak, methods, names))
         cols = [("LiRA AUC", "lira_auc", ".2f"), ("probe acc", "probe_forget_acc", ".2f"),
                 ("probe gap", "probe_gap", ".2f"),
+                ("probe log-odds", "probe_forget_logit", ".2f"), ("log-odds gap", "probe_logit_gap", ".2f"),
                 *((f"{label} m{r}", f"{key}_m{r}", spec) for r in result["settings"]["relearn_m"]
                   for label, key, spec in (("relearn", "relearn_steps", ".0f"), ("ratio", "relearn_ratio", ".2f"))),
                 ("forget acc − ref", "forget_excess", ".3f"), ("MIA − ref", "mia_excess", ".3f")]
@@ -612,12 +635,12 @@ def measure(args: argparse.Namespace, params: Params, art: Artifacts, models: di
     keys = {kind: {**common, "models": names, "options": {m: params.method_options(m).model_dump() for m in names[2:]}}
             for kind, names in models.items()}
     prefix = {"class": "class-", "record": "shadows-"}  # the pool files each kind reads
-    more = {"class": {"answers": answers, "sizes": list(CLASS_K)},
+    more = {"class": {"answers": answers, "sizes": args.class_k},
             "record": {"requests": args.requests, "answers": 2, "sizes": list(RECORD_N), "records": RECORDS}}
     for kind in keys:
         files = {f: h for f, h in pool.index["files"].items() if f.startswith(prefix[kind])}
         keys[kind] |= {"pool_files": files, **more[kind]}
-    work = {"class": lambda: (class_rows(params, art, answers, models["class"][2:]), {}),
+    work = {"class": lambda: (class_rows(params, art, answers, models["class"][2:], args.class_k), {}),
             "record": lambda: record_rows(params, art, args.requests, 2, models["record"][2:])}
     rows: list[dict] = []
     meta: dict[str, Any] = {"answers_per_class": answers, "record_answers": 2, "unsupported": {}, "class_s": 0.0,
@@ -655,6 +678,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="class,record", help="the request kinds to calibrate (class: the "
                     "per-class retrains; record: the membership shadows); one `gates:` is chosen over those given")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny MLPs)")
+    ap.add_argument("--class-k", default=",".join(map(str, CLASS_K)), help="class requests: the pool sizes K "
+                    f"to judge at (comma-separated, each in {list(CLASS_K)}; fewer: faster)")
     ap.add_argument("--json", default=None, help="write the result here (e.g. bench/results/gate_calibration.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -669,6 +694,12 @@ def main() -> None:
     if not kinds or set(kinds) - set(models):
         ap.error(f"--kinds {args.kinds!r}: choose from class, record (comma-separated)")
     models = {k: v for k, v in models.items() if k in kinds}
+    try:
+        args.class_k = sorted({int(k) for k in args.class_k.split(",")})
+    except ValueError:
+        args.class_k = []
+    if not args.class_k or set(args.class_k) - set(CLASS_K):
+        ap.error(f"--class-k: choose pool sizes from {list(CLASS_K)} (comma-separated)")
     rows, meta = measure(args, params, art, models)
     pool = experiment_raw(args.params, None, parse_overrides(args.set)).get("pool") or {}
     today = {"class": pool.get("class_retrains", 4), "record": pool.get("shadows", 16)}  # the experiment's own
@@ -676,7 +707,7 @@ def main() -> None:
               "measure_s": meta["class_s"] + meta["record_s"], "analyse_s": None,
               "settings": {"params": os.path.relpath(Path(args.params).resolve(), REPO), "requests": args.requests,
                            "models": models,
-                           "class_k": list(CLASS_K), "record_n": list(RECORD_N), "records_per_request": RECORDS,
+                           "class_k": args.class_k, "record_n": list(RECORD_N), "records_per_request": RECORDS,
                            "relearn_m": list(params.evaluation.verification.relearn_m),
                            "gates": params.gates.model_dump(), "alpha": ALPHA, **meta},
               "analysis": analyse(rows, params, models, today), "rows": flat(rows)}

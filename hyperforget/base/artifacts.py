@@ -147,6 +147,12 @@ class Artifacts:
         """The cached retrain reference of a request (shared by every method answering it)."""
         return self.requests / _safe(slug) / "reference.json"
 
+    def verification_reference(self, slug: str) -> Path:
+        """What every answer to a request is verified against beside the reference models: their probe and
+        relearn numbers and θ0's verification (the power check), measured once per request and keyed by what
+        determines them (`answer.reference_verification`)."""
+        return self.requests / _safe(slug) / "verification_reference.json"
+
     def reference_models(self, slug: str) -> Path:
         """The retrained models behind `reference(slug)` (safetensors, one file; LiRA's shadows and the
         held-out retrain of verification), keyed like it."""

@@ -291,6 +291,8 @@ class VerificationOptions(MethodOptions):
     relearn_target: float = Field(0.5, gt=0, le=1, description="forgotten-class test accuracy that counts as relearnt")
     probe_per_class: int = Field(14, ge=2, le=100_000, description="probe-train examples per class (from val)")
     probe_c: float = Field(1.0, gt=0, description="inverse L2 strength of the probe's logistic regression")
+    probe_pool_per_class: int = Field(300, ge=5, le=100_000, description="cross-fitted probe: examples per class "
+                                      "drawn from validation ∪ test (capped by the rarest class)")
     lira_min_var: float = Field(1e-2, gt=0, description="absolute floor on the shadows' per-example φ variance")
     seed: int = Field(0, ge=0)
 
@@ -348,6 +350,9 @@ class VerificationGates(MethodOptions):
     max_record_lira_auc_excess: float = Field(0.06, ge=0, le=0.5, description="record requests: LiRA AUC of D_f "
                                               "against unseen data ≤ 0.5 + this (its own scale: lira.record_audit)")
     max_probe_excess: float = Field(0.2, ge=0, le=1, description="probe forget acc ≤ retrain mean + this")
+    max_probe_logit_excess: float | None = Field(
+        None, ge=0, description="cross-fitted probe confidence (log-odds) ≤ retrain mean + this; null: measured and "
+        "reported, not gated (calibrate it: bench/gate_calibration.py derives it)")
     min_relearn_ratio: float = Field(0.4, ge=0, description="relearn steps ≥ retrain mean × this (every m)")
     max_relearn_ratio: float = Field(2.5, ge=1, description="relearn steps ≤ max(retrain mean × this, "
                                      "mean + relearn_band_std × std) (every m)")

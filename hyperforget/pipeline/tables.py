@@ -23,9 +23,10 @@ COLUMNS = [  # (key in a report, header)
     ("forgetting_rate", "forgetting rate"),
 ]
 VERIFICATION_HEADERS = {"lira_auc": "LiRA AUC", "lira_tpr_at_1fpr": "TPR@1%FPR", "probe_forget_acc": "probe forget acc",
+                        "probe_forget_logit": "probe log-odds",
                         "relearn_steps_m10": "relearn m=10", "relearn_steps_m100": "relearn m=100"}
 GATE_NAMES = {"forget_acc": "forget", "retained_test_acc": "retained", "mia": "MIA", "lira_auc": "LiRA",
-              "lira_auc_low": "LiRA (low)", "probe_forget_acc": "probe",
+              "lira_auc_low": "LiRA (low)", "probe_forget_acc": "probe", "probe_forget_logit": "probe log-odds",
               "verification": "unverified"}  # relearn_steps_mM: "relearn mM"
 HEADLINE = ("forget_acc", "test_retained_acc", "worst_retained_acc", "mia")
 
@@ -87,7 +88,7 @@ def verification_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]
     if "verification" not in result:
         return [], []
     v, ref = result["verification"], result["retrain"]["verification"]
-    keys = ["lira_auc", "lira_tpr_at_1fpr", "probe_forget_acc",
+    keys = ["lira_auc", "lira_tpr_at_1fpr", "probe_forget_acc", "probe_forget_logit",
             *(f"relearn_steps_m{m}" for m in v["options"]["relearn_m"])]
     steps = v["options"]["relearn_max_steps"]
     header = ["method", *(VERIFICATION_HEADERS.get(k, k) for k in keys), "gates"]
@@ -171,7 +172,10 @@ def _verification_markdown(result: dict[str, Any], md: Any) -> list[str]:
         + "); TPR@1%FPR: the "
         f"threshold set on the held-out retrain seed {v['held_out_seed']} (reported, not gated).",
         f"- Probe forget acc: a linear probe on the penultimate features, accuracy on the forgotten classes (gate ≤ "
-        f"retrain mean + {g.get('max_probe_excess')}); relearn m: Adam steps on m forget examples until the "
+        f"retrain mean + {g.get('max_probe_excess')}); probe log-odds: probes cross-fitted over validation ∪ test, "
+        "the log-odds of their mean true-class probability on the forgotten classes ("
+        + (f"gate ≤ retrain mean + {g['max_probe_logit_excess']}" if g.get("max_probe_logit_excess") is not None
+           else "reported, not gated: no calibrated limit") + "); relearn m: Adam steps on m forget examples until the "
         f"forgotten classes reach {o['relearn_target']:.0%} test accuracy (>{o['relearn_max_steps']} = never; gate "
         f"≥ retrain mean × {g.get('min_relearn_ratio')} and ≤ max(mean × {g.get('max_relearn_ratio')}, mean + "
         f"{g.get('relearn_band_std')} × std): two-sided). Random-subset requests: –.",

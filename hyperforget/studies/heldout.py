@@ -56,7 +56,7 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.dihyfo import score, select
 from hyperforget.unlearn.method import Timer
 from hyperforget.verify.gates import check_gates
-from hyperforget.verify.verdict import reference_metrics, shadows_and_held_out, verify
+from hyperforget.verify.verdict import shadows_and_held_out, verify
 from hyperforget.zoo.shards import ZooTensors, load_zoo
 
 BASELINES = ("retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps")
@@ -78,8 +78,9 @@ class SetRun:
         shadows, held_out = shadows_and_held_out(models)
         self.ref = answer.Reference(self.reference, shadows, held_out, None, {"kind": "per_request"})
         self.cfg = self.params.evaluation.verification
-        self.ref_metrics = reference_metrics(shadows, self.ctx.data, self.ctx.split, self.cfg)
-        self.power = answer.test_power(self.params, self.ctx, self.ref, self.ref_metrics)
+        measured = answer.reference_verification(self.params, art, self.ctx, self.ref)
+        self.ref_metrics = measured["reference"]
+        self.power = answer.test_power(self.params, self.ctx, self.ref, measured["original"])
         self.rows: dict[str, dict[str, Any]] = {  # the reference's mean: what Δ is measured from, not judged
             "reference": {"forget_acc": self.reference["forget_acc"]["mean"],
                           "retained_acc": self.reference["test_retained_acc"]["mean"], "delta": 0.0,

@@ -11,17 +11,18 @@ reference: a retrained model's own score depends on the request (near 0 for a fo
 relative gate would be lax exactly where leakage matters. A metric that is missing or NaN fails its
 gate: an unmeasured model is not a released model.
 
-Why the verification gates: output metrics alone cannot certify (a head-only fine-tune reaches forget
-accuracy 0 and leaves the features). `verification.verify` measures, against the retrain reference, the
-per-example LiRA AUC on D_f, a linear probe's accuracy on the forgotten classes and the steps to relearn
-them; `verification_checks` gates each as a gap to that reference (thresholds `gates.max_lira_auc_excess`,
-`max_probe_excess`, `min_relearn_ratio`: `options.VerificationGates`, where their calibration is written
-down). `max_lira_auc_deficit` < 0.5 makes the LiRA gate two-sided (a model that pushes D_f further out
-than any retrain would is told apart from one too: over-forgetting, the "Streisand effect"); it is off by
-default because on digits a retrain seed itself can score 0.004. The relearn gate is two-sided always: a
-model that relearns far slower than the retrains (`relearn_steps_m{m}_high`, above max(mean ×
-`max_relearn_ratio`, mean + `relearn_band_std` × std)) over-forgot the same way. A release without a
-verification result fails a check named `verification`.
+Why the verification gates: output metrics alone cannot certify (a head-only fine-tune reaches forget accuracy 0 and
+leaves the features). `verification.verify` measures, against the retrain reference, the per-example LiRA AUC on
+D_f, a linear probe's accuracy on the forgotten classes and the steps to relearn them; `verification_checks` gates
+each as a gap to that reference (thresholds `gates.max_lira_auc_excess`, `max_probe_excess`, `min_relearn_ratio`:
+`options.VerificationGates`, where their calibration is written down). The cross-fitted probe's confidence
+(`probe_forget_logit`) is gated only where `max_probe_logit_excess` is set: an experiment's calibration derives it
+(`bench/gate_calibration.py`). `max_lira_auc_deficit` < 0.5 makes the LiRA gate two-sided (a model that pushes D_f
+further out than any retrain would is told apart from one too: over-forgetting, the "Streisand effect"); it is off
+by default because on digits a retrain seed itself can score 0.004. The relearn gate is two-sided always: a model
+that relearns far slower than the retrains (`relearn_steps_m{m}_high`, above max(mean × `max_relearn_ratio`, mean +
+`relearn_band_std` × std)) over-forgot the same way. A release without a verification result fails a check named
+`verification`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -
         checks["probe_forget_acc"] = _check(
             "probe forget acc", _value(result, "probe_forget_acc"), "≤", mean + g.max_probe_excess,
             f"retrain mean {mean:.4f} + gates.max_probe_excess {g.max_probe_excess}")
+    if result.get("probe_forget_acc") is not None and g.max_probe_logit_excess is not None:  # missing: fails
+        mean = _value(ref.get("probe_forget_logit") or {}, "mean")
+        checks["probe_forget_logit"] = _check(
+            "probe confidence (log-odds)", _value(result, "probe_forget_logit"), "≤", mean + g.max_probe_logit_excess,
+            f"retrain mean {mean:.3f} + gates.max_probe_logit_excess {g.max_probe_logit_excess}")
     budget = _value(result, "relearn_max_steps") + 1  # "never relearnt"; NaN when the result does not say
     for m in result.get("relearn_m", []):
         key = f"relearn_steps_m{m}"

@@ -18,7 +18,10 @@ Three probes, each compared with the models retrained from scratch without D_f (
 - **Linear probe** (Gao et al. 2026): logistic regression on the penultimate features (`model.features`),
   trained on a class-balanced draw from the validation split (held-out data, forgotten classes included),
   scored on the test split's forgotten classes. Head-only "unlearning" leaves the features, so the probe
-  recovers the class (on digits a retrain's features hold most of it too: see `VerificationGates`).
+  recovers the class (on digits a retrain's features hold most of it too: see `VerificationGates`). Beside
+  its accuracy, `probe_forget_logit`: probes cross-fitted over validation ∪ test, the log-odds of their mean
+  true-class probability on the forgotten classes (`probe.probe_confidence`: the finer statistic, gated by
+  `max_probe_logit_excess` where calibrated).
 - **Relearn time** (arXiv 2506.01318: even a retrain relearns): Adam, fixed lr, on m examples of D_f as
   one full batch per step, counting steps until the forgotten classes' test accuracy reaches
   `relearn_target`. 0 = the model already classifies them; `relearn_max_steps + 1` = never within budget.
@@ -49,7 +52,7 @@ from hyperforget.config.options import VerificationGates, VerificationOptions
 from hyperforget.data.datasets import Dataset, ForgetSplit
 from hyperforget.verify.gates import verification_checks as gate_checks
 from hyperforget.verify.lira import lira_audit, population_auc, record_audit, tpr_at_fpr, true_class_logit, z_scores
-from hyperforget.verify.probe import probe_accuracy, probe_sets
+from hyperforget.verify.probe import confidence_sets, probe_accuracy, probe_confidence, probe_sets
 from hyperforget.verify.relearn import relearn_steps
 
 
@@ -73,10 +76,17 @@ def _summary(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(arr.mean()), "std": float(arr.std()), "values": [float(v) for v in arr]}
 
 
+def _probe_data(data: Dataset, cfg: VerificationOptions) -> tuple[tuple, tuple]:
+    """Both probes' data: `probe_sets` (the accuracy probe) and `confidence_sets` (the cross-fitted one)."""
+    return probe_sets(data, cfg.seed, cfg.probe_per_class), confidence_sets(data, cfg.seed, cfg.probe_pool_per_class)
+
+
 def _class_metrics(model: nn.Module, data: Dataset, split: ForgetSplit, cfg: VerificationOptions,
-                   sets: tuple[torch.Tensor, ...]) -> dict[str, float]:
+                   probes: tuple[tuple, tuple]) -> dict[str, float]:
     classes = list(split.classes or ())
-    out = {"probe_forget_acc": probe_accuracy(model, *sets, classes, cfg.probe_c)}
+    sets, pooled = probes
+    out = {"probe_forget_acc": probe_accuracy(model, *sets, classes, cfg.probe_c),
+           "probe_forget_logit": probe_confidence(model, *pooled, classes, cfg.probe_c)}
     forgotten = torch.isin(data.y_test, torch.tensor(classes))
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
     for m in cfg.relearn_m:
@@ -87,7 +97,7 @@ def _class_metrics(model: nn.Module, data: Dataset, split: ForgetSplit, cfg: Ver
 
 
 def _class_keys(cfg: VerificationOptions) -> list[str]:
-    return ["probe_forget_acc", *(f"relearn_steps_m{m}" for m in cfg.relearn_m)]
+    return ["probe_forget_acc", "probe_forget_logit", *(f"relearn_steps_m{m}" for m in cfg.relearn_m)]
 
 
 def shadows_and_held_out(retrains: Sequence[nn.Module]) -> tuple[list[nn.Module], nn.Module]:
@@ -106,8 +116,8 @@ def reference_metrics(reference_models: Sequence[nn.Module], data: Dataset, spli
     cfg = cfg or VerificationOptions()
     if split.classes is None:
         return dict.fromkeys(_class_keys(cfg))
-    sets = probe_sets(data, cfg.seed, cfg.probe_per_class)
-    refs = [_class_metrics(r, data, split, cfg, sets) for r in reference_models]
+    probes = _probe_data(data, cfg)
+    refs = [_class_metrics(r, data, split, cfg, probes) for r in reference_models]
     return {k: _summary([r[k] for r in refs]) for k in _class_keys(cfg)}
 
 
@@ -140,7 +150,7 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     if split.classes is None:
         out.update(dict.fromkeys(_class_keys(cfg)))
         return out
-    out.update(_class_metrics(model, data, split, cfg, probe_sets(data, cfg.seed, cfg.probe_per_class)) if finite
+    out.update(_class_metrics(model, data, split, cfg, _probe_data(data, cfg)) if finite
                else dict.fromkeys(_class_keys(cfg), float("nan")))
     return out
 

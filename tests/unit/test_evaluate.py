@@ -131,7 +131,8 @@ def test_the_comparison_verifies_and_gates_every_model_beside_the_retrain_spread
     assert len(ref["lira_auc"]["values"]) == 3 and ref["lira_tpr_at_1fpr"] is None  # TPR needs ≥ 4 seeds
     assert not v["original"]["gates"]["passed"]  # θ0 never forgot
     header, body = tables.verification_rows(result)
-    assert header == ["method", "LiRA AUC", "TPR@1%FPR", "probe forget acc", "relearn m=10", "relearn m=100", "gates"]
+    assert header == ["method", "LiRA AUC", "TPR@1%FPR", "probe forget acc", "probe log-odds", "relearn m=10",
+                      "relearn m=100", "gates"]
     retrain = body[1]
     assert retrain[0] == "retrain (3 seeds)" and " ± " in retrain[1] and retrain[2] == "–" and " ± " in retrain[4]
     assert body[0][-1].startswith("FAIL ") and "LiRA" in body[0][-1]

@@ -102,6 +102,18 @@ def test_a_deficit_below_one_half_makes_the_lira_gate_two_sided():
                                           "(0.5 − gates.max_lira_auc_deficit 0.3)"]
 
 
+def test_the_cross_fitted_probe_is_gated_only_where_its_limit_is_calibrated():
+    logit = VERIFIED | {"probe_forget_logit": 2.9,
+                        "reference": VERIFIED["reference"] | {"probe_forget_logit": {"mean": 2.2, "std": 0.1}}}
+    assert "probe_forget_logit" not in check_gates(report(), REFERENCE, GATES, logit).checks  # measured, not gated
+    assert check_gates(report(), REFERENCE, GatesConfig(max_probe_logit_excess=0.8), logit).passed
+    g = check_gates(report(), REFERENCE, GatesConfig(max_probe_logit_excess=0.5), logit)
+    assert not g.passed and g.reasons == ["probe_forget_logit: probe confidence (log-odds) 2.9000 > 2.7000 "
+                                          "(retrain mean 2.200 + gates.max_probe_logit_excess 0.5)"]
+    unmeasured = check_gates(report(), REFERENCE, GatesConfig(max_probe_logit_excess=0.8), VERIFIED)  # measured before
+    assert not unmeasured.passed and "not measured" in unmeasured.checks["probe_forget_logit"]["detail"]
+
+
 def test_a_release_without_verification_fails_a_check_named_verification():
     assert set(check_gates(report(), REFERENCE, GATES).checks) == {"forget_acc", "retained_test_acc", "mia"}
     g = check_gates(report(), REFERENCE, GATES, require_verification=True)

@@ -136,6 +136,22 @@ def test_a_class_request_trains_no_reference_model(built, trainings):
     assert read_json(Path(out.request["report_path"]))["reference_source"] == source
 
 
+def test_the_reference_is_verified_once_per_request_and_again_when_what_it_rests_on_changes(own, monkeypatch):
+    params, art = own
+    judged: list[object] = []
+    real = answer.verify
+    monkeypatch.setattr(answer, "verify", lambda model, *a, **k: judged.append(model) or real(model, *a, **k))
+    first = answer.unlearn(params, art, "gradtau")
+    assert len(judged) == 2  # θ0 (measuring the reference's probe and relearn numbers), then the answer
+    second = answer.unlearn(params, art, "finetune")
+    assert len(judged) == 3  # the answer alone: the reference's numbers and θ0's verdict read from the request
+    assert second["verification"]["reference"] == first["verification"]["reference"]
+    assert second["power"] == first["power"]
+    shorter = params.evaluation.verification.model_copy(update={"relearn_max_steps": 50})
+    answer.unlearn(_with(params, "evaluation", verification=shorter), art, "gradtau")
+    assert len(judged) == 5  # another relearn budget: measured again
+
+
 def test_a_record_request_trains_no_reference_model_only_its_exact_answer_when_unpowered(own, trainings):
     params, art = own
     deletion.submit(params, art, samples=RECORDS, requester="dpo", request_id="rec")

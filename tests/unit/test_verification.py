@@ -24,7 +24,7 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify.gates import check_gates
 from hyperforget.verify.lira import auc, lira_audit, lira_scores, population_auc, true_class_logit
-from hyperforget.verify.probe import probe_accuracy, probe_sets
+from hyperforget.verify.probe import PROBE_FOLDS, confidence_sets, probe_accuracy, probe_confidence, probe_sets
 from hyperforget.verify.relearn import relearn_steps
 from hyperforget.verify.verdict import retrain_row, shadows_and_held_out, verification_checks, verify
 
@@ -121,6 +121,32 @@ def test_probe_accuracy_reads_only_what_the_features_hold():
     merged[y == 3] = perfect[y == 5][0]  # class 3's features are class 5's: the pair is a coin the probe can't flip
     assert probe_accuracy(Features(), merged, y, merged, y, [3, 5]) == 0.5
     assert probe_accuracy(Features(), merged, y, merged, y, [0, 1, 2]) == 1.0
+
+
+def test_confidence_sets_draw_balanced_from_val_and_test_and_fold_every_row_once(digits):
+    x, y, folds = confidence_sets(digits, seed=0, per_class=20)
+    assert torch.bincount(y).tolist() == [20] * 10
+    held = {tuple(r.flatten().tolist()) for r in torch.cat([digits.x_val, digits.x_test])}
+    assert all(tuple(r.flatten().tolist()) in held for r in x)  # held-out data, never train
+    scored = np.concatenate([score for _, score in folds])
+    assert len(folds) == PROBE_FOLDS and sorted(scored.tolist()) == list(range(len(y)))
+    assert all(not set(fit) & set(score) for fit, score in folds)  # no row is scored by a probe that saw it
+    rarest = int(torch.bincount(torch.cat([digits.y_val, digits.y_test])).min())
+    assert torch.bincount(confidence_sets(digits, seed=0, per_class=10**6)[1]).tolist() == [rarest] * 10
+
+
+def test_probe_confidence_is_high_where_features_hold_the_class_and_chance_where_they_do_not():
+    y = torch.arange(10).repeat(20)
+    gen = torch.Generator().manual_seed(0)
+    clear = F.one_hot(y, 10).double() + 0.05 * torch.randn(len(y), 10, generator=gen, dtype=torch.float64)
+    rows = np.arange(len(y))
+    folds = [(np.setdiff1d(rows, score), score) for score in np.array_split(rows, 5)]
+    held = probe_confidence(Features(), clear, y, folds, [3])
+    merged = clear.clone()
+    merged[y == 3] = merged[y == 5]  # class 3's features are class 5's: at best a coin between them
+    lost = probe_confidence(Features(), merged, y, folds, [3])
+    assert held > 2.0  # log-odds: mean true-class probability above 0.88
+    assert lost < 0.05 and lost < held - 2.0  # log-odds 0: probability one half
 
 
 def test_relearn_steps_zero_for_a_model_that_classifies_sentinel_when_never(original_mlp, retrains, digits,
