@@ -104,12 +104,20 @@ def reused(p: Params, art, methods: list[str], pool_sha: str) -> list[tuple[str,
     return out
 
 
+def logit_gap(rows: list[dict]) -> str:
+    """Median of the cross-fitted probe's log-odds minus the reference's mean ("–" for rows measured before it)."""
+    gaps = [r["probe_logit"] - r["probe_logit_ref"] for r in rows
+            if r.get("probe_logit") is not None and r.get("probe_logit_ref") is not None]
+    return f"{statistics.median(gaps):+.2f}" if gaps else "–"
+
+
 def markdown(rows: list[dict], command: str) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     classes = sorted({r["class"] for r in rows})
     lines = [f"Command: `{command}`", "", "| method | passes | per class (✓ pass, else the failed gates) | "
-             "retained Δ retrain (mean) | LiRA AUC (median) | relearn m=10 (median) | unlearn s (median) |",
-             "|---|---:|---|---:|---:|---:|---:|"]
+             "retained Δ retrain (mean) | LiRA AUC (median) | probe log-odds − retrains' (median) | "
+             "relearn m=10 (median) | unlearn s (median) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
         ran = [r for r in mine if "error" not in r]  # a diverged answer has no metrics
@@ -117,6 +125,7 @@ def markdown(rows: list[dict], command: str) -> str:
         lines.append(f"| {m} | {sum(r['passed'] for r in mine)}/{len(mine)} | {cells} | "
                      f"{statistics.mean(r['retained_delta'] for r in ran):+.4f} | "
                      f"{statistics.median(r['lira_auc'] for r in ran):.3f} | "
+                     f"{logit_gap(ran)} | "
                      f"{statistics.median(r['relearn_steps_m10'] for r in ran):.0f} | "
                      f"{statistics.median(r['seconds'] for r in ran):.2f} |")
     judged: dict[int, dict] = {}  # each class's first row with a verdict (a diverged answer has none)
