@@ -340,6 +340,11 @@ class VerificationGates(MethodOptions):
     -0.068-0.043; at 100/class: -0.013-0.016 against θ0 0.044-0.054, head-only 0.044-0.054, SalUn
     0.051-0.061, ∇τ 0.030-0.039, DiHyFo 0.039-0.054: probe_per_class 100, excess 0.03. `make run-mnist`
     measures with relearn_lr 1e-4 and 100/class; these limits are `configs/mnist-lenet-calibrated.yaml`.
+    Cross-fitted probe (`max_probe_logit_excess`, the log-odds of `probe.probe_confidence`): no default limit
+    (measured and reported, not gated) until an experiment's calibration derives one. LeNet-5 on MNIST's 10k split
+    (`bench/gate_calibration.py --class-k 4`, 40 requests): a retrain's gap to its 3-retrain reference 0.03 ± 0.16,
+    θ0's and head-only fine-tuning's 0.96 ± 0.21; limit 0.52 (`configs/mnist-t10k-lenet.yaml`), FRR 0/20, both
+    controls rejected 20/20 on the test half. Digits class 3 (`make run`): retrains 0.76 ± 0.07, θ0 1.94.
     Random-subset requests are gated on LiRA alone and these limits are NOT calibrated for them: digits,
     random 10%, the retrains' leave-one-out AUC is 0.50 ± 0.04 while θ0 scores 0.84 and passes 0.95
     (`hyperforget compare --set forget.fraction=0.1`); a subset limit needs its own calibration.
