@@ -94,11 +94,17 @@ def canonical_header(data: bytes) -> bytes:
     return len(header).to_bytes(8, "little") + header + data[8 + n:]
 
 
+def tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The canonical safetensors bytes of `tensors` (`canonical_header`): what `save_tensors` writes, and what
+    names a set of weights by its sha256 without writing it."""
+    return canonical_header(st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                                    metadata=metadata))
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Write safetensors atomically (byte-identical for identical inputs) plus a `.sha256` sidecar;
     return the digest."""
-    data = canonical_header(st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-                                    metadata=metadata))
+    data = tensor_bytes(tensors, metadata)
     digest = sha256_bytes(data)
     write_bytes(path, data)
     write_text(sidecar(path), f"{digest}  {Path(path).name}\n")

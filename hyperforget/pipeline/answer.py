@@ -27,7 +27,16 @@ from torch import nn
 from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError
-from hyperforget.base.io import load_tensors, read_json, save_tensors, sha256_file, tensor_metadata, write_json
+from hyperforget.base.io import (
+    load_tensors,
+    read_json,
+    save_tensors,
+    sha256_bytes,
+    sha256_file,
+    tensor_bytes,
+    tensor_metadata,
+    write_json,
+)
 from hyperforget.config.options import VARIANTS
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, load_dataset
@@ -192,12 +201,7 @@ def _unseen(model: nn.Module, ctx: RequestContext) -> tuple[float, float]:
 
 
 def _models_digest(models: list[nn.Module]) -> str:
-    h = hashlib.sha256()
-    for m in models:
-        for name, t in m.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
+    return sha256_bytes(tensor_bytes(pool_mod.pack(models)))
 
 
 def reference_verification(params: Params, art: Artifacts, ctx: RequestContext, ref: Reference) -> dict:
@@ -224,12 +228,11 @@ def reference_verification(params: Params, art: Artifacts, ctx: RequestContext, 
     return {"reference": original["reference"], "original": original}
 
 
-def test_power(params: Params, ctx: RequestContext, ref: Reference, original_checked: dict) -> dict:
-    """Would the same test fail θ0 on this request? θ0's verification against the same reference
+def test_power(params: Params, ctx: RequestContext, ref: Reference, checked: dict) -> dict:
+    """Would the same test fail θ0 on this request? `checked` is θ0's verification against the same reference
     (`reference_verification`: inference and a relearn that stops at once, θ0 still classifies D_f), gated by
     today's limits. A verdict whose test θ0 passes too certifies nothing (`gates.power_check`): the checks θ0
     fails are the test's power on this request."""
-    checked = original_checked
     verdict = check_gates(ctx.evaluator.report(ctx.original), ref.summary, params.gates, checked)
     failed = sorted(name for name, c in verdict.checks.items() if not c["passed"])
     if ref.seen is not None:  # records: the output gates fail true retrains about as often as θ0 (bench/
