@@ -99,7 +99,7 @@ def reused(p: Params, art, methods: list[str], pool_sha: str) -> list[tuple[str,
         if rec["reference_source"].get("sha256") != pool_sha:
             raise SystemExit(f"--reuse: {run / 'report.json'} was judged against another pool "
                              f"({json.dumps(rec['reference_source'])[:80]}…): measure it again without --reuse")
-        power = power or answer.test_power(p, ctx, ref, answer.reference_verification(p, art, ctx, ref)["original"])
+        power = power or answer.test_power(p, ctx, ref, answer.reference_verification(p, art, ctx, ref))
         out.append((m, rec | {"power": power}))
     return out
 

@@ -205,27 +205,26 @@ def _models_digest(models: list[nn.Module]) -> str:
 
 
 def reference_verification(params: Params, art: Artifacts, ctx: RequestContext, ref: Reference) -> dict:
-    """The reference models' probe and relearn numbers (`verdict.reference_metrics`) and θ0's verification
-    against them (what `test_power` gates): functions of the reference models, θ0, the request's split and the
-    verification options alone, so measured once per request and read by every method answering it (a relearn
-    per reference model is most of a verification's cost). Kept as JSON beside the request
-    (`Artifacts.verification_reference`), keyed by a digest of all of those: another pool, θ0 or option
-    measures again. {"reference": ..., "original": ...}."""
+    """θ0's verification against the request's reference (what `test_power` gates), whose "reference" entry holds
+    the reference models' probe and relearn numbers (`verdict.reference_metrics`) that every answer is verified
+    against: functions of the reference models, θ0, the request's split and the verification options alone, so
+    measured once per request and read by every method answering it (a relearn per reference model is most of a
+    verification's cost). Kept as JSON beside the request (`Artifacts.verification_reference`), keyed by a digest
+    of all of those: another pool, θ0 or option measures again."""
     cfg = params.evaluation.verification
     held = [ref.held_out] if ref.held_out is not None else []
-    key = hashlib.sha256(json.dumps([
-        _models_digest([*ref.shadows, *held]), None if ref.seen is None else hashlib.sha256(
-            ref.seen.numpy().tobytes()).hexdigest(), _models_digest([ctx.original]),
-        hashlib.sha256(ctx.split.forget_idx.numpy().tobytes()).hexdigest(), list(ctx.split.classes or []),
-        cfg.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()
+    key = sha256_bytes(json.dumps([
+        _models_digest([*ref.shadows, *held]), None if ref.seen is None else sha256_bytes(ref.seen.numpy().tobytes()),
+        _models_digest([ctx.original]), sha256_bytes(ctx.split.forget_idx.numpy().tobytes()),
+        list(ctx.split.classes or []), cfg.model_dump(mode="json")], sort_keys=True).encode())
     path = art.verification_reference(params.forget.slug())
     if path.exists():
         cached = read_json(path)
         if cached.get("key") == key:
-            return {"reference": cached["reference"], "original": cached["original"]}
+            return cached["original"]
     original = verify(ctx.original, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, seen=ref.seen)
-    write_json(path, {"key": key, "reference": original["reference"], "original": original})
-    return {"reference": original["reference"], "original": original}
+    write_json(path, {"key": key, "original": original})
+    return original
 
 
 def test_power(params: Params, ctx: RequestContext, ref: Reference, checked: dict) -> dict:
@@ -263,10 +262,10 @@ def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str 
     report = ctx.evaluator.report(res.model)
     t0 = time.perf_counter()
     cfg = params.evaluation.verification
-    measured = reference_verification(params, art, ctx, ref)
-    checked = verify(res.model, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, measured["reference"],
+    original = reference_verification(params, art, ctx, ref)
+    checked = verify(res.model, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, original["reference"],
                      seen=ref.seen)
-    power = test_power(params, ctx, ref, measured["original"])
+    power = test_power(params, ctx, ref, original)
     verify_s = time.perf_counter() - t0
     out = art.request(params.forget.slug(), method, run)
     digest = save_model(out / "model.safetensors", res.model, ctx.spec)

@@ -78,9 +78,9 @@ class SetRun:
         shadows, held_out = shadows_and_held_out(models)
         self.ref = answer.Reference(self.reference, shadows, held_out, None, {"kind": "per_request"})
         self.cfg = self.params.evaluation.verification
-        measured = answer.reference_verification(self.params, art, self.ctx, self.ref)
-        self.ref_metrics = measured["reference"]
-        self.power = answer.test_power(self.params, self.ctx, self.ref, measured["original"])
+        original = answer.reference_verification(self.params, art, self.ctx, self.ref)
+        self.ref_metrics = original["reference"]
+        self.power = answer.test_power(self.params, self.ctx, self.ref, original)
         self.rows: dict[str, dict[str, Any]] = {  # the reference's mean: what Δ is measured from, not judged
             "reference": {"forget_acc": self.reference["forget_acc"]["mean"],
                           "retained_acc": self.reference["test_retained_acc"]["mean"], "delta": 0.0,
