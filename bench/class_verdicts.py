@@ -61,7 +61,20 @@ def row(c: int, method: str, rec: dict, p: Params) -> dict:
             "probe_logit": v.get("probe_forget_logit"),
             "probe_logit_ref": (ref_v.get("probe_forget_logit") or {}).get("mean"),
             **{k: v.get(k) for k in v if k.startswith("relearn_steps_m")},
-            "seconds": rec["wall_time_s"], "power": rec["power"]}
+            "seconds": rec["wall_time_s"], "power": rec["power"], **sampled(rec.get("info") or {})}
+
+
+def sampled(info: dict) -> dict:
+    """What DiHyFo's sampler offered (from its `info`; {} for other methods): the edit scale of the candidate kept,
+    how many candidates passed the validation gates, and the best retained val accuracy of a full-strength sample
+    (scale 1): whether the generator itself yields a working model or the choice falls back toward θ0."""
+    cand = info.get("candidates") or {}
+    if "scale" not in cand:
+        return {}
+    full = [a for a, sc in zip(cand["retained_acc"], cand["scale"], strict=True) if sc == 1.0]
+    return {"chosen_scale": cand["scale"][info["chosen"]], "candidates_passed": info["pass_rate"],
+            "full_strength_retained_val": max(full) if full else None,
+            "theta0_retained_val": info["original_retained_val_acc"]}
 
 
 def measured_params(raw: dict) -> dict:
@@ -95,7 +108,8 @@ def reused(p: Params, art, methods: list[str], pool_sha: str) -> list[tuple[str,
             continue
         if not (run / "report.json").exists():
             raise SystemExit(f"--reuse: {run / 'report.json'} not found: measure {m} first (without --reuse)")
-        rec = {**read_json(run / "report.json"), "wall_time_s": read_json(run / "timing.json")["wall_time_s"]}
+        timing = read_json(run / "timing.json")
+        rec = {**read_json(run / "report.json"), "wall_time_s": timing["wall_time_s"], "info": timing.get("info")}
         if rec["reference_source"].get("sha256") != pool_sha:
             raise SystemExit(f"--reuse: {run / 'report.json'} was judged against another pool "
                              f"({json.dumps(rec['reference_source'])[:80]}…): measure it again without --reuse")

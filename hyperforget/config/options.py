@@ -18,7 +18,7 @@ from hyperforget.base.errors import ConfigError
 
 VARIANTS = ("dihyfo1", "dihyfo2")  # the DiHyFo hypernetwork variants (papers.md §1)
 EXACT_METHODS = ("retrain",)  # answers a retrain without the data: certified by construction, not by a test
-Generate = Literal["all", "block_head", "head"]  # what a hypernetwork generates; models.GENERATE holds the same
+Generate = Literal["all", "block_head", "head", "dense"]  # what a hypernetwork generates; as models.GENERATE
 
 
 class MethodOptions(BaseModel):
@@ -134,6 +134,9 @@ class DiHyFoOptions(MethodOptions):
                              "rest fixed: the row of a model that never saw the class (unlearn/rows.py); 0 = off")
     refit_lr: float = Field(0.01, gt=0, le=1.0, description="the row refit's Adam lr")
     refit_batch_size: int = Field(128, ge=1, le=65_536, description="retained examples per refit step")
+    refit_head: bool = Field(False, description="the refit trains the retained classes' rows too (from their sampled "
+                             "values, same steps): for generate: dense, whose generated fc1–fc3 feed the head "
+                             "imprecise features (retained accuracy 5–14 points short without it on LeNet)")
 
     @model_validator(mode="after")
     def _percentiles(self) -> DiHyFoOptions:
@@ -255,7 +258,8 @@ class HypernetConfig(BaseModel):
 
     variant: Literal["dihyfo1", "dihyfo2"] = "dihyfo2"
     generate: Generate = Field("all", description="layers generated; the rest stay θ0's: all | block_head (the last "
-                               "block + the classifier head) | head (the last Linear). The zoo holds only these.")
+                               "block + the classifier head) | head (the last Linear) | dense (every fully-connected "
+                               "layer after the last conv: LeNet's fc1–fc3). The zoo holds only these.")
     chunk_size: int = Field(64, ge=1, le=1_000_000, description="values per token (per-layer chunks)")
     width: int = Field(64, ge=8, le=8192, description="transformer width")
     depth: int = Field(2, ge=1, le=64, description="transformer layers")

@@ -181,7 +181,8 @@ class ZooConfig(Section):
     holdout_sets: int = Field(24, ge=0, le=1000, description="held-out class sets of size 2-3 (drawn from "
                               "holdout_seed): never in the zoo, the hypernet's training or tuning")
     holdout_seed: int = Field(0, ge=0, description="seed of the held-out list (independent of zoo.seed)")
-    trajectories: int = Field(16, ge=1, le=100_000, description="trajectories per request, one vmapped batch")
+    trajectories: int = Field(16, ge=0, le=100_000, description="trajectories per request, one vmapped batch; 0 = "
+                              "none: the zoo holds θ0 and the retrained endpoints only (retrain-shaped targets)")
     steps: int = Field(300, ge=1, le=1_000_000, description="optimiser steps per trajectory")
     save_every: int = Field(30, ge=1, description="keep every k-th step as a checkpoint")
     batch_size: int = Field(64, ge=1, description="forget and retain batch size of the trajectories")
@@ -200,6 +201,9 @@ class ZooConfig(Section):
         for pair in self.pairs:
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ValueError(f"zoo pairs must hold two different classes, got {pair}")
+        if self.trajectories == 0 == self.retrain_seeds:
+            raise ValueError("zoo.trajectories and zoo.retrain_seeds are both 0: the zoo would hold θ0 alone; "
+                             "set either above 0")
         if self.save_every > self.steps:
             raise ValueError(f"zoo.save_every ({self.save_every}) exceeds zoo.steps ({self.steps}): "
                              "nothing would be saved")

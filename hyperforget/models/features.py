@@ -1,4 +1,4 @@
-"""The frozen part's features for partial generation (`hypernet.generate: head | block_head`).
+"""The frozen part's features for partial generation (`hypernet.generate: head | block_head | dense`).
 
 When the hypernetwork generates only the last layers, every zoo checkpoint shares θ0's other layers, so what
 those layers compute on the training and validation images is the same for all of them. It is computed once

@@ -26,7 +26,7 @@ Layout = list[tuple[str, tuple[int, ...]]]
 MLP_LAYOUT_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 
 
-GENERATE = ("all", "block_head", "head")  # layer sets a hypernetwork may generate (hypernet.generate)
+GENERATE = ("all", "block_head", "head", "dense")  # layer sets a hypernetwork may generate (hypernet.generate)
 
 
 class Classifier(nn.Module):
@@ -34,9 +34,13 @@ class Classifier(nn.Module):
 
     `head` names the classifier head (the last Linear, fed by `features`); `block` the layers of the last
     block before it. A cut names what is generated (`GENERATE`): "head" (the head alone), "block_head" (the
-    block and the head) or "all". `frozen_features(x, cut)` is what the frozen rest computes: the input of
-    the generated layers; `forward(h, cut)` runs only the generated layers on it, so
+    block and the head), "dense" (every fully-connected layer after the last non-Linear one: LeNet's fc1–fc3,
+    the MLP's both, the CNN's head) or "all". `frozen_features(x, cut)` is what the frozen rest computes: the
+    input of the generated layers; `forward(h, cut)` runs only the generated layers on it, so
     `forward(frozen_features(x, cut), cut) == forward(x)`. With the default cut "all", forward is the model.
+    Why "dense": a linear probe still reads a forgotten class from the penultimate features while fc1 keeps
+    θ0's weights (issue 23: EU-2 fails the probe on LeNet, EU-3 passes), so generating fc2 + fc3 alone
+    cannot look like a retrain there.
     """
 
     head: str
@@ -56,6 +60,9 @@ class Classifier(nn.Module):
         _check_cut(cut)
         if cut == "all":
             return x
+        if cut == "dense":
+            stages = self.stages()
+            return _run(stages[:len(stages) - len(self.dense_stages())], x)
         h = self.trunk(x)
         return h if cut == "block_head" else self.last_block(h)
 
@@ -65,12 +72,28 @@ class Classifier(nn.Module):
         re-initialises and trains on what the first n − k compute."""
         raise NotImplementedError
 
+    def dense_stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The trailing stages whose layer is an nn.Linear (the cut "dense"); never empty, the head is Linear."""
+        stages = self.stages()
+        n = 0
+        while n < len(stages) and isinstance(getattr(self, stages[-1 - n][0]), nn.Linear):
+            n += 1
+        return stages[len(stages) - n:]
+
     def forward(self, x: torch.Tensor, cut: str = "all") -> torch.Tensor:
+        if cut == "dense":
+            return _run(self.dense_stages(), x)
         if cut == "all":
             x = self.trunk(x)
         if cut != "head":
             x = self.last_block(x)
         return getattr(self, self.head)(x)
+
+
+def _run(stages: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], x: torch.Tensor) -> torch.Tensor:
+    for _, fn in stages:
+        x = fn(x)
+    return x
 
 
 def _check_cut(cut: str) -> None:
@@ -224,6 +247,8 @@ def generated_layers(model: nn.Module, part: str) -> tuple[str, ...]:
         raise ConfigError(f"{type(model).__name__} is not a Classifier: it cannot be generated in parts")
     if part == "all":
         return tuple(dict.fromkeys(name.rsplit(".", 1)[0] for name, _ in model.named_parameters()))
+    if part == "dense":
+        return tuple(name for name, _ in model.dense_stages())
     return (*model.block, model.head) if part == "block_head" else (model.head,)
 
 

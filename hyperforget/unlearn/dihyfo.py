@@ -21,7 +21,7 @@ reported as `load_s`.
 Random-subset requests are refused: the zoo and the prompts are per class, and a per-class loss prompt
 cannot say which samples to forget.
 
-Partial generation (the hypernetwork's `generate`: head | block_head): the hypernetwork samples those layers
+Partial generation (the hypernetwork's `generate`: head | block_head | dense): the hypernetwork samples those layers
 only, starting from θ0's; the returned model is θ0 with them put in place (every other parameter
 bit-identical to θ0's), and scoring runs the K generated parts on the validation features θ0's frozen part
 computed once when the zoo was built (`features.safetensors`, checksummed, loaded as setup with the loss
@@ -140,7 +140,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
     with Timer() as t_repair:  # the repairs are part of the answer's cost: retrain-shaped rows, then their level
         rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), inputs.x_retain,
-                          inputs.y_retain, classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed)
+                          inputs.y_retain, classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed,
+                          opts.refit_head)
         level = (match_level(model, data.x_val, data.y_val, levels, inputs.gates.max_forget_acc)
                  if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),

@@ -31,17 +31,27 @@ FRESH_SEED_OFFSET = 7100  # the fresh rows' seed: disjoint from θ0's, EU-k's (7
 
 
 def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch.Tensor, y_retain: torch.Tensor,
-               classes: Sequence[int], steps: int, lr: float, batch_size: int, seed: int) -> dict[str, object]:
+               classes: Sequence[int], steps: int, lr: float, batch_size: int, seed: int,
+               whole_head: bool = False) -> dict[str, object]:
     """Re-initialise the head rows of `classes` in `model` from `fresh()` (builds a seeded fresh model of the same
-    spec; not called with `steps` 0) and train them on D_r's penultimate features, in place; returns what was done."""
+    spec; not called with `steps` 0) and train them on D_r's penultimate features, in place; returns what was done.
+    With `whole_head` the retained classes' rows train too, from the values they have: the same steps (the cost
+    is the batches' features), so a head fed features that a generated fc1–fc3 (`generate: dense`) computes
+    imprecisely is fitted to them; the forgotten rows still start fresh and see no forgotten example."""
     if steps == 0:
         return {"applied": False}
     head = getattr(model, model.head)
     rows = torch.tensor(sorted(classes))
     new_model = fresh()
     new = getattr(new_model, new_model.head)
-    w = new.weight.detach()[rows].clone().requires_grad_(True)
-    b = new.bias.detach()[rows].clone().requires_grad_(True)
+    if whole_head:
+        w, b = head.weight.detach().clone(), head.bias.detach().clone()
+        w[rows], b[rows] = new.weight.detach()[rows], new.bias.detach()[rows]
+        w.requires_grad_(True)
+        b.requires_grad_(True)
+    else:
+        w = new.weight.detach()[rows].clone().requires_grad_(True)
+        b = new.bias.detach()[rows].clone().requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.eval()
@@ -51,13 +61,22 @@ def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch
         idx = torch.randint(len(y_retain), (batch_size,), generator=gen)
         with torch.no_grad():
             h = model.features(x_retain[idx])
-            logits = F.linear(h, head.weight, head.bias)
-        logits[:, rows] = h @ w.T + b
+        if whole_head:
+            logits = h @ w.T + b
+        else:
+            with torch.no_grad():
+                logits = F.linear(h, head.weight, head.bias)
+            logits[:, rows] = h @ w.T + b
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(logits, y_retain[idx]).backward()
         opt.step()
     with torch.no_grad():
-        head.weight[rows] = w
-        head.bias[rows] = b
-    return {"applied": True, "rows": rows.tolist(), "steps": steps,
-            "row_norm_before": norm_before.tolist(), "row_norm_after": w.detach().norm(dim=1).tolist()}
+        if whole_head:
+            head.weight.copy_(w)
+            head.bias.copy_(b)
+        else:
+            head.weight[rows] = w
+            head.bias[rows] = b
+    after = head.weight.detach()[rows].norm(dim=1)
+    return {"applied": True, "rows": rows.tolist(), "steps": steps, "whole_head": whole_head,
+            "row_norm_before": norm_before.tolist(), "row_norm_after": after.tolist()}

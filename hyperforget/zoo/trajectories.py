@@ -1,7 +1,8 @@
 """Unlearning trajectories from θ0 and retrained endpoints: what one zoo work unit computes.
 
 Per request (every single class, the explicit `pairs` and `class_sets` random sets of 2–3 classes; never one
-of the held-out sets, which the build refuses: `refuse_held_out`) the zoo holds
+of the held-out sets, which the build refuses: `refuse_held_out`) the zoo holds (either of the first two may be
+0: `trajectories: 0` keeps the retrain-shaped targets alone)
 - `retrain_seeds` models retrained from scratch on D_r (`train.train_many`, the params' train recipe): the
   ideal endpoints;
 - `trajectories` unlearning runs from θ0 in one vmapped batch, each with its own seeded Adam lr
@@ -15,7 +16,7 @@ of the held-out sets, which the build refuses: `refuse_held_out`) the zoo holds
 - θ0 itself once (forget mask all zero).
 Every checkpoint records per-class mean cross-entropy and accuracy on the train and validation splits.
 
-Partial generation (`hypernet.generate: head | block_head`, `plan_zoo(generate=...)`): the rows hold only the
+Partial generation (`hypernet.generate: head | block_head | dense`, `plan_zoo(generate=...)`): the rows hold only the
 generated layers (the manifest's `layout` is their sub-layout, `generate` names them); θ0's frozen part is
 run once over train and val (`features.cache_features`, `features.safetensors` + sha256 here), and the
 trajectories, the metrics and the retrained endpoints run the generated layers alone on those features. Those
@@ -33,6 +34,7 @@ the rest. CPU runs are bitwise repeatable, so a resumed or thread-parallel build
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -106,34 +108,34 @@ def run_trajectories(spec: ModelSpec, theta0: torch.Tensor, xf: torch.Tensor, yf
 
 
 def align_hidden(weights: torch.Tensor, reference: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """Permute the hidden units of two-Linear weight vectors [R, P] (the MLP; LeNet's generated fc2 + fc3) to
-    best match `reference` (weight matching, Ainsworth et al. 2023). The function is unchanged; retrained
-    models land nearer θ0 and each other, so the hypernetwork is not asked to learn H! equivalent copies.
-    Other layouts are returned as they are."""
-    if not _two_linear(layout):
+    """Permute the hidden units of a chain of Linear layers [R, P] (the MLP; LeNet's generated fc2 + fc3 or
+    fc1–fc3) to best match `reference` (weight matching, Ainsworth et al. 2023), one hidden layer at a time from
+    the input side: a unit is its incoming weights (columns already permuted by the layer before), its bias and
+    its outgoing weights. The function is unchanged; retrained models land nearer θ0 and each other, so the
+    hypernetwork is not asked to learn H! equivalent copies. Other layouts are returned as they are."""
+    if not _linear_chain(layout):
         return weights
-    w1, b1, w2, b2 = (n for n, _ in layout)
-
-    def units(vec: torch.Tensor) -> torch.Tensor:
-        p = unflatten(vec, layout)
-        return torch.cat([p[w1], p[b1][:, None], p[w2].T], 1)
-
-    ref, out = units(reference), []
+    pairs = [(layout[i][0], layout[i + 1][0]) for i in range(0, len(layout), 2)]
+    ref, out = unflatten(reference, layout), []
     for vec in weights:
-        rows, cols = linear_sum_assignment((units(vec) @ ref.T).numpy(), maximize=True)
-        perm = torch.as_tensor(rows[cols.argsort()])  # reference unit j ← unit perm[j]
-        p = unflatten(vec, layout)
-        q = {w1: p[w1][perm], b1: p[b1][perm], w2: p[w2][:, perm], b2: p[b2]}
-        out.append(flatten(q, layout))
+        p = dict(unflatten(vec, layout))
+        for (w, b), (w_next, _) in itertools.pairwise(pairs):
+            mine, theirs = (torch.cat([q[w], q[b][:, None], q[w_next].T], 1) for q in (p, ref))
+            rows, cols = linear_sum_assignment((mine @ theirs.T).numpy(), maximize=True)
+            perm = torch.as_tensor(rows[cols.argsort()])  # reference unit j ← unit perm[j]
+            p[w], p[b], p[w_next] = p[w][perm], p[b][perm], p[w_next][:, perm]
+        out.append(flatten(p, layout))
     return torch.stack(out)
 
 
-def _two_linear(layout: Layout) -> bool:
-    """[H, I] weight, [H] bias, [C, H] weight, [C] bias: a hidden layer of H units feeding an output layer."""
-    if len(layout) != 4 or [len(s) for _, s in layout] != [2, 1, 2, 1]:
+def _linear_chain(layout: Layout) -> bool:
+    """[H1, I] weight, [H1] bias, [H2, H1] weight, [H2] bias, …: two or more Linear layers, each feeding the next."""
+    if len(layout) < 4 or len(layout) % 2 or [len(s) for _, s in layout] != [2, 1] * (len(layout) // 2):
         return False
-    (_, (h, _)), (_, (hb,)), (_, (c, h2)), (_, (cb,)) = layout
-    return h == hb == h2 and c == cb
+    shapes = [s for _, s in layout]
+    weights, biases = shapes[0::2], shapes[1::2]
+    return all(w[0] == b[0] for w, b in zip(weights, biases, strict=True)) and \
+        all(nxt[1] == w[0] for w, nxt in itertools.pairwise(weights))
 
 
 def compute_unit(original_vec: torch.Tensor, spec: ModelSpec, data: Dataset, request: tuple[int, ...], u: int,
@@ -164,6 +166,8 @@ def compute_unit(original_vec: torch.Tensor, spec: ModelSpec, data: Dataset, req
         steps = train_cfg.epochs * -(-len(yr) // train_cfg.batch_size)
         rows += [{"run": f"{slug}/{kind}{i}", "kind": kind, "step": steps, "request": list(request),
                   "lr": train_cfg.lr, "forget_weight": None, "seed": s, "tau": None} for i, s in enumerate(seeds)]
+    if not cfg.trajectories:  # a zoo of retrain-shaped targets only (zoo.trajectories: 0)
+        return torch.cat(weights), rows
     tau = unseen_loss(load_flat(spec.build(), original_vec), data.x_val, data.y_val, request)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + u)
     lo, hi = (math.log(v) for v in cfg.lr)

@@ -52,6 +52,8 @@ def test_every_cut_recomputes_the_model_and_heads_agree(arch):
     assert generated_layers(model, "head") == (HEAD_LAYERS[arch],)
     assert [n for n, _ in generated_part(model, "head").layout] == head_parameters(model)
     assert generated_part(model, "all").is_all and generated_layers(model, "block_head")[-1] == HEAD_LAYERS[arch]
+    dense = {"mlp": ("fc1", "fc2"), "cnn": ("fc",), "lenet": ("fc1", "fc2", "fc3")}
+    assert generated_layers(model, "dense") == dense[arch]
     with pytest.raises(ConfigError, match="unknown layer set"):
         generated_part(model, "body")
 

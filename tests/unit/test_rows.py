@@ -19,9 +19,9 @@ from hyperforget.verify.relearn import relearn_steps
 C = 3
 
 
-def _refit(model, spec, digits, split, steps: int = 300, seed: int = 0) -> dict:
+def _refit(model, spec, digits, split, steps: int = 300, seed: int = 0, whole_head: bool = False) -> dict:
     return refit_rows(model, lambda: spec.build(seed=seed + FRESH_SEED_OFFSET), digits.x_train[split.retain_idx],
-                      digits.y_train[split.retain_idx], [C], steps, 0.01, 128, seed)
+                      digits.y_train[split.retain_idx], [C], steps, 0.01, 128, seed, whole_head)
 
 
 def _class_acc(model, digits, c: int = C) -> float:
@@ -45,6 +45,25 @@ def test_only_the_forgotten_classs_head_row_moves(original_mlp, digits_spec, dig
     for k in changed:
         moved = (after[k] != before[k]).reshape(len(after[k]), -1).any(1)
         assert moved.nonzero().flatten().tolist() == [C]
+
+
+def test_the_whole_head_refit_fits_every_row_to_features_that_drifted(original_mlp, digits_spec, digits,
+                                                                     split_class3):
+    """generate: dense hands the head features its generated layers compute imprecisely: the retained rows are
+    then fitted to them too, while the trunk stays as it is and the forgotten row still starts fresh."""
+    model = copy.deepcopy(original_mlp)
+    with torch.no_grad():
+        model.fc1.weight.add_(0.5 * torch.randn(model.fc1.weight.shape, generator=torch.Generator().manual_seed(0)))
+    drifted = copy.deepcopy(model)
+    kept = digits.y_test != C
+
+    def retained(m) -> float:
+        return accuracy(predict(m, digits.x_test[kept]), digits.y_test[kept])
+
+    info = _refit(model, digits_spec, digits, split_class3, whole_head=True)
+    assert info["whole_head"] and torch.equal(model.fc1.weight, drifted.fc1.weight)
+    assert not torch.equal(model.fc2.weight[:C], drifted.fc2.weight[:C])  # retained rows moved
+    assert _class_acc(model, digits) <= 0.05 and retained(model) > retained(drifted) + 0.02
 
 
 def test_the_refit_row_no_longer_recognises_its_class_and_costs_the_others_nothing(original_mlp, digits_spec,

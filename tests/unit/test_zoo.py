@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.base.io import read_json, write_json
 from hyperforget.config.params import Params, TrainConfig, ZooConfig
-from hyperforget.models.nets import flatten, load_flat, param_layout
+from hyperforget.models.nets import build_model, flatten, generated_part, load_flat, param_layout, unflatten
 from hyperforget.zoo import build as zoo_build
 from hyperforget.zoo import shards
 from hyperforget.zoo.build import build_unit, build_zoo, plan_zoo
@@ -42,6 +42,15 @@ def test_zoo_holds_every_request_and_counts(tiny_zoo):
     assert summary["counts"] == {"original": 1, "trajectory": 40, "retrain": 10}
     assert summary["shards"] == 1 + 10 * 2 and read_json(out / "zoo.json")["complete"]
     assert zoo_requests(ZooConfig(pairs=[[8, 3], [1, 2]], holdout_sets=0), 10)[-2:] == [(3, 8), (1, 2)]
+
+
+def test_a_zoo_of_retrain_shaped_targets_holds_no_trajectory(tmp_path, original_mlp, digits_spec, digits):
+    """zoo.trajectories: 0 keeps θ0 and the retrained endpoints alone; a zoo of θ0 alone is refused."""
+    cfg = TINY.model_copy(update={"trajectories": 0, "retrain_seeds": 2})
+    summary = build_zoo(original_mlp, digits_spec, digits, cfg, TINY_RETRAIN, tmp_path, progress=False)
+    assert summary["counts"] == {"original": 1, "retrain": 20, "trajectory": 0}
+    with pytest.raises(ValueError, match="both 0"):
+        ZooConfig(trajectories=0, retrain_seeds=0)
 
 
 def test_resumed_build_equals_uninterrupted(tiny_zoo, tmp_path, monkeypatch, original_mlp, digits_spec, digits):
@@ -129,6 +138,22 @@ def test_aligned_retrains_keep_their_function(original_mlp, digits_spec, digits)
         assert torch.allclose(load_flat(digits_spec.build(), aligned)(digits.x_val), other(digits.x_val), atol=1e-5)
     theta0 = flatten(original_mlp)
     assert (aligned - theta0).norm() <= (flatten(other) - theta0).norm()
+
+
+def test_alignment_matches_every_hidden_layer_of_lenets_dense_part():
+    """fc1–fc3 (hypernet.generate: dense): both hidden layers are permuted towards θ0's, and the network still
+    computes the same function."""
+    reference, other = (build_model("lenet", (1, 28, 28), 10, 8, seed=s) for s in (0, 1))
+    part = generated_part(reference, "dense")
+    mine, theirs = part.extract(flatten(other)), part.extract(flatten(reference))
+    aligned = align_hidden(mine[None], theirs, part.layout)[0]
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        moved = load_flat(build_model("lenet", (1, 28, 28), 10, 8), part.assemble(flatten(other), aligned))
+        assert torch.allclose(moved(x), other(x), atol=1e-5)
+    assert (aligned - theirs).norm() < (mine - theirs).norm()
+    fc1 = unflatten(aligned, part.layout)["fc1.weight"]
+    assert not torch.equal(fc1, unflatten(mine, part.layout)["fc1.weight"])  # the first hidden layer moved too
 
 
 def test_held_out_sets_never_enter_the_zoo_index(tmp_path, original_mlp, digits_spec, digits):
