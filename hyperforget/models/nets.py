@@ -62,7 +62,7 @@ class Classifier(nn.Module):
             return x
         if cut == "dense":
             stages = self.stages()
-            return _run(stages[:len(stages) - len(self.dense_stages())], x)
+            return run_stages(stages[:len(stages) - len(self.dense_stages())], x)
         h = self.trunk(x)
         return h if cut == "block_head" else self.last_block(h)
 
@@ -82,7 +82,7 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor, cut: str = "all") -> torch.Tensor:
         if cut == "dense":
-            return _run(self.dense_stages(), x)
+            return run_stages(self.dense_stages(), x)
         if cut == "all":
             x = self.trunk(x)
         if cut != "head":
@@ -90,7 +90,8 @@ class Classifier(nn.Module):
         return getattr(self, self.head)(x)
 
 
-def _run(stages: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], x: torch.Tensor) -> torch.Tensor:
+def run_stages(stages: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], x: torch.Tensor) -> torch.Tensor:
+    """`x` through `stages` (a slice of `Classifier.stages()`) in order."""
     for _, fn in stages:
         x = fn(x)
     return x

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from hyperforget.base.errors import ConfigError
 from hyperforget.base.progress import progress
 from hyperforget.config.options import EUkOptions
+from hyperforget.models.nets import run_stages
 from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, working_copy
 
@@ -26,19 +27,7 @@ FRESH_SEED_OFFSET = 7000  # the re-initialised layers' seed: disjoint from θ0's
 
 @torch.no_grad()
 def _frozen(stages, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    out = []
-    for start in range(0, len(x), batch_size):
-        h = x[start:start + batch_size]
-        for _, fn in stages:
-            h = fn(h)
-        out.append(h)
-    return torch.cat(out)
-
-
-def _tail(stages, h: torch.Tensor) -> torch.Tensor:
-    for _, fn in stages:
-        h = fn(h)
-    return h
+    return torch.cat([run_stages(stages, x[start:start + batch_size]) for start in range(0, len(x), batch_size)])
 
 
 def run(inputs: UnlearnInputs, opts: EUkOptions) -> UnlearnResult:
@@ -67,7 +56,7 @@ def run(inputs: UnlearnInputs, opts: EUkOptions) -> UnlearnResult:
         for _ in progress(range(opts.epochs), f"eu_{opts.k}"):
             for idx in batch_order(len(y), opts.batch_size, gen):
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(_tail(tail, h[idx]), y[idx]).backward()
+                F.cross_entropy(run_stages(tail, h[idx]), y[idx]).backward()
                 opt.step()
                 sched.step()
                 steps += 1
