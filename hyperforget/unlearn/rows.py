@@ -42,16 +42,14 @@ def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch
         return {"applied": False}
     head = getattr(model, model.head)
     rows = torch.tensor(sorted(classes))
+    trained = torch.arange(head.out_features) if whole_head else rows  # the rows the steps train
     new_model = fresh()
     new = getattr(new_model, new_model.head)
-    if whole_head:
-        w, b = head.weight.detach().clone(), head.bias.detach().clone()
-        w[rows], b[rows] = new.weight.detach()[rows], new.bias.detach()[rows]
-        w.requires_grad_(True)
-        b.requires_grad_(True)
-    else:
-        w = new.weight.detach()[rows].clone().requires_grad_(True)
-        b = new.bias.detach()[rows].clone().requires_grad_(True)
+    start_fresh = torch.isin(trained, rows)  # forgotten rows start fresh, retained ones from their values
+    w = torch.where(start_fresh[:, None], new.weight.detach()[trained], head.weight.detach()[trained])
+    b = torch.where(start_fresh, new.bias.detach()[trained], head.bias.detach()[trained])
+    w.requires_grad_(True)
+    b.requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.eval()
@@ -61,22 +59,14 @@ def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch
         idx = torch.randint(len(y_retain), (batch_size,), generator=gen)
         with torch.no_grad():
             h = model.features(x_retain[idx])
-        if whole_head:
-            logits = h @ w.T + b
-        else:
-            with torch.no_grad():
-                logits = F.linear(h, head.weight, head.bias)
-            logits[:, rows] = h @ w.T + b
+            logits = F.linear(h, head.weight, head.bias)
+        logits[:, trained] = h @ w.T + b
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(logits, y_retain[idx]).backward()
         opt.step()
     with torch.no_grad():
-        if whole_head:
-            head.weight.copy_(w)
-            head.bias.copy_(b)
-        else:
-            head.weight[rows] = w
-            head.bias[rows] = b
+        head.weight[trained] = w
+        head.bias[trained] = b
     after = head.weight.detach()[rows].norm(dim=1)
     return {"applied": True, "rows": rows.tolist(), "steps": steps, "whole_head": whole_head,
             "row_norm_before": norm_before.tolist(), "row_norm_after": after.tolist()}

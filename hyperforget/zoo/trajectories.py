@@ -118,7 +118,7 @@ def align_hidden(weights: torch.Tensor, reference: torch.Tensor, layout: Layout)
     pairs = [(layout[i][0], layout[i + 1][0]) for i in range(0, len(layout), 2)]
     ref, out = unflatten(reference, layout), []
     for vec in weights:
-        p = dict(unflatten(vec, layout))
+        p = unflatten(vec, layout)
         for (w, b), (w_next, _) in itertools.pairwise(pairs):
             mine, theirs = (torch.cat([q[w], q[b][:, None], q[w_next].T], 1) for q in (p, ref))
             rows, cols = linear_sum_assignment((mine @ theirs.T).numpy(), maximize=True)
