@@ -52,9 +52,16 @@ class Classifier(nn.Module):
     def last_block(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features [B, F]: the input of the head, what a linear probe reads."""
-        return self.last_block(self.trunk(x))
+    def features(self, x: torch.Tensor, cut: str = "all") -> torch.Tensor:
+        """Penultimate features [B, F]: the input of the head, what a linear probe reads. With a `cut`, `x` is what
+        the frozen part computes (`frozen_features(x, cut)`, e.g. the zoo's cache) and only the generated layers
+        before the head run on it."""
+        _check_cut(cut)
+        if cut == "dense":
+            return run_stages(self.dense_stages()[:-1], x)
+        if cut == "all":
+            x = self.trunk(x)
+        return x if cut == "head" else self.last_block(x)
 
     def frozen_features(self, x: torch.Tensor, cut: str) -> torch.Tensor:
         _check_cut(cut)
@@ -81,13 +88,7 @@ class Classifier(nn.Module):
         return stages[len(stages) - n:]
 
     def forward(self, x: torch.Tensor, cut: str = "all") -> torch.Tensor:
-        if cut == "dense":
-            return run_stages(self.dense_stages(), x)
-        if cut == "all":
-            x = self.trunk(x)
-        if cut != "head":
-            x = self.last_block(x)
-        return getattr(self, self.head)(x)
+        return getattr(self, self.head)(self.features(x, cut))
 
 
 def run_stages(stages: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]], x: torch.Tensor) -> torch.Tensor:

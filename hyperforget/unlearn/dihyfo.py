@@ -25,7 +25,8 @@ Partial generation (the hypernetwork's `generate`: head | block_head | dense): t
 only, starting from θ0's; the returned model is θ0 with them put in place (every other parameter
 bit-identical to θ0's), and scoring runs the K generated parts on the validation features θ0's frozen part
 computed once when the zoo was built (`features.safetensors`, checksummed, loaded as setup with the loss
-index; a cache from another θ0 is refused). `opts.generate` may name the layer set a caller expects; a
+index; a cache from another θ0 is refused). The row refit reads the same cache's training features, so neither
+runs the frozen layers (LeNet's convs) on an image. `opts.generate` may name the layer set a caller expects; a
 hypernetwork trained for another one is a ConfigError.
 """
 
@@ -112,7 +113,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
                           "and retrain the hypernetwork for this one")
     with Timer() as load_features_t:  # setup, like the loss index: θ0's frozen part ran over val once, in the zoo
         feats = load_features(zoo_dir, inputs.spec) if generate != "all" else None
-    if feats is not None and (not torch.equal(feats.theta0, theta0) or len(feats.val) != len(inputs.data.y_val)):
+    if feats is not None and (not torch.equal(feats.theta0, theta0) or len(feats.val) != len(inputs.data.y_val)
+                              or len(feats.train) != len(inputs.data.y_train)):
         raise ConfigError(f"the features cached in {zoo_dir} come from another original model or data; rebuild "
                           "the zoo (and the hypernetwork) for this one")
     data, spec = inputs.data, inputs.spec
@@ -139,9 +141,10 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         best, passed = select(cand, reference, inputs.gates)
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
     with Timer() as t_repair:  # the repairs are part of the answer's cost: retrain-shaped rows, then their level
-        rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), inputs.x_retain,
-                          inputs.y_retain, classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed,
-                          opts.refit_head)
+        x_retain = inputs.x_retain if feats is None else feats.train[inputs.split.retain_idx]
+        rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), x_retain, inputs.y_retain,
+                          classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed, opts.refit_head,
+                          cut=generate)
         level = (match_level(model, data.x_val, data.y_val, levels, inputs.gates.max_forget_acc)
                  if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),

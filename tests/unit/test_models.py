@@ -39,11 +39,13 @@ def test_lenet_is_lenet5_at_mnist_size_and_lenet_like_on_digits():
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet"])
 def test_every_cut_recomputes_the_model_and_heads_agree(arch):
-    """forward(frozen_features(x, cut), cut) == forward(x); the head is `head`/HEAD_LAYERS/head_parameters."""
+    """forward(frozen_features(x, cut), cut) == forward(x), and so for the features; the head is `head`/HEAD_LAYERS/
+    head_parameters."""
     model = build_model(arch, (1, 8, 8), 10, 8, seed=0).eval()
     x = torch.randn(6, 1, 8, 8)
     for cut in GENERATE:
         assert torch.allclose(model(model.frozen_features(x, cut), cut), model(x), atol=1e-6)
+        assert torch.allclose(model.features(model.frozen_features(x, cut), cut), model.features(x), atol=1e-6)
         part = generated_part(model, cut)
         full = flatten(model)
         assert torch.equal(part.assemble(full, part.extract(full)), full)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperforget.models.metrics import accuracy
-from hyperforget.models.nets import predict
+from hyperforget.models.nets import frozen_features, predict
 from hyperforget.unlearn.level import match_level
 from hyperforget.unlearn.rows import FRESH_SEED_OFFSET, refit_rows
 from hyperforget.verify.relearn import relearn_steps
@@ -22,6 +22,18 @@ C = 3
 def _refit(model, spec, digits, split, steps: int = 300, seed: int = 0, whole_head: bool = False) -> dict:
     return refit_rows(model, lambda: spec.build(seed=seed + FRESH_SEED_OFFSET), digits.x_train[split.retain_idx],
                       digits.y_train[split.retain_idx], [C], steps, 0.01, 128, seed, whole_head)
+
+
+def test_the_refit_on_the_frozen_parts_cached_features_equals_the_refit_on_images(original_mlp, digits_spec, digits,
+                                                                                  split_class3):
+    """DiHyFo refits from the zoo's cache (the frozen part's output, `cut`), not from images: the same head."""
+    on_images, on_cache = copy.deepcopy(original_mlp), copy.deepcopy(original_mlp)
+    _refit(on_images, digits_spec, digits, split_class3, whole_head=True)
+    cached = frozen_features(original_mlp, digits.x_train[split_class3.retain_idx], "head")
+    refit_rows(on_cache, lambda: digits_spec.build(seed=FRESH_SEED_OFFSET), cached,
+               digits.y_train[split_class3.retain_idx], [C], 300, 0.01, 128, 0, whole_head=True, cut="head")
+    assert torch.allclose(on_cache.fc2.weight, on_images.fc2.weight, atol=1e-5)
+    assert torch.equal(on_cache.fc1.weight, original_mlp.fc1.weight)
 
 
 def _class_acc(model, digits, c: int = C) -> float:
