@@ -1,10 +1,11 @@
 """Held-out class sets: DiHyFo vs retrieval (+K, +noise, +k steps), ∇τ, SalUn and retraining, per set.
 
-    python bench/heldout_sets.py [--datasets digits mnist mnist60k] [--sets N] [--variants dihyfo2]
+    python bench/heldout_sets.py [--datasets digits mnist mnist60k mnist-lenet] [--sets N] [--variants dihyfo2]
                                  [--steps 10 20 50] [--work-root DIR] [--workers 2] [--set KEY=VALUE ...]
 
 For each data set (digits; MNIST's 10k split from ../shared/datasets/mnist-t10k; the full 60k MNIST from
-../shared/datasets/mnist when present; the MLP in→10→10 throughout) it builds, or reuses, a project folder
+../shared/datasets/mnist when present; the MLP in→10→10 on these three; `mnist-lenet`: the deployed CNN, LeNet-5 on
+the 10k split with DiHyFo generating fc1–fc3, not run by default) it builds, or reuses, a project folder
 <work-root>/<experiment> (default work/, or $HYPERFORGET_WORK) from its experiment file (EXPERIMENTS below:
 configs/heldout-*.yaml, a zoo with `zoo.class_sets` random class sets besides the single classes), then
 1. measures DiHyFo's DDIM steps (--steps) on tuning sets, never held out and never in the zoo, and picks the
@@ -37,7 +38,8 @@ from hyperforget.studies.heldout import heldout_report, step_sweep
 
 # each data set's experiment file: the zoo with class sets, its hypernet steps (the files say why)
 EXPERIMENTS = {name: CONFIGS / f"heldout-{file}.yaml"
-               for name, file in (("digits", "digits"), ("mnist", "mnist-t10k"), ("mnist60k", "mnist60k"))}
+               for name, file in (("digits", "digits"), ("mnist", "mnist-t10k"), ("mnist60k", "mnist60k"),
+                                  ("mnist-lenet", "mnist-t10k-lenet"))}
 ORDER = ["dihyfo1", "dihyfo2", "retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps", "gradtau", "salun",
          "eu_k", "neggrad_plus", "scrub", "retrain", "reference"]
 
@@ -49,7 +51,7 @@ def fmt(v, spec=".3f"):
 def project(name: str, args: argparse.Namespace):
     experiment = EXPERIMENTS[name]
     ns = argparse.Namespace(params=str(experiment), source=None, work=str(Path(args.work_root) / experiment.stem),
-                            set=list(args.set), threads=1)
+                            set=list(args.set), threads=args.threads)
     return setup(ns)
 
 
@@ -76,8 +78,8 @@ def print_sets(result: dict) -> None:
             r = rows[name]
             gate = "–" if r.get("passed") is None else ("pass" if r["passed"] else "FAIL " + "/".join(r["failed"]))
             label = f"{name} (k={r['steps']})" if name == "retrieval+steps" else name
-            print(f"| {s['classes']} | {label} | {fmt(r['forget_acc'])} | {fmt(r['retained_acc'])} | "
-                  f"{fmt(r['delta'], '+.3f')} | {gate} | {fmt(r.get('pass_rate'), '.2f')} | "
+            print(f"| {s['classes']} | {label} | {fmt(r.get('forget_acc'))} | {fmt(r.get('retained_acc'))} | "
+                  f"{fmt(r.get('delta'), '+.3f')} | {gate} | {fmt(r.get('pass_rate'), '.2f')} | "
                   f"{fmt(r['time_s'], '.3f')} |")
 
 
@@ -116,6 +118,8 @@ def main() -> None:
                     "work/, or $HYPERFORGET_WORK)")
     ap.add_argument("--workers", type=int, default=2, help="zoo units built at once")
     ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE for every data set")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: beside other jobs; the machine's "
+                    "cores when it runs alone)")
     args = ap.parse_args()
     mach = machine()
     for name in args.datasets:
@@ -125,8 +129,8 @@ def main() -> None:
             continue
         params, art = project(name, args)
         built = build(params, art, args.variants, args.workers)
-        print(f"\n# Held-out class sets on {name} ({params.data.name}, MLP in→10→10; {mach['cpu']}, {mach['cores']} "
-              f"cores, torch {mach['torch']}, 1 thread)\n")
+        print(f"\n# Held-out class sets on {name} ({params.data.name}, {params.model.arch}; {mach['cpu']}, "
+              f"{mach['cores']} cores, torch {mach['torch']}, {args.threads} thread(s))\n")
         print(f"project {art.root}; zoo {built['zoo']['rows']} checkpoints over {built['zoo']['num_requests']} "
               f"requests ({params.zoo.class_sets} class sets), held out {params.zoo.holdout_sets} sets; build/reuse "
               f"{built['seconds']:.0f} s; " + ", ".join(

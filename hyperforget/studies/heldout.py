@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import Diverged
 from hyperforget.base.io import jsonable, write_json
 from hyperforget.config.options import EXACT_METHODS, VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
@@ -198,7 +199,11 @@ def evaluate_set(params: Params, art: Artifacts, classes: Sequence[int], zoo: Zo
     budget = run.rows[variants[0]]["time_s"] if variants else 0.1
     run_baselines(run, zoo, spacing, variants[0] if variants else "dihyfo2", budget, seed)
     for name in methods:
-        res = run_method(name, run.inputs, run.params.method_options(name))
+        try:
+            res = run_method(name, run.inputs, run.params.method_options(name))
+        except Diverged as e:  # NaN weights: a failed answer with no metrics, as the product refuses it
+            run.rows[name] = {"passed": False, "failed": ["diverged"], "error": str(e), "time_s": None}
+            continue
         run.add(name, res.model, res.wall_time_s)
     return {"classes": run.classes, "rows": run.rows}
 
@@ -254,13 +259,14 @@ def heldout_report(params: Params, art: Artifacts, variants: Sequence[str] = ("d
     zoo, _ = load_zoo(art.zoo)
     spacing = zoo_spacing(zoo.weights)
     held = params.zoo.held_out(zoo.num_classes)[:limit]
-    sets = []
+    sets: list[dict[str, Any]] = []
     for i, classes in enumerate(held):
         sets.append(evaluate_set(params, art, classes, zoo, spacing, variants, methods, sample_steps,
                                  seed=params.seed + i, time_retrain=time_retrain))
+        result = jsonable({"sets": sets, "summary": summarise_sets(sets), "zoo_rows": zoo.num_rows,
+                           "zoo_spacing": spacing, "sample_steps": sample_steps, "machine": machine(),
+                           "complete": len(sets) == len(held)})
+        write_json(art.compare / "heldout-sets.json", result)  # after every set: an interrupted run keeps what it did
         if progress:
             progress(i + 1, len(held), sets[-1])
-    result = jsonable({"sets": sets, "summary": summarise_sets(sets), "zoo_rows": zoo.num_rows,
-                       "zoo_spacing": spacing, "sample_steps": sample_steps, "machine": machine()})
-    write_json(art.compare / "heldout-sets.json", result)
     return result

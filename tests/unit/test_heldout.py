@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.errors import Diverged
 from hyperforget.base.io import read_json
 from hyperforget.config.options import HypernetConfig
 from hyperforget.config.params import Params, TrainConfig, ZooConfig
 from hyperforget.data.datasets import save_dataset
 from hyperforget.hypernet.diffusion import train_hypernet
 from hyperforget.models.nets import save_model
+from hyperforget.studies import heldout
 from hyperforget.studies.heldout import BASELINES, heldout_report, step_sweep
 from hyperforget.zoo.build import build_zoo
 from hyperforget.zoo.shards import load_zoo
@@ -61,3 +63,22 @@ def test_step_sweep_tunes_on_sets_that_are_neither_held_out_nor_in_the_zoo(proje
     in_zoo = {tuple(m.nonzero().flatten().tolist()) for m in zoo.forget_mask}
     assert not tuned & (set(params.zoo.held_out(10)) | in_zoo) and sweep["chosen"] in (1, 2)
     assert set(sweep["summary"]) == {"reference", "dihyfo2@1", "dihyfo2@2"}
+
+
+def test_a_method_that_diverges_fails_its_rows_and_each_set_is_kept_as_it_finishes(project, monkeypatch):
+    """An hour-long study must neither stop at one method's NaN weights nor lose the sets it finished."""
+    params, art = project
+    real = heldout.run_method
+
+    def gradtau_diverges(name, *args, **kwargs):
+        if name == "gradtau":
+            raise Diverged("unlearning method gradtau diverged: 7 of 650 weights are NaN")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(heldout, "run_method", gradtau_diverges)
+    written = []
+    result = heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=2, limit=2, time_retrain=False,
+                            progress=lambda i, n, s: written.append(read_json(art.compare / "heldout-sets.json")))
+    assert [len(w["sets"]) for w in written] == [1, 2] and [w["complete"] for w in written] == [False, True]
+    assert [s["rows"]["gradtau"]["failed"] for s in result["sets"]] == [["diverged"], ["diverged"]]
+    assert result["summary"]["gradtau"]["sets_passed"] == 0 and result["summary"]["dihyfo2"]["sets"] == 2
