@@ -37,7 +37,7 @@ def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch
     """Re-initialise the head rows of `classes` in `model` from `fresh()` (builds a seeded fresh model of the same
     spec; not called with `steps` 0) and train them on D_r's penultimate features, in place; returns what was done.
     With `whole_head` the retained classes' rows train too, from the values they have: the same steps (the cost
-    is the batches' features), so a head fed features that a generated fc1–fc3 (`generate: dense`) computes
+    is the drawn examples' features), so a head fed features that a generated fc1–fc3 (`generate: dense`) computes
     imprecisely is fitted to them; the forgotten rows still start fresh and see no forgotten example. With a `cut`,
     `x_retain` is what θ0's frozen part computes on D_r for it (the zoo's cached features, `Classifier.features`):
     only the generated layers run, once per drawn example."""
@@ -80,7 +80,7 @@ def _features_of(model: nn.Module, x: torch.Tensor, drawn: torch.Tensor, cut: st
                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """The penultimate features of every example the steps draw, each computed once (in chunks), and the map from
     an example's index to its row: the frozen model's forward is the refit's whole cost, and the steps' batches
-    draw most examples several times (800 batches of 128 from LeNet's 7.2k retained examples: 14 times each)."""
+    draw most examples several times (300 batches of 128 from LeNet's 7.2k retained examples: 5 times each)."""
     unique = torch.unique(drawn)
     at = torch.full((len(x),), -1, dtype=torch.long)
     at[unique] = torch.arange(len(unique))
