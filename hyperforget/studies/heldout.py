@@ -260,13 +260,19 @@ def heldout_report(params: Params, art: Artifacts, variants: Sequence[str] = ("d
     spacing = zoo_spacing(zoo.weights)
     held = params.zoo.held_out(zoo.num_classes)[:limit]
     sets: list[dict[str, Any]] = []
-    for i, classes in enumerate(held):
-        sets.append(evaluate_set(params, art, classes, zoo, spacing, variants, methods, sample_steps,
-                                 seed=params.seed + i, time_retrain=time_retrain))
+
+    def saved() -> dict[str, Any]:  # after every set: an interrupted run keeps what it did
         result = jsonable({"sets": sets, "summary": summarise_sets(sets), "zoo_rows": zoo.num_rows,
                            "zoo_spacing": spacing, "sample_steps": sample_steps, "machine": machine(),
                            "complete": len(sets) == len(held)})
-        write_json(art.compare / "heldout-sets.json", result)  # after every set: an interrupted run keeps what it did
+        write_json(art.compare / "heldout-sets.json", result)
+        return result
+
+    result = saved()
+    for i, classes in enumerate(held):
+        sets.append(evaluate_set(params, art, classes, zoo, spacing, variants, methods, sample_steps,
+                                 seed=params.seed + i, time_retrain=time_retrain))
+        result = saved()
         if progress:
             progress(i + 1, len(held), sets[-1])
     return result

@@ -59,9 +59,9 @@ def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch
     model.eval()
     with torch.no_grad():
         norm_before = head.weight[rows].norm(dim=1)
-        feats, at = _features_of(model, x_retain, torch.cat(batches), cut)
-    for idx in batches:
-        h = feats[at[idx]]
+        feats, positions = _features_of(model, x_retain, torch.stack(batches), cut)
+    for idx, at in zip(batches, positions, strict=True):
+        h = feats[at]
         with torch.no_grad():
             logits = F.linear(h, head.weight, head.bias)
         logits[:, trained] = h @ w.T + b
@@ -78,10 +78,9 @@ def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch
 
 def _features_of(model: nn.Module, x: torch.Tensor, drawn: torch.Tensor, cut: str,
                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """The penultimate features of every example the steps draw, each computed once (in chunks), and the map from
-    an example's index to its row: the frozen model's forward is the refit's whole cost, and the steps' batches
-    draw most examples several times (300 batches of 128 from LeNet's 7.2k retained examples: 5 times each)."""
-    unique = torch.unique(drawn)
-    at = torch.full((len(x),), -1, dtype=torch.long)
-    at[unique] = torch.arange(len(unique))
-    return torch.cat([model.features(x[part], cut) for part in unique.split(chunk)]), at
+    """The penultimate features of every example the steps draw ([steps, batch] indices), each computed once (in
+    chunks), and where each drawn index's row is in them ([steps, batch]): the frozen model's forward is the refit's
+    whole cost, and the steps' batches draw most examples several times (300 batches of 128 from LeNet's 7.2k
+    retained examples: 5 times each)."""
+    unique, positions = torch.unique(drawn, return_inverse=True)
+    return torch.cat([model.features(x[part], cut) for part in unique.split(chunk)]), positions

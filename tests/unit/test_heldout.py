@@ -80,5 +80,6 @@ def test_a_method_that_diverges_fails_its_rows_and_each_set_is_kept_as_it_finish
     result = heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=2, limit=2, time_retrain=False,
                             progress=lambda i, n, s: written.append(read_json(art.compare / "heldout-sets.json")))
     assert [len(w["sets"]) for w in written] == [1, 2] and [w["complete"] for w in written] == [False, True]
+    assert heldout_report(params, art, ("dihyfo2",), (), limit=0)["complete"]  # no set asked for: nothing to wait on
     assert [s["rows"]["gradtau"]["failed"] for s in result["sets"]] == [["diverged"], ["diverged"]]
     assert result["summary"]["gradtau"]["sets_passed"] == 0 and result["summary"]["dihyfo2"]["sets"] == 2
