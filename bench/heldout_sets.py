@@ -2,6 +2,7 @@
 
     python bench/heldout_sets.py [--datasets digits mnist mnist60k mnist-lenet] [--sets N] [--variants dihyfo2]
                                  [--steps 10 20 50] [--work-root DIR] [--workers 2] [--set KEY=VALUE ...]
+                                 [--resume]
 
 For each data set (digits; MNIST's 10k split from ../shared/datasets/mnist-t10k; the full 60k MNIST from
 ../shared/datasets/mnist when present; the MLP in→10→10 on these three; `mnist-lenet`: the deployed CNN, LeNet-5 on
@@ -22,6 +23,7 @@ JSON results land in each project's artifacts/compare/ (heldout-sets.json, heldo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -118,6 +120,8 @@ def main() -> None:
                     "work/, or $HYPERFORGET_WORK)")
     ap.add_argument("--workers", type=int, default=2, help="zoo units built at once")
     ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE for every data set")
+    ap.add_argument("--resume", action="store_true", help="keep the sets an interrupted run of the same study wrote "
+                    "(artifacts/compare/heldout-sets.json) and its DDIM step choice (heldout-sweep.json); run the rest")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: beside other jobs; the machine's "
                     "cores when it runs alone)")
     args = ap.parse_args()
@@ -137,7 +141,11 @@ def main() -> None:
                   f"{v}: {params.hypernet.steps} steps, loss {built[v]['final_loss']:.4f}, held-out R² "
                   f"{built[v]['mean_r2']:.2f}" for v in args.variants), flush=True)
         chosen = None
-        if args.steps and args.variants:
+        swept = art.compare / "heldout-sweep.json"
+        if args.resume and swept.is_file():
+            chosen = json.loads(swept.read_text())["chosen"]
+            print(f"DDIM steps from the earlier sweep ({swept}): {chosen}")
+        elif args.steps and args.variants:
             t0 = time.perf_counter()
             sweep = step_sweep(params, art, args.variants[0], args.steps, args.tuning_sets, seed=params.seed)
             write_json(art.compare / "heldout-sweep.json", sweep)
@@ -146,7 +154,8 @@ def main() -> None:
                           f"zoo; {time.perf_counter() - t0:.0f} s) → {chosen} steps")
         t0 = time.perf_counter()
         result = heldout_report(params, art, args.variants, args.methods, chosen, args.sets,
-                                progress=lambda i, n, s: print(f"  set {i}/{n} {s['classes']} done", flush=True))
+                                progress=lambda i, n, s: print(f"  set {i}/{n} {s['classes']} done", flush=True),
+                                resume=args.resume)
         print(f"\n{len(result['sets'])} held-out sets in {time.perf_counter() - t0:.0f} s\n")
         print_sets(result)
         print_summary(result["summary"], f"Summary over {len(result['sets'])} held-out sets ({name})")

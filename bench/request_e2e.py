@@ -1,6 +1,6 @@
 """Deletion requests end to end, `request submit` → `closed`, against the retrain path on the same request.
 
-    python bench/request_e2e.py [--params FILE] [--work DIR] [--method M] [--repeats 1] [--json FILE]
+    python bench/request_e2e.py [--params FILE] [--work DIR] [--method M] [--repeats 1] [--cold] [--json FILE]
 
 Why: a request is answered when it is closed (gated, registered, exported to ONNX, certificate signed), not
 when its unlearning returns, so this times the whole product path: `deletion.submit` + `deletion.process`,
@@ -19,8 +19,10 @@ and the hypernetwork when a DiHyFo variant answers, then the reference pool, tim
 after how many requests it has paid for itself (pool seconds / (retrain path − fast path) seconds). The
 project uses the embedded default: sqlite MLflow and ledger under --work, no S3 (the ONNX file stays in the
 MLflow run), no `.dvc/` (so a record request's close erases no data: that step is not timed here).
-Repeats alternate which path goes first; the table shows medians. Writes --json (default
-bench/results/request_e2e_<experiment>.json).
+Repeats alternate which path goes first; the table shows medians. `--cold` runs each timed request as a user
+does, `hyperforget request submit` and `request process` in fresh processes (imports, MLflow's first use, the
+ONNX exporter's start: paid by every request); without it, in this process after an untimed warm-up request.
+Writes --json (default bench/results/request_e2e_<experiment>[_cold].json).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -146,24 +149,63 @@ def reference_slug(params: Params, classes: list[int]) -> str:
     return params.forget.model_copy(update={"classes": sorted(classes), "samples": None, "fraction": None}).slug()
 
 
+def params_file(params: Params, art: Artifacts) -> Path:
+    """The file a `--cold` request's CLI reads: the project's params.yaml, or beside it the same params with a
+    per-request reference (class sets), in the same project folder."""
+    path = art.root / "params.yaml"
+    if params.evaluation.reference == "per_request":
+        raw = yaml.safe_load(path.read_text())
+        raw.setdefault("evaluation", {})["reference"] = "per_request"
+        path = art.root / "params-per-request.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def cli_request(params: Params, art: Artifacts, rid: str, method: str, classes: list[int] | None,
+                samples: list[int] | None, threads: int) -> str | None:
+    """`hyperforget request submit` then `hyperforget request process`, each a fresh process, as a user (or a
+    flow run on the process worker) runs them; None, or the failure's last lines."""
+    pf = params_file(params, art)
+    if classes:
+        scope = ["--classes", ",".join(map(str, classes))]
+    else:
+        ids = art.root / f"{rid}.ids"
+        ids.write_text("".join(f"{i}\n" for i in samples or []))
+        scope = ["--samples", str(ids)]
+    cli = [sys.executable, "-m", "hyperforget", "request"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for argv in (["submit", *scope, "--id", rid, "--requester", "bench/request_e2e.py"], ["process", rid, "--method",
+                                                                                            method]):
+        done = subprocess.run([*cli, *argv, "--params", str(pf)], capture_output=True, text=True, env=env)
+        if done.returncode:
+            return f"`hyperforget request {argv[0]}` exited {done.returncode}: " + (done.stderr or done.stdout)[-600:]
+    return None
+
+
 def request(params: Params, art: Artifacts, kind: str, path: str, method: str, repeat: int,
-            classes: list[int] | None = None, samples: list[int] | None = None) -> dict[str, Any]:
-    """Submit and process one request; its wall time from submit to closed (or to its failure) and what it did."""
+            classes: list[int] | None = None, samples: list[int] | None = None, cold: bool = False,
+            threads: int = 2) -> dict[str, Any]:
+    """Submit and process one request, in this process or (`cold`) through the CLI in fresh processes; its wall
+    time from submit to closed (or to its failure) and what it did."""
     cached = classes is not None and art.reference(reference_slug(params, classes)).exists()
     rid = f"e2e-{kind}-{path}-{repeat}-{uuid4().hex[:6]}"
     error = None
     t0 = time.perf_counter()
-    deletion.submit(params, art, classes=classes, samples=samples, requester="bench/request_e2e.py", request_id=rid)
-    try:
-        outcome = deletion.process(params, art, rid, method=method)
-        state, answer = outcome.state, outcome.answer
-    except HyperForgetError as e:  # a failed gate (or another refusal): the request is `failed`, timed to here
-        state, answer, error = "failed", None, f"{type(e).__name__}: {e}"
+    if cold:
+        error = cli_request(params, art, rid, method, classes, samples, threads)
+    else:
+        deletion.submit(params, art, classes=classes, samples=samples, requester="bench/request_e2e.py",
+                        request_id=rid)
+        try:
+            deletion.process(params, art, rid, method=method)
+        except HyperForgetError as e:  # a failed gate (or another refusal): the request is `failed`, timed to here
+            error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - t0
     with opened(params, art, None) as led:
+        state = led.get(rid).state
         steps = details(led, rid)
     unlearned = steps.get("unlearned", {})
-    gates = (answer or {}).get("gates")
+    gates = steps.get("verified", {}).get("gates")
     if gates is None and unlearned.get("report_path"):  # failed: the verdict from the report it was gated on
         gates = release.gate(read_json(art.root / unlearned["report_path"]), params).to_dict()
     timing = {}
@@ -186,8 +228,8 @@ def request(params: Params, art: Artifacts, kind: str, path: str, method: str, r
         "power": power, "answer": "exact" if exact else ("powered" if power.get("has_power") else "unpowered"),
         "reference": source.get("kind"), "reference_retrains_trained": trained_ref,
         "models_trained": trained_ref + trained,
-        "timing": timing, "registered": (answer or {}).get("registered"), "exported": bool((answer or {}).get(
-            "exported")), "error": error}
+        "timing": timing, "registered": steps.get("published", {}).get("registered"),
+        "exported": bool(steps.get("published", {}).get("exported")), "error": error}
     if kind != "records" or classes:
         row["classes"] = classes
     else:
@@ -242,7 +284,8 @@ def measure(params: Params, art: Artifacts, args: argparse.Namespace, method: st
                     elif not art.reference(reference_slug(k["params"], k["classes"])).exists():
                         continue  # nothing cached (the cold request failed before training it)
                 rows.append(request(k["params"], art, k["kind"], path, method if path == "fast" else RETRAIN, r,
-                                    classes=k.get("classes"), samples=k.get("samples")))
+                                    classes=k.get("classes"), samples=k.get("samples"), cold=args.cold,
+                                    threads=args.threads))
     return rows
 
 
@@ -315,6 +358,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="seed of the record ids (default: the params' seed)")
     ap.add_argument("--repeats", type=int, default=1, help="rounds; odd rounds time the retrain path first")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cold", action="store_true", help="every timed request through the CLI, `hyperforget request "
+                    "submit` then `request process`, each a fresh process (what a user, or a flow run on the process "
+                    "worker, waits for: imports and the exporter's start included)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up request")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--summarise", type=Path, default=None, metavar="JSON",
@@ -362,9 +408,11 @@ def main() -> None:
               "loadavg_1min_end": os.getloadavg()[0], "dataset": params.data.name, "arch": params.model.arch,
               "params": args.params, "work": str(work), "method": method,
               "record_method": params.requests.fallback_method if method in VARIANTS else method,
-              "repeats": args.repeats, "threads": args.threads, "setup": built, "dihyfo_one_time_s": dihyfo_s,
+              "repeats": args.repeats, "threads": args.threads, "cold": args.cold, "setup": built,
+              "dihyfo_one_time_s": dihyfo_s,
               "summary": summary, "requests": rows, "warmup": warmup}
-    out = args.json or Path(__file__).parent / "results" / f"request_e2e_{stem.replace('-', '_')}.json"
+    out = args.json or Path(__file__).parent / "results" / (f"request_e2e_{stem.replace('-', '_')}"
+                                                            f"{'_cold' if args.cold else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {out}")

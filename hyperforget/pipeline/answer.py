@@ -44,6 +44,7 @@ from hyperforget.models.metrics import Evaluator, MembershipAttack, accuracy, at
 from hyperforget.models.nets import ModelSpec, load_model, predict, save_model
 from hyperforget.publish import release as publish
 from hyperforget.publish import runs
+from hyperforget.publish.onnx import prewarm as prewarm_export
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify import pool as pool_mod
@@ -311,6 +312,8 @@ class Answer:
 def answer(params: Params, art: Artifacts, method: str | None = None, run: str | None = PIPELINE_RUN,
            register: bool = False, request_key: str | None = None) -> Answer:
     """Unlearn, gate and (with `register`) register, export and upload; see the module docstring."""
+    if register:  # the exporter starts while this unlearns (publish/onnx.py: 10 s of a fresh process's request)
+        prewarm_export()
     with runs.start_stage_run(params, art, f"request/{params.forget.slug()}") as parent:
         request = unlearn(params, art, method, run, parent)
         verdict = publish.gate(request, params)

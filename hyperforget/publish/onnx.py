@@ -17,6 +17,11 @@ unlearning, in the unlearn flow's thread runner) runs `torch._disable_dynamo`'s 
 KeyError: 'custom' in either thread, and its annotations leak into the graph being exported. A lock can
 only serialise exports with each other, not with every torch call elsewhere; a child process shares none of
 that state. One child, spawned on first use and kept, so the exporter's warm-up is paid once per process.
+
+Why `prewarm`: in a fresh process (a flow run on the process worker, `hyperforget request process`) that
+child's start (a new interpreter importing torch and onnx) and the exporter's first use took 10 s of a 25 s
+digits request, all of it after the answer had passed its gates. Started when a request begins, the child
+pays it while the parent unlearns and verifies.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import multiprocessing.connection
 import os
 import threading
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -95,8 +100,7 @@ def _export(model: nn.Module, spec: ModelSpec, x_sample: torch.Tensor, path: Pat
         global _worker
         for attempt in range(2):
             if _worker is None:
-                _worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                              initializer=_child_init, initargs=(torch.get_num_threads(),))
+                _worker = _start_child()
             try:
                 _worker.submit(_export_in_child, spec, weights, x, str(Path(path).resolve())).result()
                 return
@@ -105,6 +109,35 @@ def _export(model: nn.Module, spec: ModelSpec, x_sample: torch.Tensor, path: Pat
                 _worker = None
                 if attempt == 1:
                     raise
+
+
+def _start_child() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init,
+                               initargs=(torch.get_num_threads(),))
+
+
+def prewarm() -> Future | None:
+    """Start the export child now and have it export a tiny model once, so that its start and the exporter's
+    first use (imports, registries) overlap the caller's unlearning instead of delaying the publish (see the
+    module docstring). The real export queues behind it on the same child. Nothing to do where the child is
+    up already or exports run in-process (a daemonic Dask worker); returns the warm-up's future, or None."""
+    if multiprocessing.current_process().daemon:
+        return None
+    global _worker
+    with _EXPORTING:
+        if _worker is not None:
+            return None
+        _worker = _start_child()
+        return _worker.submit(_warm_up)
+
+
+def _warm_up() -> None:
+    """In the child: one export of a tiny classifier of this project to a temporary file, thrown away."""
+    import tempfile
+
+    spec = ModelSpec("mlp", (1, 2, 2), 2, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        _export_unlocked(spec.build(seed=0).eval(), torch.zeros(2, *spec.input_shape), Path(tmp) / "warm.onnx")
 
 
 def _child_init(threads: int) -> None:

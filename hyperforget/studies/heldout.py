@@ -32,10 +32,12 @@ held out), so the step count the held-out table uses is chosen without looking a
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -248,18 +250,39 @@ def step_sweep(params: Params, art: Artifacts, variant: str, steps: Sequence[int
     return jsonable({"sets": per_set, "summary": summary, "chosen": ok[0] if ok else max(steps)})
 
 
+def resumable_sets(path: Path, held: Sequence[Sequence[int]], zoo_rows: int, sample_steps: int | None,
+                   variants: Sequence[str], methods: Sequence[str]) -> list[dict[str, Any]]:
+    """The leading sets of an earlier run at `path` that this run would measure the same way: same zoo size and
+    DDIM steps, the same held-out sets in the same order, every variant and method present. Anything else
+    starts afresh (an empty list), so a resumed table never mixes two studies."""
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    if old.get("zoo_rows") != zoo_rows or old.get("sample_steps") != sample_steps:
+        return []
+    kept = []
+    for s, classes in zip(old.get("sets", []), held, strict=False):  # the old run may hold fewer
+        if sorted(s["classes"]) != sorted(classes) or not set(variants) | set(methods) <= set(s["rows"]):
+            break
+        kept.append(s)
+    return kept
+
+
 def heldout_report(params: Params, art: Artifacts, variants: Sequence[str] = ("dihyfo2",),
                    methods: Sequence[str] = ("gradtau", "salun"), sample_steps: int | None = None,
-                   limit: int | None = None, time_retrain: bool = True, progress=None) -> dict[str, Any]:
+                   limit: int | None = None, time_retrain: bool = True, progress=None,
+                   resume: bool = False) -> dict[str, Any]:
     """Every held-out set (the first `limit`), each method and baseline, and the summary over sets; written
-    to artifacts/compare/heldout-sets.json."""
+    to artifacts/compare/heldout-sets.json. `resume` keeps the sets an interrupted run of the same study
+    (same zoo, steps and methods) already wrote there and runs the rest: a set takes minutes on the CNN."""
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown DiHyFo variant {v!r}")
     zoo, _ = load_zoo(art.zoo)
     spacing = zoo_spacing(zoo.weights)
     held = params.zoo.held_out(zoo.num_classes)[:limit]
-    sets: list[dict[str, Any]] = []
+    sets: list[dict[str, Any]] = resumable_sets(art.compare / "heldout-sets.json", held, zoo.num_rows,
+                                                sample_steps, variants, methods) if resume else []
 
     def saved() -> dict[str, Any]:  # after every set: an interrupted run keeps what it did
         result = jsonable({"sets": sets, "summary": summarise_sets(sets), "zoo_rows": zoo.num_rows,
@@ -270,6 +293,8 @@ def heldout_report(params: Params, art: Artifacts, variants: Sequence[str] = ("d
 
     result = saved()
     for i, classes in enumerate(held):
+        if i < len(sets):
+            continue
         sets.append(evaluate_set(params, art, classes, zoo, spacing, variants, methods, sample_steps,
                                  seed=params.seed + i, time_retrain=time_retrain))
         result = saved()

@@ -82,3 +82,25 @@ def test_an_export_leaves_this_process_free_for_other_threads_torch_work(digits,
         step()
     exporter.join()
     assert (tmp_path / "model.onnx").exists() and len(seen) > 10 and not any(seen)
+
+
+def test_a_prewarmed_exporter_starts_once_and_writes_the_same_file_as_a_cold_one(digits, tmp_path, monkeypatch):
+    """`prewarm` (a request's first step) starts the export child and has it export a tiny model; the real
+    export then queues behind it on that child and must not differ by a byte from a freshly started child's."""
+    from hyperforget.publish import onnx
+
+    spec = ModelSpec("lenet", (1, 8, 8), 10, 0)
+    model = spec.build(seed=0).eval()
+    files = []
+    for warm in (True, False):
+        monkeypatch.setattr(onnx, "_worker", None)
+        try:
+            if warm:
+                warm_up = onnx.prewarm()
+                assert warm_up is not None and onnx.prewarm() is None  # one child, warmed once
+            files.append(export_onnx(model, spec, tmp_path / f"{warm}.onnx", digits[:4], digits[:50])["sha256"])
+            if warm:
+                warm_up.result()  # the warm-up itself exported without error
+        finally:
+            onnx._worker.shutdown()
+    assert files[0] == files[1]

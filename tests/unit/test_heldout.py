@@ -83,3 +83,18 @@ def test_a_method_that_diverges_fails_its_rows_and_each_set_is_kept_as_it_finish
     assert heldout_report(params, art, ("dihyfo2",), (), limit=0)["complete"]  # no set asked for: nothing to wait on
     assert [s["rows"]["gradtau"]["failed"] for s in result["sets"]] == [["diverged"], ["diverged"]]
     assert result["summary"]["gradtau"]["sets_passed"] == 0 and result["summary"]["dihyfo2"]["sets"] == 2
+
+
+def test_a_resumed_study_keeps_the_sets_it_finished_and_runs_only_the_rest(project, monkeypatch):
+    """A set takes minutes on the CNN: `resume` must pick up where an interrupted run stopped, and only
+    when the earlier run measured the same study."""
+    params, art = project
+    held = params.zoo.held_out(10)
+    first = heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=2, limit=1, time_retrain=False)
+    ran, real = [], heldout.evaluate_set
+    monkeypatch.setattr(heldout, "evaluate_set", lambda *a, **k: ran.append(tuple(a[2])) or real(*a, **k))
+    resumed = heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=2, limit=2, time_retrain=False,
+                             resume=True)
+    assert ran == [tuple(held[1])] and resumed["complete"] and resumed["sets"][0] == first["sets"][0]
+    heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=3, limit=1, time_retrain=False, resume=True)
+    assert ran == [tuple(held[1]), tuple(held[0])]  # other DDIM steps: another study, run afresh
