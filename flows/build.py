@@ -1,5 +1,5 @@
 """Prefect flow `build`: import data → prepare → train → zoo (units fanned out) → reference pool (units fanned
-out) → hypernetworks → compare.
+out, then each class's reference measured) → hypernetworks → compare.
 
 Each task is one library call (`hyperforget.pipeline.stages`) on the project the params file lives in; nothing
 changes the working directory, so the tasks also run in the worker processes of a Dask task
@@ -44,7 +44,7 @@ from hyperforget.config.options import VARIANTS
 from hyperforget.config.overlays import load_params
 from hyperforget.config.params import Params
 from hyperforget.hypernet.checkpoint import CHECKPOINT_JSON
-from hyperforget.pipeline import stages
+from hyperforget.pipeline import answer, stages
 from hyperforget.pipeline.table import code_files, stage
 from hyperforget.zoo import shards
 
@@ -152,6 +152,13 @@ def pool_finish(params: Params, root: str, seconds: float, built: int) -> dict:
     return stages.pool_finish(params, Artifacts(root), seconds, built)
 
 
+@plain(name="pool_references")
+def pool_references(params: Params, root: str, upstream: str) -> dict:
+    """What each class request reads beside the pool, measured once per class (`answer.warm_pool_references`;
+    kept keyed under artifacts/requests/, so a rerun only reads it). upstream, the pool's sha256, orders it."""
+    return answer.warm_pool_references(params, Artifacts(root))
+
+
 @cached(name="hypernet")
 def hypernet(params: Params, root: str, variant: str, upstream: str) -> dict:
     art = Artifacts(root)
@@ -186,6 +193,7 @@ def build_stages(params_path: str = "params.yaml") -> dict:
     for unit in pool_unit.map(unmapped(params), root, todo):
         unit.result()
     pool = pool_finish(params, root, time.perf_counter() - t0, len(todo))
+    pool["references"] = pool_references(params, root, pool["sha256"])
     nets = {v: hypernet.with_options(**_fresh([art.hypernet(v) / "metrics.json"])).submit(params, root, v,
                                                                                            zoo["sha256"])
             for v in VARIANTS}

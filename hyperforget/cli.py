@@ -113,11 +113,14 @@ def zoo(
 
 @app.command()
 def pool(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Build the reference pool once: per-class retrains and membership shadows every request is verified against."""
+    """Build the reference pool once: per-class retrains and membership shadows every request is verified against;
+    then measure what each class request reads beside it (kept under artifacts/requests/, keyed, never stale)."""
     p, art = _project(params, set_)
     out = stages.pool(p, art)
     console.print(f"reference pool: {p.pool.class_retrains} retrains per class, {p.pool.shadows} shadows, "
                   f"{out['built_units']} units built ({out['seconds']:.0f} s); sha256 {out['sha256'][:12]}…")
+    refs = answer.warm_pool_references(p, art)
+    console.print(f"class references: {refs['classes']} classes measured ({refs['seconds']:.0f} s)")
     _wrote(str(art.pool))
 
 

@@ -153,6 +153,12 @@ class Artifacts:
         determines them (`answer.reference_verification`)."""
         return self.requests / _safe(slug) / "verification_reference.json"
 
+    def pool_reference(self, slug: str) -> Path:
+        """A class request's output reference read from the pool: its K retrains' metrics summarised and θ0's own
+        metrics, each a full pass over the data per model, keyed by the pool, the class and the evaluator
+        (`answer.pool_class_reference`); the pool stage fills it for every class."""
+        return self.requests / _safe(slug) / "pool_reference.json"
+
     def reference_models(self, slug: str) -> Path:
         """The retrained models behind `reference(slug)` (safetensors, one file; LiRA's shadows and the
         held-out retrain of verification), keyed like it."""

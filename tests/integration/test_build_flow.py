@@ -120,6 +120,8 @@ def test_build_flow_fans_zoo_and_pool_units_out_to_dask_workers_and_reruns_from_
     assert first["pool"]["built_units"] == 11 and first["pool"]["files"] == 11
     assert first["pool"]["sha256"] == sha256_file(pool / "pool.json")
     assert second["pool"]["built_units"] == 0 and second["pool"]["sha256"] == first["pool"]["sha256"]
+    assert first["pool"]["references"]["classes"] == 10  # what each class request reads beside the pool, measured
+    assert len(list((artifacts / "requests").glob("*/pool_reference.json"))) == 10
 
     c = tracking.client(Params(), Artifacts(artifacts.parent))  # MLFLOW_TRACKING_URI: the stack's server
     exp = c.get_experiment_by_name("hyperforget/digits")

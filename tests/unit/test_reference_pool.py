@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, GateFailed, IntegrityError
 from hyperforget.base.io import read_json, sha256_file
+from hyperforget.cli import app
 from hyperforget.config.overlays import load_params
 from hyperforget.config.params import GatesConfig, Params, PoolConfig
 from hyperforget.data.datasets import load_dataset
 from hyperforget.erasure import deletion, project_ledger
 from hyperforget.models import train as train_mod
+from hyperforget.models.metrics import summarise
 from hyperforget.models.nets import ModelSpec, load_model, save_model
 from hyperforget.pipeline import answer, stages
 from hyperforget.publish import release
@@ -150,6 +153,28 @@ def test_the_reference_is_verified_once_per_request_and_again_when_what_it_rests
     shorter = params.evaluation.verification.model_copy(update={"relearn_max_steps": 50})
     answer.unlearn(_with(params, "evaluation", verification=shorter), art, "gradtau")
     assert len(judged) == 5  # another relearn budget: measured again
+
+
+def test_the_pool_command_measures_each_class_reference_once_and_a_request_only_reads_it(own, monkeypatch):
+    """`hyperforget pool` (and the build flow) measure what a class request reads beside the pool's models: the
+    output reference of its retrains, θ0's metrics and its verification. A request then scores no pool model
+    and no θ0 of its own, and reads the very numbers it would have measured."""
+    params, art = own
+    result = CliRunner().invoke(app, ["pool", "--params", str(art.root / "params.yaml")])
+    assert result.exit_code == 0 and "class references: 10 classes measured" in result.output, result.output
+    for c in range(10):
+        slug = _with(params, "forget", classes=[c]).forget.slug()
+        assert art.pool_reference(slug).exists() and art.verification_reference(slug).exists()
+    scored, real = [], answer.Evaluator.report
+    monkeypatch.setattr(answer.Evaluator, "report", lambda self, m: scored.append(m) or real(self, m))
+    judged, verify = [], answer.verify
+    monkeypatch.setattr(answer, "verify", lambda model, *a, **k: judged.append(model) or verify(model, *a, **k))
+    ctx = answer.context(params, art)
+    out = answer.unlearn(params, art, "gradtau")
+    assert len(scored) == 1 and len(judged) == 1  # the answer's own report and verification, nothing else
+    models = pool_mod.load_current(art, params).class_models(params.forget.classes[0])
+    assert out["reference"] == summarise([real(ctx.evaluator, m) for m in models])  # what it would have measured
+    assert answer.resolve_reference(params, art, ctx).original_report == real(ctx.evaluator, ctx.original)
 
 
 def test_a_record_request_trains_no_reference_model_only_its_exact_answer_when_unpowered(own, trainings):
