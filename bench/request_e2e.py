@@ -1,6 +1,7 @@
 """Deletion requests end to end, `request submit` → `closed`, against the retrain path on the same request.
 
-    python bench/request_e2e.py [--params FILE] [--work DIR] [--method M] [--repeats 1] [--cold] [--json FILE]
+    python bench/request_e2e.py [--params FILE] [--work DIR] [--method M] [--repeats 1] [--cold] [--kinds K ...]
+                                [--json FILE]
 
 Why: a request is answered when it is closed (gated, registered, exported to ONNX, certificate signed), not
 when its unlearning returns, so this times the whole product path: `deletion.submit` + `deletion.process`,
@@ -270,10 +271,11 @@ def kinds(params: Params, art: Artifacts, args: argparse.Namespace) -> list[dict
     gen = torch.Generator().manual_seed(args.seed if args.seed is not None else params.seed)
     ids = sorted(torch.randperm(n, generator=gen)[:args.records].tolist())
     set_params = per_request(params)
-    return [{"kind": "class", "params": params, "classes": single},
+    plan = [{"kind": "class", "params": params, "classes": single},
             {"kind": "class_set", "params": set_params, "classes": args.class_set, "cold": True},
             {"kind": "class_set_warm", "params": set_params, "classes": args.class_set, "cold": False},
             {"kind": "records", "params": params, "samples": ids}]
+    return [k for k in plan if k["kind"] in args.kinds]
 
 
 def measure(params: Params, art: Artifacts, args: argparse.Namespace, method: str) -> list[dict[str, Any]]:
@@ -359,6 +361,8 @@ def main() -> None:
     ap.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",")], default=None,
                     help="the single class (default: the params' forget.classes[0])")
     ap.add_argument("--class-set", type=lambda s: [int(c) for c in s.split(",")], default=[3, 5])
+    ap.add_argument("--kinds", nargs="+", default=list(TARGETS), choices=list(TARGETS),
+                    help="the request kinds to time (default: all; a cold class set trains its own reference)")
     ap.add_argument("--records", type=int, default=100, help="record request size (seeded random train ids)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the record ids (default: the params' seed)")
     ap.add_argument("--repeats", type=int, default=1, help="rounds; odd rounds time the retrain path first")
@@ -413,7 +417,8 @@ def main() -> None:
               "loadavg_1min_end": os.getloadavg()[0], "dataset": params.data.name, "arch": params.model.arch,
               "params": args.params, "work": str(work), "method": method,
               "record_method": params.requests.fallback_method if method in VARIANTS else method,
-              "repeats": args.repeats, "threads": args.threads, "cold": args.cold, "setup": built,
+              "repeats": args.repeats, "threads": args.threads, "cold": args.cold, "kinds": args.kinds,
+              "setup": built,
               "dihyfo_one_time_s": dihyfo_s,
               "summary": summary, "requests": rows, "warmup": warmup}
     out = args.json or Path(__file__).parent / "results" / (f"request_e2e_{stem.replace('-', '_')}"

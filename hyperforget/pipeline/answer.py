@@ -292,16 +292,40 @@ def method_lineage(art: Artifacts, method: str) -> dict[str, str]:
     return {"zoo": sha256_file(art.zoo / INDEX), "hypernet": sha256_file(art.hypernet(method) / "checkpoint.json")}
 
 
-def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str | None = PIPELINE_RUN,
-            parent: Any = None) -> dict:
-    """Unlearn the configured request with one method, evaluate it against the retrain reference and
-    write the model and its report under the request's folder; returns a JSON-able record."""
-    method = method or params.unlearn.method
-    options = params.method_options(method)
+@dataclass(frozen=True)
+class Prepared:
+    """A request's context and reference, resolved once and passed on (`prepare`): the power check that
+    chooses the method and the answer then share them. `reference_s`: the seconds resolving the reference took."""
+
+    ctx: RequestContext
+    ref: Reference
+    reference_s: float
+
+
+def prepare(params: Params, art: Artifacts) -> Prepared:
     ctx = context(params, art)
     t0 = time.perf_counter()
     ref = resolve_reference(params, art, ctx)
-    reference_s = time.perf_counter() - t0
+    return Prepared(ctx, ref, time.perf_counter() - t0)
+
+
+def request_power(params: Params, art: Artifacts, prepared: Prepared) -> dict:
+    """The test's power on this request before anything answers it (`test_power` of θ0's verification): it
+    depends on the reference, θ0 and the options alone, so a request whose test cannot tell θ0 from a retrain is
+    answered exactly at once, instead of after an approximate answer that could never be certified."""
+    ctx, ref = prepared.ctx, prepared.ref
+    return test_power(params, ctx, ref, reference_verification(params, art, ctx, ref))
+
+
+def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str | None = PIPELINE_RUN,
+            parent: Any = None, prepared: Prepared | None = None) -> dict:
+    """Unlearn the configured request with one method, evaluate it against the retrain reference and
+    write the model and its report under the request's folder; returns a JSON-able record. `prepared`: the
+    request's context and reference when the caller resolved them already (`prepare`)."""
+    method = method or params.unlearn.method
+    options = params.method_options(method)
+    prepared = prepared or prepare(params, art)
+    ctx, ref, reference_s = prepared.ctx, prepared.ref, prepared.reference_s
     res = run_method(method, inputs(params, art, ctx), options)
     report = ctx.evaluator.report(res.model)
     t0 = time.perf_counter()
@@ -353,12 +377,12 @@ class Answer:
 
 
 def answer(params: Params, art: Artifacts, method: str | None = None, run: str | None = PIPELINE_RUN,
-           register: bool = False, request_key: str | None = None) -> Answer:
+           register: bool = False, request_key: str | None = None, prepared: Prepared | None = None) -> Answer:
     """Unlearn, gate and (with `register`) register, export and upload; see the module docstring."""
     if register:  # the exporter starts while this unlearns (publish/onnx.py: 10 s of a fresh process's request)
         prewarm_export()
     with runs.start_stage_run(params, art, f"request/{params.forget.slug()}") as parent:
-        request = unlearn(params, art, method, run, parent)
+        request = unlearn(params, art, method, run, parent, prepared)
         verdict = publish.gate(request, params)
         registered = exported = None
         if register:

@@ -177,8 +177,12 @@ def test_the_pool_command_measures_each_class_reference_once_and_a_request_only_
     assert answer.resolve_reference(params, art, ctx).original_report == real(ctx.evaluator, ctx.original)
 
 
-def test_a_record_request_trains_no_reference_model_only_its_exact_answer_when_unpowered(own, trainings):
+def test_a_record_request_trains_no_reference_model_only_its_exact_answer_when_unpowered(own, trainings,
+                                                                                          monkeypatch):
+    """Its power is measured first: where θ0 passes the same test, the approximate method is never run."""
     params, art = own
+    ran, real = [], answer.run_method
+    monkeypatch.setattr(answer, "run_method", lambda name, *a, **k: ran.append(name) or real(name, *a, **k))
     deletion.submit(params, art, samples=RECORDS, requester="dpo", request_id="rec")
     with contextlib.suppress(GateFailed):  # the trainings are this test's business, not the verdict
         deletion.process(params, art, "rec", method="gradtau")
@@ -187,11 +191,9 @@ def test_a_record_request_trains_no_reference_model_only_its_exact_answer_when_u
     assert unlearned["reference_source"]["kind"] == "pool"
     assert set(unlearned["reference_source"]["files"]) == {"shadows-000-006.safetensors"}
     fallback = unlearned["fallback"]
-    if fallback and fallback["reason"].startswith("no power"):  # θ0 passes the same test: answered exactly
-        assert unlearned["method"] == "retrain" and not unlearned["power"]["has_power"]
-        assert trainings == ["retrain"]  # the answer itself, one seed
-    else:
-        assert unlearned["method"] == "gradtau" and trainings == []
+    assert fallback["from"] == "gradtau" and fallback["reason"].startswith("no power")  # θ0 passes this set's test
+    assert unlearned["method"] == "retrain" and not unlearned["power"]["has_power"]
+    assert ran == ["retrain"] and trainings == ["retrain"]  # the exact answer itself, one seed; no ∇τ
 
 
 def test_a_single_record_is_judged_by_the_shadows_that_never_saw_it(built, tmp_path):
