@@ -198,8 +198,10 @@ def warm_pool_references(params: Params, art: Artifacts) -> dict[str, Any]:
     data and the options, so nothing here is trained."""
     t0 = time.perf_counter()
     n = load_dataset(art.prepare).num_classes
+    pooled = params.evaluation.model_copy(update={"reference": "pool"})  # whatever the project answers with
     for c in range(n):
-        p = params.model_copy(update={"forget": ForgetConfig(classes=[c], seed=params.forget.seed)})
+        p = params.model_copy(update={"forget": ForgetConfig(classes=[c], seed=params.forget.seed),
+                                      "evaluation": pooled})
         ctx = context(p, art)
         reference_verification(p, art, ctx, resolve_reference(p, art, ctx))
     return {"classes": n, "seconds": time.perf_counter() - t0}

@@ -155,7 +155,8 @@ def test_the_reference_is_verified_once_per_request_and_again_when_what_it_rests
     assert len(judged) == 5  # another relearn budget: measured again
 
 
-def test_the_pool_command_measures_each_class_reference_once_and_a_request_only_reads_it(own, monkeypatch):
+def test_the_pool_command_measures_each_class_reference_once_and_a_request_only_reads_it(own, monkeypatch,
+                                                                                       trainings):
     """`hyperforget pool` (and the build flow) measure what a class request reads beside the pool's models: the
     output reference of its retrains, θ0's metrics and its verification. A request then scores no pool model
     and no θ0 of its own, and reads the very numbers it would have measured."""
@@ -175,6 +176,8 @@ def test_the_pool_command_measures_each_class_reference_once_and_a_request_only_
     models = pool_mod.load_current(art, params).class_models(params.forget.classes[0])
     assert out["reference"] == summarise([real(ctx.evaluator, m) for m in models])  # what it would have measured
     assert answer.resolve_reference(params, art, ctx).original_report == real(ctx.evaluator, ctx.original)
+    answer.warm_pool_references(_with(params, "evaluation", reference="per_request"), art)
+    assert trainings == []  # the pool's references whatever the project answers with: no per-request retrains
 
 
 def test_a_record_request_trains_no_reference_model_only_its_exact_answer_when_unpowered(own, trainings,
