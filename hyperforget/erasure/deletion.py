@@ -212,7 +212,7 @@ def process(params: Params, art: Artifacts, request_id: str, method: str | None 
             prepared = answer_mod.prepare(p, art)
             if chosen not in EXACT_METHODS and not answer_mod.request_power(p, art, prepared)["has_power"]:
                 fallback = {"from": chosen, "to": EXACT_METHODS[0], "reason": "no power: θ0 passes the same gates "
-                            f"on this request, so an approximate answer cannot be certified; answered exactly (a "
+                            "on this request, so an approximate answer cannot be certified; answered exactly (a "
                             f"retrain without the data), {chosen} not run"}
                 chosen = EXACT_METHODS[0]
             out = answer_mod.answer(p, art, chosen, run=request_id, register=True, request_key=request_id,

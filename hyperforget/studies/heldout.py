@@ -32,7 +32,6 @@ held out), so the step count the held-out table uses is chosen without looking a
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ import torch.nn.functional as F
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import Diverged
-from hyperforget.base.io import jsonable, write_json
+from hyperforget.base.io import jsonable, read_json, write_json
 from hyperforget.config.options import EXACT_METHODS, VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.hypernet.honesty import nearest, retrieval_row, zoo_spacing
@@ -257,7 +256,7 @@ def resumable_sets(path: Path, held: Sequence[Sequence[int]], zoo_rows: int, sam
     starts afresh (an empty list), so a resumed table never mixes two studies."""
     if not path.is_file():
         return []
-    old = json.loads(path.read_text())
+    old = read_json(path)
     if old.get("zoo_rows") != zoo_rows or old.get("sample_steps") != sample_steps:
         return []
     kept = []
