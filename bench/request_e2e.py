@@ -125,8 +125,8 @@ def setup(params: Params, art: Artifacts, method: str) -> dict[str, Any]:
     if method in VARIANTS:  # the zoo's and the hypernet's one-time cost, as their stages recorded it
         dihyfo = {s: read_json(art.timing(s)).get("seconds") for s in ("zoo", f"hypernet-{method}")
                   if art.timing(s).exists()}
-    return {"this_run": done, "pool": {"seconds": timing.get("seconds", done.get("pool_s")) + done["pool_references_s"],
-                                       "build_s": timing.get("seconds", done.get("pool_s")),
+    build_s = timing.get("seconds", done.get("pool_s"))
+    return {"this_run": done, "pool": {"seconds": build_s + done["pool_references_s"], "build_s": build_s,
                                        "references_s": done["pool_references_s"],
                                        "built_units": timing.get("built_units"), "sha256": pool.sha256,
                                        "timing_file": str(art.timing("pool").relative_to(art.root)),
