@@ -13,6 +13,9 @@ environment wins.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
+
+from threadpoolctl import threadpool_limits
 
 SETTINGS = (
     ("ATEN_CPU_CAPABILITY", "avx2"),
@@ -29,3 +32,13 @@ def configure() -> dict[str, str]:
     for name, value in SETTINGS:
         os.environ.setdefault(name, value)
     return {name: os.environ[name] for name, _ in SETTINGS}
+
+
+def one_blas_thread() -> AbstractContextManager:
+    """numpy's and scipy's BLAS (OpenBLAS, pthreads) on one thread for the block: scikit-learn's small solvers
+    (the linear probe's logistic regressions on 2,400 × 84 features, the membership attack's) call BLAS on
+    matrices so small that handing each call to a second thread costs more than the work. Measured: the
+    cross-fitted probe's 5 fits on LeNet-5's features took 2.7–4.4 s with OpenBLAS's 2 threads and 0.21–0.29 s
+    with 1, on an idle 2-core machine, with the same solver and result (docs/results/request-e2e.md). torch's
+    own threads (MKL, OpenMP) are not touched."""
+    return threadpool_limits(limits=1, user_api="blas")

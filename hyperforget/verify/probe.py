@@ -23,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from hyperforget.base.errors import DataError
+from hyperforget.base.runtime import one_blas_thread
 from hyperforget.data.datasets import Dataset
 
 
@@ -49,6 +50,11 @@ def probe_sets(data: Dataset, seed: int, per_class: int) -> tuple[torch.Tensor, 
     return data.x_val[tr], data.y_val[tr], data.x_test[te], data.y_test[te]
 
 
+def _probe(c: float):
+    """The probe: a standardised multinomial logistic regression (L2, inverse strength `c`)."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+
+
 @torch.no_grad()
 def _features(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     model.eval()
@@ -60,12 +66,12 @@ def probe_accuracy(model: nn.Module, x_probe_train: torch.Tensor, y_probe_train:
                    c: float = 1.0) -> float:
     """Accuracy on the `classes` of the probe test set of a standardised logistic regression fitted on
     `model.features` of the probe train set."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-    probe.fit(_features(model, x_probe_train), y_probe_train.numpy())
     keep = torch.isin(y_probe_test, torch.tensor(list(classes)))
     if not keep.any():
         raise DataError(f"the probe test set has no examples of classes {list(classes)}")
-    pred = probe.predict(_features(model, x_probe_test[keep]))
+    train, test = _features(model, x_probe_train), _features(model, x_probe_test[keep])
+    with one_blas_thread():
+        pred = _probe(c).fit(train, y_probe_train.numpy()).predict(test)
     return float((pred == y_probe_test[keep].numpy()).mean())
 
 
@@ -95,9 +101,10 @@ def probe_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, folds: 
     if not keep.any():
         raise DataError(f"the probe set has no examples of classes {list(classes)}")
     p_true = np.zeros(len(labels))
-    for fit, score in folds:
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(feats[fit], labels[fit])
-        col = np.searchsorted(probe.classes_, labels[score])
-        p_true[score] = probe.predict_proba(feats[score])[np.arange(len(score)), col]
+    with one_blas_thread():
+        for fit, score in folds:
+            probe = _probe(c).fit(feats[fit], labels[fit])
+            col = np.searchsorted(probe.classes_, labels[score])
+            p_true[score] = probe.predict_proba(feats[score])[np.arange(len(score)), col]
     mean = float(np.clip(p_true[keep].mean(), 1e-6, 1 - 1e-6))
     return float(np.log(mean / (1 - mean)))

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_info, threadpool_limits
 from torch import nn
 
 from hyperforget.base.errors import ConfigError
@@ -147,6 +149,31 @@ def test_probe_confidence_is_high_where_features_hold_the_class_and_chance_where
     lost = probe_confidence(Features(), merged, y, folds, [3])
     assert held > 2.0  # log-odds: mean true-class probability above 0.88
     assert lost < 0.05 and lost < held - 2.0  # log-odds 0: probability one half
+
+
+def test_the_probe_fits_on_one_blas_thread_and_gives_the_threads_back(monkeypatch):
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = []
+    fit = LogisticRegression.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    y = torch.arange(10).repeat(20)
+    x = F.one_hot(y, 10).double() + 0.05 * torch.randn(len(y), 10, generator=torch.Generator().manual_seed(0),
+                                                        dtype=torch.float64)
+    rows = np.arange(len(y))
+    folds = [(np.setdiff1d(rows, score), score) for score in np.array_split(rows, 5)]
+    with threadpool_limits(limits=2, user_api="blas"):  # what OpenBLAS takes on this machine outside tests
+        probe_confidence(Features(), x, y, folds, [3])
+        probe_accuracy(Features(), x, y, x, y, [3])
+        after = blas_threads()
+    assert seen == [{1}] * 6  # 5 cross-fitted probes and the accuracy probe
+    assert after == {2}
 
 
 def test_relearn_steps_zero_for_a_model_that_classifies_sentinel_when_never(original_mlp, retrains, digits,
