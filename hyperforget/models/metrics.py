@@ -151,8 +151,12 @@ class Evaluator:
         }
 
     def report(self, model: nn.Module) -> dict:
+        return self.report_logits(predict(model, self.data.x_train), predict(model, self.data.x_test))
+
+    def report_logits(self, train_logits: torch.Tensor, test_logits: torch.Tensor) -> dict:
+        """`report` of the model whose logits on the train and test splits these are (the reference pool keeps
+        its membership shadows' logits, so a record request scores none of them)."""
         d, s = self.data, self.split
-        train_logits, test_logits = predict(model, d.x_train), predict(model, d.x_test)
         f, r = s.forget_idx, s.retain_idx
         per_class = per_class_accuracy(test_logits, d.y_test, d.num_classes)
         retained = s.retained_classes(d.num_classes)

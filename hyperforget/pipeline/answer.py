@@ -126,7 +126,8 @@ class Reference:
     (`seen` [K, |D_f|], record requests against the pool) and where it came from (`source`, for the record and
     the certificate: the pool's sha256 and files, or a per-request reference with its cost). `original_report`:
     θ0's output metrics on this request when the reference came with them (a pool class, `pool_class_reference`),
-    else None and the power check measures them."""
+    else None and the power check measures them. `shadow_logits`: the membership shadows' logits on the train
+    and test splits, kept in the pool (`Pool.shadow_logits`), so a record request runs no shadow."""
 
     summary: dict
     shadows: list[nn.Module]
@@ -134,6 +135,7 @@ class Reference:
     seen: torch.Tensor | None
     source: dict
     original_report: dict | None = None
+    shadow_logits: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Reference:
@@ -162,9 +164,9 @@ def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Re
         return Reference(summary, shadows, held_out, None, pool_mod.describe(pool, [pool.class_file(classes[0])]),
                          original_report)
     models, seen = pool.shadows()
-    seen_f = seen[:, ctx.split.forget_idx]
-    return Reference(_record_summary(ctx, models, seen_f), models, None, seen_f,
-                     pool_mod.describe(pool, pool.shadow_files()))
+    seen_f, logits = seen[:, ctx.split.forget_idx], pool.shadow_logits()
+    return Reference(_record_summary(ctx, logits, seen_f), models, None, seen_f,
+                     pool_mod.describe(pool, pool.shadow_files()), shadow_logits=logits)
 
 
 def pool_class_reference(params: Params, art: Artifacts, ctx: RequestContext, pool: pool_mod.Pool,
@@ -207,8 +209,9 @@ def warm_pool_references(params: Params, art: Artifacts) -> dict[str, Any]:
     return {"classes": n, "seconds": time.perf_counter() - t0}
 
 
-def _record_summary(ctx: RequestContext, shadows: list[nn.Module], seen_f: torch.Tensor) -> dict:
-    """The output metrics' reference of a record request: each shadow scored on the records of D_f it never saw
+def _record_summary(ctx: RequestContext, logits: tuple[torch.Tensor, torch.Tensor], seen_f: torch.Tensor) -> dict:
+    """The output metrics' reference of a record request, from the shadows' logits on the train and test splits
+    (`Pool.shadow_logits`): each shadow scored on the records of D_f it never saw
     (forget accuracy and MIA as a model that never saw them scores them), then moved by how much better a
     full-data model does on unseen data than these half-data shadows (`_unseen`: θ0 against the shadows, on the
     test split), because the answer to a record request is a full-data model: without the shift a true retrain
@@ -217,16 +220,17 @@ def _record_summary(ctx: RequestContext, shadows: list[nn.Module], seen_f: torch
     for a handful of records) is no model without any of them and is left out; each record is out of half the
     shadows, so some always remain."""
     reports, unseen = [], []
-    for model, saw in zip(shadows, seen_f, strict=True):
+    for train_logits, test_logits, saw in zip(*logits, seen_f, strict=True):
         out = ~saw
         if not out.any():
             continue
         sub = ForgetSplit(ctx.split.forget_idx[out], ctx.split.retain_idx, None)
         ev = replace(ctx.evaluator, split=sub, member_before=ctx.evaluator.member_before[out.numpy()])
-        reports.append(ev.report(model))
-        unseen.append(_unseen(model, ctx))
+        reports.append(ev.report_logits(train_logits, test_logits))
+        unseen.append(_unseen(train_logits, test_logits, ctx))
     summary = summarise(reports)
-    full = _unseen(ctx.original, ctx)
+    d = ctx.data
+    full = _unseen(predict(ctx.original, d.x_train), predict(ctx.original, d.x_test), ctx)
     for i, key in enumerate(("forget_acc", "mia")):
         shift = full[i] - float(np.mean([u[i] for u in unseen]))
         summary[key] = {**summary[key], "mean": summary[key]["mean"] + shift}
@@ -234,11 +238,11 @@ def _record_summary(ctx: RequestContext, shadows: list[nn.Module], seen_f: torch
     return summary
 
 
-def _unseen(model: nn.Module, ctx: RequestContext) -> tuple[float, float]:
-    """(test accuracy, the share of test examples its own loss attack calls member): how a model treats data it
-    never saw, the quantity a full-data θ0 and the half-data shadows are compared on."""
+def _unseen(train_logits: torch.Tensor, test_logits: torch.Tensor, ctx: RequestContext) -> tuple[float, float]:
+    """(test accuracy, the share of test examples its own loss attack calls member) of the model with these
+    logits on the train and test splits: how it treats data it never saw, the quantity a full-data θ0 and the
+    half-data shadows are compared on."""
     d = ctx.data
-    train_logits, test_logits = predict(model, d.x_train), predict(model, d.x_test)
     r = ctx.split.retain_idx
     test = attack_features(test_logits, d.y_test)
     attack = MembershipAttack.fit(attack_features(train_logits[r], d.y_train[r]), test, ctx.evaluator.seed)
@@ -267,7 +271,8 @@ def reference_verification(params: Params, art: Artifacts, ctx: RequestContext, 
         cached = read_json(path)
         if cached.get("key") == key:
             return cached["original"]
-    original = verify(ctx.original, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, seen=ref.seen)
+    original = verify(ctx.original, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, seen=ref.seen,
+                      shadow_logits=ref.shadow_logits)
     write_json(path, {"key": key, "original": original})
     return original
 
@@ -334,7 +339,7 @@ def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str 
     cfg = params.evaluation.verification
     original = reference_verification(params, art, ctx, ref)
     checked = verify(res.model, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, original["reference"],
-                     seen=ref.seen)
+                     seen=ref.seen, shadow_logits=ref.shadow_logits)
     power = test_power(params, ctx, ref, original)
     verify_s = time.perf_counter() - t0
     out = art.request(params.forget.slug(), method, run)

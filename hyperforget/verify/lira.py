@@ -20,8 +20,13 @@ from hyperforget.models.nets import predict
 
 @torch.no_grad()
 def true_class_logit(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """φ = log(p_y / (1 − p_y)) per example, computed stably as z_y − logsumexp_{j≠y} z_j (float64)."""
-    logits = predict(model, x).double()
+    """φ = log(p_y / (1 − p_y)) per example of `model` on (x, y) (`log_odds` of its logits)."""
+    return log_odds(predict(model, x), y)
+
+
+def log_odds(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """φ = log(p_y / (1 − p_y)) per row of `logits`, computed stably as z_y − logsumexp_{j≠y} z_j (float64)."""
+    logits = logits.double()
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf"))
     return (z_y - torch.logsumexp(others, 1)).numpy()
@@ -99,11 +104,12 @@ def out_z_scores(phi: np.ndarray, shadow_phis: np.ndarray, out: np.ndarray, min_
     return (phi - mu) / np.sqrt(np.maximum(var, max(float(var.mean()), min_var)))
 
 
-def record_audit(shadows: Sequence[nn.Module], seen: np.ndarray, target: nn.Module, x_forget: torch.Tensor,
-                 y_forget: torch.Tensor, x_unseen: torch.Tensor, y_unseen: torch.Tensor,
-                 min_var: float = 1e-2) -> dict[str, float]:
-    """`lira_audit` for a record request against membership shadows: `seen` [K, N] says which shadow trained on
-    which record of D_f. Per record, the shadows that never saw it are its out population (z as in `z_scores`).
+def record_audit(phis: np.ndarray, unseen_phis: np.ndarray, seen: np.ndarray, target_phis: np.ndarray,
+                 target_unseen_phis: np.ndarray, min_var: float = 1e-2) -> dict[str, float]:
+    """`lira_audit` for a record request against K membership shadows, from φ (`log_odds`): the shadows' on D_f
+    (`phis` [K, N]) and on data nobody trained on (`unseen_phis` [K, M]: the test split), the target's on both.
+    `seen` [K, N] says which shadow trained on which record of D_f. Per record, the shadows that never saw it
+    are its out population (z as in `z_scores`).
 
     The gated `auc` compares the target's z on D_f with its z on data nobody trained on (`x_unseen`: the test
     split, where every shadow is out): the probability that a deleted record looks more "member" than an unseen
@@ -111,11 +117,9 @@ def record_audit(shadows: Sequence[nn.Module], seen: np.ndarray, target: nn.Modu
     half the data, so any full-data model (a true retrain included) is more confident on unseen examples than
     they are and would score above 0.5; comparing with its own unseen examples cancels that offset. The
     held-out check does the same for each record's last out shadow, scored against the rest."""
-    phis = np.stack([true_class_logit(m, x_forget, y_forget) for m in shadows])  # [K, N]
-    unseen_phis = np.stack([true_class_logit(m, x_unseen, y_unseen) for m in shadows])  # [K, M], all out
     out = ~np.asarray(seen, dtype=bool)
-    s_target = out_z_scores(true_class_logit(target, x_forget, y_forget), phis, out, min_var)
-    u_target = z_scores(true_class_logit(target, x_unseen, y_unseen), unseen_phis, min_var)
+    s_target = out_z_scores(target_phis, phis, out, min_var)
+    u_target = z_scores(target_unseen_phis, unseen_phis, min_var)
     cols = np.arange(out.shape[1])
     held = out.shape[0] - 1 - np.argmax(out[::-1], axis=0)  # each record's last out shadow
     rest = out.copy()
@@ -125,5 +129,5 @@ def record_audit(shadows: Sequence[nn.Module], seen: np.ndarray, target: nn.Modu
     u_held = z_scores(unseen_phis[h], unseen_phis[:h], min_var)
     return {"auc": auc(s_target, u_target), "auc_vs_held_out": auc(s_target, s_held),
             "tpr_at_1fpr": tpr_at_fpr(s_target, u_target, 0.01), "held_out_auc": auc(s_held, u_held),
-            "population_auc": population_auc(s_target), "n_shadows": len(shadows),
+            "population_auc": population_auc(s_target), "n_shadows": len(phis),
             "min_out_per_record": int(out.sum(0).min())}

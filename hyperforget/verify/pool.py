@@ -13,7 +13,8 @@ own `train:` recipe and architecture, and every request reads it (the request pa
   request (Carlini et al. 2112.03570; U-LiRA 2403.01218). A shadow takes as many optimiser steps as θ0's
   recipe on the whole set (twice the epochs on half the data): with θ0's epochs it is underfit, and a true
   retrain without a few records then looks like a member beside it (measured: LiRA AUC 0.69–0.93 for exact
-  retrains against epoch-matched shadows, 0.39–0.66 against step-matched ones).
+  retrains against epoch-matched shadows, 0.39–0.66 against step-matched ones). Each shadow file also keeps
+  the shadows' logits on the train and test splits (`shadow_logits`), all a record request reads of them.
 A class set has no exact reference here (no retrain without the whole set): a set request asks for a
 per-request reference explicitly (`evaluation.reference: per_request`).
 
@@ -43,10 +44,11 @@ from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.base.io import load_tensors, read_json, save_tensors, sha256_file, sidecar, tensor_metadata, write_json
 from hyperforget.config.params import Params, PoolConfig, TrainConfig
 from hyperforget.data.datasets import Dataset
-from hyperforget.models.nets import ModelSpec
+from hyperforget.models.nets import ModelSpec, predict
 from hyperforget.models.train import train_many, unstack
 
-POOL_FORMAT = 2  # how members are trained (2: step-matched shadows); part of the key, so an older pool is stale
+POOL_FORMAT = 3  # what members are and hold (2: step-matched shadows; 3: shadows keep their logits); part of the
+# key, so an older pool is stale
 POOL_JSON = "pool.json"
 PLAN_JSON = "plan.json"
 CLASS_SEED = 20_000  # + 10_000 · pool.seed + 100 · class + i
@@ -139,11 +141,20 @@ def build_unit(out: str | Path, u: int, data: Dataset, spec: ModelSpec, train: T
         step_matched = recipe.model_copy(update={"epochs": recipe.epochs * len(data.y_train) // rows.shape[1]})
         models = train_many(spec, seeds, data.x_train, data.y_train, step_matched,
                             desc=f"pool shadows {start}-{stop}", rows=rows)
-        extra = {"rows": rows}
+        extra = {"rows": rows, **shadow_logits(models, data)}
     tensors = pack(models) | extra
     save_tensors(out / unit["file"], tensors, {**spec.to_metadata(), "models": str(len(models)),
                                                "seeds": ",".join(map(str, seeds))})
     return {"unit": u, "built": True}
+
+
+def shadow_logits(models: Sequence[nn.Module], data: Dataset) -> dict[str, torch.Tensor]:
+    """Each shadow's logits on the train and test splits, [K, n, C]: what every record request reads of the
+    shadows (their output reference, LiRA's out populations), a pass over the whole data per shadow that
+    grows with the data (on LeNet-5, 16 shadows, MNIST's 10k split: most of a record request's reference).
+    Computed once here, with the models, so the request path runs no shadow."""
+    return {"train_logits": torch.stack([predict(m, data.x_train) for m in models]),
+            "test_logits": torch.stack([predict(m, data.x_test) for m in models])}
 
 
 def pack(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
@@ -217,6 +228,12 @@ class Pool:
             member.scatter_(1, tensors["rows"], True)
             seen.append(member)
         return models, torch.cat(seen)
+
+    def shadow_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The membership shadows' logits on the train and test splits, [N, n_train, C] and [N, n_test, C], in
+        the order of `shadows` (`shadow_logits` wrote them when the pool was built)."""
+        files = [load_tensors(self.root / f, self.index["files"][f]) for f in self.shadow_files()]
+        return torch.cat([t["train_logits"] for t in files]), torch.cat([t["test_logits"] for t in files])
 
 
 def _changed(old: dict, new: dict) -> list[str]:

@@ -51,7 +51,15 @@ from hyperforget.base.errors import ConfigError
 from hyperforget.config.options import VerificationGates, VerificationOptions
 from hyperforget.data.datasets import Dataset, ForgetSplit
 from hyperforget.verify.gates import verification_checks as gate_checks
-from hyperforget.verify.lira import lira_audit, population_auc, record_audit, tpr_at_fpr, true_class_logit, z_scores
+from hyperforget.verify.lira import (
+    lira_audit,
+    log_odds,
+    population_auc,
+    record_audit,
+    tpr_at_fpr,
+    true_class_logit,
+    z_scores,
+)
 from hyperforget.verify.probe import confidence_sets, probe_accuracy, probe_confidence, probe_sets
 from hyperforget.verify.relearn import relearn_steps
 
@@ -121,9 +129,24 @@ def reference_metrics(reference_models: Sequence[nn.Module], data: Dataset, spli
     return {k: _summary([r[k] for r in refs]) for k in _class_keys(cfg)}
 
 
+def _shadow_phis(shadows: Sequence[nn.Module], logits: tuple[torch.Tensor, torch.Tensor] | None, data: Dataset,
+                 split: ForgetSplit) -> tuple[np.ndarray, np.ndarray]:
+    """The membership shadows' φ on D_f and on the test split, [K, |D_f|] and [K, n_test]: from their kept
+    logits when given, else by running them."""
+    yf = data.y_train[split.forget_idx]
+    if logits is not None:
+        train, test = logits
+        return (np.stack([log_odds(t[split.forget_idx], yf) for t in train]),
+                np.stack([log_odds(t, data.y_test) for t in test]))
+    xf = data.x_train[split.forget_idx]
+    return (np.stack([true_class_logit(m, xf, yf) for m in shadows]),
+            np.stack([true_class_logit(m, data.x_test, data.y_test) for m in shadows]))
+
+
 def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_model: nn.Module | None, data: Dataset,
            split: ForgetSplit, cfg: VerificationOptions | None = None,
-           reference: dict[str, Any] | None = None, seen: torch.Tensor | None = None) -> dict[str, Any]:
+           reference: dict[str, Any] | None = None, seen: torch.Tensor | None = None,
+           shadow_logits: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
     """Every verification metric of `model`, and of the retrain reference as {mean, std, values}.
 
     `reference_models` (≥ 2 retrains without D_f) are LiRA's shadows and the reference for the probe and
@@ -131,7 +154,9 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     `reference_metrics` of the same models when already computed. With `seen` [K, |D_f|] the reference models
     are membership shadows that each saw part of D_f (a record request against the reference pool): LiRA fits
     each record's out population from the shadows that never saw it (`lira.record_audit`), and there is no
-    held-out model. JSON-able; class metrics are None for random-subset requests.
+    held-out model; `shadow_logits` ([K, n_train, C], [K, n_test, C]), when given, are those shadows' logits
+    on the train and test splits (the pool keeps them), so they are not run again. JSON-able; class metrics
+    are None for random-subset requests.
     """
     cfg = cfg or VerificationOptions()
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
@@ -143,7 +168,9 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     if not finite:
         lira = _unmeasured_lira(len(reference_models))
     elif seen is not None:
-        lira = record_audit(reference_models, seen.numpy(), model, xf, yf, data.x_test, data.y_test, cfg.lira_min_var)
+        lira = record_audit(*_shadow_phis(reference_models, shadow_logits, data, split), seen.numpy(),
+                            true_class_logit(model, xf, yf), true_class_logit(model, data.x_test, data.y_test),
+                            cfg.lira_min_var)
     else:
         lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
     out.update({f"lira_{k}": v for k, v in lira.items()})

@@ -19,17 +19,18 @@ from hyperforget.base.errors import ConfigError, GateFailed, IntegrityError
 from hyperforget.base.io import read_json, sha256_file
 from hyperforget.cli import app
 from hyperforget.config.overlays import load_params
-from hyperforget.config.params import GatesConfig, Params, PoolConfig
+from hyperforget.config.params import ForgetConfig, GatesConfig, Params, PoolConfig
 from hyperforget.data.datasets import load_dataset
 from hyperforget.erasure import deletion, project_ledger
 from hyperforget.models import train as train_mod
 from hyperforget.models.metrics import summarise
-from hyperforget.models.nets import ModelSpec, load_model, save_model
+from hyperforget.models.nets import ModelSpec, load_model, predict, save_model
 from hyperforget.pipeline import answer, stages
 from hyperforget.publish import release
 from hyperforget.unlearn import retrain as retrain_mod
 from hyperforget.verify import pool as pool_mod
 from hyperforget.verify.gates import check_gates, power_check
+from hyperforget.verify.verdict import verify
 from tests.recipes import PROJECT_POOL
 
 # a record set of the built project whose approximate answer (gradtau) θ0 matches under the pool's test: no power,
@@ -124,6 +125,28 @@ def test_membership_shadows_come_in_complementary_halves(built):
     rows = pool_mod.shadow_rows(100, PoolConfig(shadows=8))  # an even training set: every record seen by half
     member = torch.zeros(8, 100, dtype=torch.bool).scatter_(1, rows, True)
     assert (member.sum(0) == 4).all() and (member[0::2] ^ member[1::2]).all()
+
+
+def test_the_shadows_keep_their_logits_and_a_record_verdict_read_from_them_equals_running_the_shadows(built,
+                                                                                                      tmp_path):
+    params, art = built
+    pool = pool_mod.load_current(art, params)
+    models, seen = pool.shadows()
+    data = load_dataset(art.prepare)
+    train_logits, test_logits = pool.shadow_logits()
+    assert torch.equal(train_logits, torch.stack([predict(m, data.x_train) for m in models]))
+    assert torch.equal(test_logits, torch.stack([predict(m, data.x_test) for m in models]))
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i}\n" for i in RECORDS))
+    p = params.model_copy(update={"forget": ForgetConfig(samples=str(ids))})
+    ctx = answer.context(p, art)
+    ref = answer.resolve_reference(p, art, ctx)
+    assert ref.shadow_logits is not None
+    cfg = p.evaluation.verification
+    read = verify(ctx.original, ref.shadows, None, ctx.data, ctx.split, cfg, seen=ref.seen,
+                  shadow_logits=ref.shadow_logits)
+    run = verify(ctx.original, ref.shadows, None, ctx.data, ctx.split, cfg, seen=ref.seen)
+    assert read == run
 
 
 # ---------- answering reads it and trains no reference ----------
