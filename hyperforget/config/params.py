@@ -251,6 +251,9 @@ class RequestsConfig(Section):
 
     fallback_method: str = Field("gradtau", description="answers what the configured method refuses "
                                  "(DiHyFo: record-level requests)")
+    exact_on_gate_failure: bool = Field(True, description="an approximate answer that fails its gates is followed, "
+                                        "in the same run, by the exact one (a retrain without the data); off: the "
+                                        "request ends failed and waits for an operator")
     deadline_days: int = Field(30, ge=1, le=3660, description="a request is due this many days after submission")
     ledger_url: str = Field("sqlite:///ledger.db", min_length=1, description="SQLAlchemy URL; a relative sqlite "
                             "path is under the project root; HYPERFORGET_LEDGER_URL overrides")

@@ -29,6 +29,13 @@ reference, θ0 and the options alone (`answer.request_power`). Where it passes (
 MNIST), no approximate answer could be certified, so the request is answered exactly (a retrain) at once; the
 approximate method is not run (on LeNet-5 it cost 2–3× the retrain before being discarded).
 
+Why a failed approximate answer is followed by the exact one (`requests.exact_on_gate_failure`, on by default): a
+deletion request is an obligation with a deadline, and an answer the gates tell apart from a retrain certifies
+nothing. So the failure is recorded (`unlearned` with its verdict, then `failed` with the reasons; its version stays
+in the registry without an alias, as evidence) and the same run answers with a retrain without the data, gated like
+any answer; its `unlearned` step names the fallback and why. Off, the request ends failed and waits for an operator
+(`hyperforget request process ID --method M`).
+
 This module holds the lifecycle up to publishing (submit, scope, process, handle); closing and retiring are
 `hyperforget.erasure.closing`, and the project's ledger with what reading it answers (show, list, audit) is
 `hyperforget.erasure.project_ledger`.
@@ -217,20 +224,18 @@ def process(params: Params, art: Artifacts, request_id: str, method: str | None 
                 chosen = EXACT_METHODS[0]
             out = answer_mod.answer(p, art, chosen, run=request_id, register=True, request_key=request_id,
                                     prepared=prepared)
-            req = out.request
-            _move(led, request_id, "unlearned", {
-                "method": chosen, "requested_method": method or params.unlearn.method, "fallback": fallback,
-                "options": p.method_options(chosen).model_dump(), "request_slug": req["request_slug"],
-                "weights_sha256": req["sha256"], "report": req["report"], "reference": req["reference"],
-                "model_path": str(Path(req["model_path"]).relative_to(art.root)),
-                "report_path": str(Path(req["report_path"]).relative_to(art.root)),
-                "verification": req.get("verification"), "power": req.get("power"),
-                "reference_source": req.get("reference_source")})
+            _move(led, request_id, "unlearned", _unlearned(p, art, out, chosen, method, fallback))
+            if not out.passed and chosen not in EXACT_METHODS and p.requests.exact_on_gate_failure:
+                failed = _gate_failure(out, chosen, request_id)
+                fail(led, request_id, failed)
+                fallback = {"from": chosen, "to": EXACT_METHODS[0], "reason": f"{failed}; answered exactly (a "
+                            "retrain without the data) in the same run: requests.exact_on_gate_failure"}
+                chosen = EXACT_METHODS[0]
+                out = answer_mod.answer(p, art, chosen, run=request_id, register=True, request_key=request_id,
+                                        prepared=prepared)
+                _move(led, request_id, "unlearned", _unlearned(p, art, out, chosen, method, fallback))
             if not out.passed:
-                raise GateFailed(f"the {chosen} model for request {request_id} failed its gates: "
-                                 f"{'; '.join(out.gates.reasons)} (registered as {out.registered['name']} version "
-                                 f"{out.registered['version']} without an alias; answer it with another method: "
-                                 f"hyperforget request process {request_id} --method M)")
+                raise _gate_failure(out, chosen, request_id)
             _move(led, request_id, "verified", {"gates": out.gates.to_dict()})
             registry.set_tags(out.registered["name"], out.registered["version"], {REQUEST_TAG: request_id},
                               tracking.client(p, art))
@@ -241,6 +246,25 @@ def process(params: Params, art: Artifacts, request_id: str, method: str | None 
         outcome = close(params, art, request_id, ledger=led)
         outcome.answer, outcome.summary = out.to_dict(), out.summary + "\n" + outcome.summary
         return outcome
+
+
+def _unlearned(p: Params, art: Artifacts, out: answer_mod.Answer, chosen: str, method: str | None,
+               fallback: dict | None) -> dict:
+    """What the `unlearned` step records: the method and why it was chosen, the weights and what they scored."""
+    req = out.request
+    return {"method": chosen, "requested_method": method or p.unlearn.method, "fallback": fallback,
+            "options": p.method_options(chosen).model_dump(), "request_slug": req["request_slug"],
+            "weights_sha256": req["sha256"], "report": req["report"], "reference": req["reference"],
+            "model_path": str(Path(req["model_path"]).relative_to(art.root)),
+            "report_path": str(Path(req["report_path"]).relative_to(art.root)),
+            "verification": req.get("verification"), "power": req.get("power"),
+            "reference_source": req.get("reference_source")}
+
+
+def _gate_failure(out: answer_mod.Answer, chosen: str, request_id: str) -> GateFailed:
+    return GateFailed(f"the {chosen} model for request {request_id} failed its gates: {'; '.join(out.gates.reasons)} "
+                      f"(registered as {out.registered['name']} version {out.registered['version']} without an "
+                      f"alias; answer it with another method: hyperforget request process {request_id} --method M)")
 
 
 def handle(params: Params, art: Artifacts, request_id: str, method: str | None = None, requester: str = "unknown",

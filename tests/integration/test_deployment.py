@@ -1,5 +1,5 @@
 """The unlearn deployment end to end against real servers: deploy, unlearn on the worker, fetch, promote, and
-a run that fails its gates.
+a run that fails its gates where the project leaves that to an operator.
 
 Runs the CLIs exactly as an operator would (`prefect deploy --all`, `prefect deployment run … --watch`,
 `hyperforget fetch`, `hyperforget promote`) against the `full_stack` fixture (S3 + MLflow with artifacts
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.io import sha256_file
@@ -87,9 +88,15 @@ def test_unlearn_deployment_registers_uploads_fetches_and_promotes(full_stack, p
     assert str(registry.resolve(f"{NAME}@champion", client).version) == str(candidate.version)
     assert candidate.tags["lineage.dataset"] and candidate.tags["lineage.original"]
 
-    # a model that fails its gates: the watched run fails, and says why
+    # a model that fails its gates, in a project that leaves it to an operator (requests.exact_on_gate_failure off;
+    # on, the default, a retrain answers in the same run: tests/unit/test_requests.py): the watched run fails, and
+    # says why
+    raw = yaml.safe_load(params.read_text())
+    raw["requests"]["exact_on_gate_failure"] = False
+    operator = params.parent / "params-operator.yaml"  # the same project folder, so the same artifacts and pool
+    operator.write_text(yaml.safe_dump(raw))
     r = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deployment", "run", "unlearn/default", "--param",
-                        "forget_classes=[3]", "--param", "method=finetune", "--param", f"params_path={params}",
+                        "forget_classes=[3]", "--param", "method=finetune", "--param", f"params_path={operator}",
                         "--watch"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode != 0, r.stdout[-3000:]  # `--watch` exits non-zero; the reasons are the state message
     state = subprocess.run([sys.executable, "-c", LAST_STATE_MESSAGE], env=env, capture_output=True, text=True,

@@ -131,7 +131,7 @@ def test_the_shadows_keep_their_logits_and_a_record_verdict_read_from_them_equal
                                                                                                       tmp_path):
     params, art = built
     pool = pool_mod.load_current(art, params)
-    models, seen = pool.shadows()
+    models, _ = pool.shadows()
     data = load_dataset(art.prepare)
     train_logits, test_logits = pool.shadow_logits()
     assert torch.equal(train_logits, torch.stack([predict(m, data.x_train) for m in models]))

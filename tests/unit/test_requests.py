@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.errors import ConfigError, DataError, StorageError
+from hyperforget.base.errors import ConfigError, DataError, GateFailed, StorageError
 from hyperforget.base.io import sha256_file
 from hyperforget.cli import app
 from hyperforget.config.overlays import load_params, parse_params
@@ -303,6 +303,32 @@ def test_a_request_that_fails_after_registering_ends_failed_and_is_retried_to_cl
     states = [t["state"] for t in transitions]
     assert states == ["received", "scoped", "failed", "received", "scoped", "unlearned", "verified", "published",
                       "closed"]  # the export is part of answering: it failed before `unlearned` was recorded
+
+
+@pytest.mark.slow
+def test_an_answer_that_fails_its_gates_is_followed_by_a_retrain_in_the_same_run_unless_turned_off(project):
+    params, art = project["params"], project["art"]
+    deletion.submit(params, art, classes=[3], requester="dpo", request_id="g1")
+    out = deletion.process(params, art, "g1", method="finetune")  # fine-tuning on D_r keeps class 3: it fails
+    transitions = project_ledger.show(params, art, "g1")["transitions"]
+    assert [t["state"] for t in transitions][:7] == ["received", "scoped", "unlearned", "failed", "unlearned",
+                                                     "verified", "published"]
+    failed, exact = transitions[2]["detail"], transitions[4]["detail"]
+    assert failed["method"] == "finetune" and failed["fallback"] is None
+    assert transitions[3]["detail"]["reason"].startswith("GateFailed: the finetune model for request g1 failed")
+    assert exact["method"] == "retrain" and exact["fallback"]["from"] == "finetune"
+    assert "failed its gates" in exact["fallback"]["reason"] and "exact_on_gate_failure" in exact["fallback"]["reason"]
+    c = tracking.client(params, art)
+    versions = {v.tags["method"]: v for v in c.search_model_versions(f"name = '{out.answer['registered']['name']}'")
+                if v.tags.get(registry.KEY_TAG, "").startswith("g1:")}
+    assert versions["finetune"].tags["gates.passed"] == "false" and not versions["finetune"].aliases  # evidence
+    assert str(versions["retrain"].version) == str(out.answer["registered"]["version"])
+
+    off = params.model_copy(update={"requests": params.requests.model_copy(update={"exact_on_gate_failure": False})})
+    deletion.submit(off, art, classes=[5], requester="dpo", request_id="g2")
+    with pytest.raises(GateFailed, match="the finetune model for request g2 failed its gates"):
+        deletion.process(off, art, "g2", method="finetune")
+    assert project_ledger.show(off, art, "g2")["request"]["state"] == "failed"
 
 
 @pytest.mark.slow
