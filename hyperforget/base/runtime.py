@@ -36,9 +36,9 @@ def configure() -> dict[str, str]:
 
 def one_blas_thread() -> AbstractContextManager:
     """numpy's and scipy's BLAS (OpenBLAS, pthreads) on one thread for the block: scikit-learn's small solvers
-    (the linear probe's logistic regressions on 2,400 × 84 features, the membership attack's) call BLAS on
-    matrices so small that handing each call to a second thread costs more than the work. Measured: the
-    cross-fitted probe's 5 fits on LeNet-5's features took 2.7–4.4 s with OpenBLAS's 2 threads and 0.21–0.29 s
-    with 1, on an idle 2-core machine, with the same solver and result (docs/results/request-e2e.md). torch's
-    own threads (MKL, OpenMP) are not touched."""
+    (the linear probe's logistic regressions on 2,400 × 84 features) call BLAS on matrices so small that handing
+    each call to a second thread costs more than the work. Measured side by side (bench/verify_cost.py, LeNet-5,
+    idle 2-core machine): the cross-fitted probe's 5 fits, median 3.86 s with OpenBLAS's 2 threads, 0.45 s with
+    1, the same solver and result (docs/results/request-e2e.md). torch's own threads (MKL, OpenMP) are not
+    touched."""
     return threadpool_limits(limits=1, user_api="blas")
