@@ -42,9 +42,14 @@ class Outcome:
 
 
 def fail(led: Ledger, request_id: str, error: BaseException) -> None:
+    """Record `error` as the request's failure; on a request already `failed` in this attempt (its fast answer
+    failed its gates and the exact answer then failed too), as a `failure` note, so the ledger names every cause."""
     reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     try:
-        if led.get(request_id).state not in ("failed", "closed"):
+        state = led.get(request_id).state
+        if state == "failed":
+            led.note(request_id, "failure", {"reason": reason[:4000]})
+        elif state != "closed":
             led.fail(request_id, reason[:4000])
     except HyperForgetError:
         pass  # the ledger itself is unreachable: the original error is the one to report

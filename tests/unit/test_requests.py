@@ -306,7 +306,8 @@ def test_a_request_that_fails_after_registering_ends_failed_and_is_retried_to_cl
 
 
 @pytest.mark.slow
-def test_an_answer_that_fails_its_gates_is_followed_by_a_retrain_in_the_same_run_unless_turned_off(project):
+def test_an_answer_that_fails_its_gates_is_followed_by_a_retrain_in_the_same_run_unless_turned_off(project,
+                                                                                                   monkeypatch):
     params, art = project["params"], project["art"]
     deletion.submit(params, art, classes=[3], requester="dpo", request_id="g1")
     out = deletion.process(params, art, "g1", method="finetune")  # fine-tuning on D_r keeps class 3: it fails
@@ -329,6 +330,19 @@ def test_an_answer_that_fails_its_gates_is_followed_by_a_retrain_in_the_same_run
     with pytest.raises(GateFailed, match="the finetune model for request g2 failed its gates"):
         deletion.process(off, art, "g2", method="finetune")
     assert project_ledger.show(off, art, "g2")["request"]["state"] == "failed"
+
+    def outage(*args, **kwargs):  # the retrain's export: the exact answer fails too, for another reason
+        raise StorageError("the S3 store at http://127.0.0.1:9 is down (test)")
+
+    monkeypatch.setattr(publish, "export_and_upload", outage)
+    deletion.submit(params, art, classes=[7], requester="dpo", request_id="g3")
+    with pytest.raises(StorageError):
+        deletion.process(params, art, "g3", method="finetune")
+    shown = project_ledger.show(params, art, "g3")
+    assert shown["request"]["state"] == "failed"
+    assert shown["transitions"][-1]["detail"]["reason"].startswith("GateFailed: the finetune model for request g3")
+    assert [n["detail"]["reason"] for n in shown["notes"] if n["kind"] == "failure"] == [
+        "StorageError: the S3 store at http://127.0.0.1:9 is down (test)"]  # the ledger names both causes
 
 
 @pytest.mark.slow
