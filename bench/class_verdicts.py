@@ -37,6 +37,7 @@ from _common import PARAMS, bench_project, experiment_raw, run_pipeline, write_r
 
 from hyperforget.base.errors import Diverged
 from hyperforget.base.io import read_json, write_json
+from hyperforget.config.options import VARIANTS
 from hyperforget.config.overlays import parse_overrides
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.pipeline import answer, stages
@@ -177,7 +178,7 @@ def main() -> None:
                              "other gate limits: measure again without --reuse")
     params, art = bench_project("class-verdicts", args.params, args.set, args.work)
     t0 = time.perf_counter()
-    built = run_pipeline(params, art)
+    built = run_pipeline(params, art, tuple(v for v in VARIANTS if v in args.methods))  # only those named
     pool = stages.pool(params, art)
     setup_s = time.perf_counter() - t0
     rows = []
