@@ -246,7 +246,7 @@ def record_rows(params: Params, art: Artifacts, requests: int, answers: int, met
     seeds = [RECORD_ANSWER_SEED + 100 * r + i for r in range(requests) for i in range(answers)]
     truth = train_many(spec, seeds, data.x_train, data.y_train, recipe(params), desc="record answers", rows=rows_idx)
     log(f"{len(truth)} record answer retrains in {time.perf_counter() - t0:.0f} s")
-    shadows, seen = pool.shadows()
+    shadows, seen, _, _ = pool.shadows()
     pairs = len(shadows) // 2
     unsupported: dict[int, str] = {}
     rows: list[dict] = []

@@ -127,7 +127,7 @@ class Reference:
     the certificate: the pool's sha256 and files, or a per-request reference with its cost). `original_report`:
     θ0's output metrics on this request when the reference came with them (a pool class, `pool_class_reference`),
     else None and the power check measures them. `shadow_logits`: the membership shadows' logits on the train
-    and test splits, kept in the pool (`Pool.shadow_logits`), so a record request runs no shadow."""
+    and test splits, kept in the pool (`Pool.shadows`), so a record request runs no shadow."""
 
     summary: dict
     shadows: list[nn.Module]
@@ -163,9 +163,9 @@ def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Re
         summary, original_report = pool_class_reference(params, art, ctx, pool, models)
         return Reference(summary, shadows, held_out, None, pool_mod.describe(pool, [pool.class_file(classes[0])]),
                          original_report)
-    models, seen = pool.shadows()
-    seen_f, logits = seen[:, ctx.split.forget_idx], pool.shadow_logits()
-    return Reference(_record_summary(ctx, logits, seen_f), models, None, seen_f,
+    shadows = pool.shadows()
+    seen_f, logits = shadows.seen[:, ctx.split.forget_idx], (shadows.train_logits, shadows.test_logits)
+    return Reference(_record_summary(ctx, logits, seen_f), shadows.models, None, seen_f,
                      pool_mod.describe(pool, pool.shadow_files()), shadow_logits=logits)
 
 
@@ -211,7 +211,7 @@ def warm_pool_references(params: Params, art: Artifacts) -> dict[str, Any]:
 
 def _record_summary(ctx: RequestContext, logits: tuple[torch.Tensor, torch.Tensor], seen_f: torch.Tensor) -> dict:
     """The output metrics' reference of a record request, from the shadows' logits on the train and test splits
-    (`Pool.shadow_logits`): each shadow scored on the records of D_f it never saw
+    (`Pool.shadows`): each shadow scored on the records of D_f it never saw
     (forget accuracy and MIA as a model that never saw them scores them), then moved by how much better a
     full-data model does on unseen data than these half-data shadows (`_unseen`: θ0 against the shadows, on the
     test split), because the answer to a record request is a full-data model: without the shift a true retrain

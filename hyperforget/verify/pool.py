@@ -14,7 +14,8 @@ own `train:` recipe and architecture, and every request reads it (the request pa
   recipe on the whole set (twice the epochs on half the data): with θ0's epochs it is underfit, and a true
   retrain without a few records then looks like a member beside it (measured: LiRA AUC 0.69–0.93 for exact
   retrains against epoch-matched shadows, 0.39–0.66 against step-matched ones). Each shadow file also keeps
-  the shadows' logits on the train and test splits (`shadow_logits`), all a record request reads of them.
+  the shadows' logits on the train and test splits (`shadow_logits`), all a record request reads of them,
+  in one pass over each file (`Pool.shadows`).
 A class set has no exact reference here (no retrain without the whole set): a set request asks for a
 per-request reference explicitly (`evaluation.reference: per_request`).
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -191,6 +192,16 @@ def build(out: str | Path, key: dict, data: Dataset, spec: ModelSpec, train: Tra
     return finish(out, len(data.y_train)) | {"built_units": len(todo)}
 
 
+class Shadows(NamedTuple):
+    """The pool's membership shadows: the models, which training records each saw (bool [N, n_train]) and their
+    logits on the train and test splits ([N, n_train, C], [N, n_test, C]), all in one order."""
+
+    models: list[nn.Module]
+    seen: torch.Tensor
+    train_logits: torch.Tensor
+    test_logits: torch.Tensor
+
+
 @dataclass(frozen=True)
 class Pool:
     """A verified, current reference pool; models are read (checksum-verified) only when asked for."""
@@ -217,23 +228,20 @@ class Pool:
         """The K retrains that never saw class `c`."""
         return self._models(self.class_file(c))[0]
 
-    def shadows(self) -> tuple[list[nn.Module], torch.Tensor]:
-        """The membership shadows and which records each saw: (models, bool [N, n_train])."""
+    def shadows(self) -> Shadows:
+        """The membership shadows, which records each saw, and their logits (`shadow_logits` wrote them when the
+        pool was built), each shadow file read and checksum-verified once."""
         models: list[nn.Module] = []
-        seen = []
+        seen, train_logits, test_logits = [], [], []
         for unit in (u for u in self.index["units"] if u["kind"] == "shadows"):
             ms, tensors = self._models(unit["file"])
             models += ms
             member = torch.zeros(len(ms), self.index["n_train"], dtype=torch.bool)
             member.scatter_(1, tensors["rows"], True)
             seen.append(member)
-        return models, torch.cat(seen)
-
-    def shadow_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The membership shadows' logits on the train and test splits, [N, n_train, C] and [N, n_test, C], in
-        the order of `shadows` (`shadow_logits` wrote them when the pool was built)."""
-        files = [load_tensors(self.root / f, self.index["files"][f]) for f in self.shadow_files()]
-        return torch.cat([t["train_logits"] for t in files]), torch.cat([t["test_logits"] for t in files])
+            train_logits.append(tensors["train_logits"])
+            test_logits.append(tensors["test_logits"])
+        return Shadows(models, torch.cat(seen), torch.cat(train_logits), torch.cat(test_logits))
 
 
 def _changed(old: dict, new: dict) -> list[str]:

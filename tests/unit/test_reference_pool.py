@@ -114,7 +114,7 @@ def test_the_pool_is_named_by_its_index_rebuilt_only_where_a_unit_fails_to_verif
 def test_membership_shadows_come_in_complementary_halves(built):
     params, art = built
     pool = pool_mod.load_current(art, params)
-    models, seen = pool.shadows()
+    models, seen, _, _ = pool.shadows()
     n_train = len(load_dataset(art.prepare).y_train)
     assert len(models) == seen.shape[0] == PROJECT_POOL["shadows"] and seen.shape[1] == n_train
     for a, b in zip(seen[0::2], seen[1::2], strict=True):  # each pair splits the records between them
@@ -131,9 +131,8 @@ def test_the_shadows_keep_their_logits_and_a_record_verdict_read_from_them_equal
                                                                                                       tmp_path):
     params, art = built
     pool = pool_mod.load_current(art, params)
-    models, _ = pool.shadows()
+    models, _, train_logits, test_logits = pool.shadows()
     data = load_dataset(art.prepare)
-    train_logits, test_logits = pool.shadow_logits()
     assert torch.equal(train_logits, torch.stack([predict(m, data.x_train) for m in models]))
     assert torch.equal(test_logits, torch.stack([predict(m, data.x_test) for m in models]))
     ids = tmp_path / "ids.txt"
