@@ -386,10 +386,12 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Logits of `model` on `x`, in eval mode, batched to bound memory."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096, cut: str = "all") -> torch.Tensor:
+    """Logits of `model` on `x`, in eval mode, batched to bound memory. With a `cut` (see `Classifier`), x is
+    what the model's frozen part computes (`frozen_features`) and only the layers after the cut run."""
     model.eval()
-    return torch.cat([model(xb) for xb in x.split(batch_size)]) if len(x) else torch.empty(0)
+    kwargs = {} if cut == "all" else {"cut": cut}
+    return torch.cat([model(xb, **kwargs) for xb in x.split(batch_size)]) if len(x) else torch.empty(0)
 
 
 def batched_logits(

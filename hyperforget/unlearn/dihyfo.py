@@ -145,7 +145,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), x_retain, inputs.y_retain,
                           classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed, opts.refit_head,
                           cut=generate)
-        level = (match_level(model, data.x_val, data.y_val, levels, inputs.gates.max_forget_acc)
+        level = (match_level(model, x_val, data.y_val, levels, inputs.gates.max_forget_acc, cut=generate)
                  if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),
             "chosen": best, "original_retained_val_acc": reference,

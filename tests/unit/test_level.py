@@ -3,10 +3,14 @@ by a bias shift alone, and never at the price of recognising the class again or 
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyperforget.models.nets import ModelSpec
 from hyperforget.unlearn.level import last_linear, match_level, solve, zoo_levels
 
 
@@ -61,6 +65,24 @@ def test_match_level_moves_only_the_head_bias_of_the_forgotten_class():
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == ["2.bias"] and info["applied"]
     assert torch.equal((after["2.bias"] - before["2.bias"]).nonzero().flatten(), torch.tensor([1]))
+
+
+def test_matching_on_the_cached_features_of_the_frozen_part_shifts_the_bias_as_on_the_images():
+    """DiHyFo generating fc1–fc3 matches the level on the zoo's cached conv features: the same validation logits
+    (the frozen part is θ0's either way), so the same shift, without running the convolutions again."""
+    spec = ModelSpec("lenet", (1, 28, 28), 10, 10)
+    on_images = spec.build(seed=0)
+    with torch.no_grad():
+        last_linear(on_images).bias[3] -= 30.0
+    on_features = copy.deepcopy(on_images)
+    x, y = torch.randn(300, 1, 28, 28), torch.arange(300) % 10
+    a = match_level(on_images, x, y, {3: 6.0}, max_forget_acc=1.0)
+    b = match_level(on_features, on_features.frozen_features(x, "dense"), y, {3: 6.0}, max_forget_acc=1.0,
+                    cut="dense")
+    assert a["applied"] and b["applied"] and abs(a["delta"][3]) > 1.0
+    assert a["delta"][3] == pytest.approx(b["delta"][3], abs=1e-4)
+    assert torch.allclose(last_linear(on_images).bias, last_linear(on_features).bias, atol=1e-4)
+    assert b["val_loss_after"][3] == pytest.approx(6.0, abs=1e-3)  # the loss the shift was solved for
 
 
 def test_levels_come_from_the_zoos_retrained_endpoints_of_each_class():
