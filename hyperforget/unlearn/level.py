@@ -91,8 +91,8 @@ def match_level(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, targ
                 max_forget_acc: float, cut: str = "all") -> dict[str, object]:
     """Shift `model`'s head bias in place (see the module docstring); returns what was done. With a `cut`,
     x_val is the frozen part's features cached with the zoo (`models.features`): the validation logits are
-    those of the whole model, at the cost of the generated layers only (on MNIST-60k's 6,000 validation
-    images a LeNet-5 forward pass is most of the repair's time)."""
+    those of the whole model, at the cost of the generated layers only (on MNIST-60k DiHyFo-1 took 1.35 s with
+    two whole-model passes over the 6,000 validation images, 0.74 s without: docs/results/mnist-lenet.md)."""
     if not targets:
         return {"applied": False, "reason": "the zoo holds no retrained endpoints for these classes"}
     logits = predict(model, x_val, cut=cut)
