@@ -129,6 +129,12 @@ class Artifacts:
         return self.base / "original" / "metrics.json"
 
     @property
+    def original_outputs(self) -> Path:
+        """θ0's logits (and frozen-part features) on the train and test splits, kept for every request
+        (`hyperforget.models.outputs`)."""
+        return self.base / "original" / "outputs.safetensors"
+
+    @property
     def compare(self) -> Path:
         return self.base / "compare"
 

@@ -135,20 +135,18 @@ class Evaluator:
     @classmethod
     def for_original(cls, original: nn.Module, data: Dataset, split: ForgetSplit, mia_splits: int = 10,
                      seed: int = 0) -> Evaluator:
-        feats = cls._features(original, data, split)
-        attack = MembershipAttack.fit(feats["retain"], feats["test"], seed)
-        return cls(data, split, attack, attack.is_member(feats["forget"]), mia_splits, seed)
+        return cls.for_original_logits(predict(original, data.x_train), predict(original, data.x_test), data, split,
+                                       mia_splits, seed)
 
-    @staticmethod
-    def _features(model: nn.Module, data: Dataset, split: ForgetSplit) -> dict[str, np.ndarray]:
-        logits = predict(model, data.x_train)
+    @classmethod
+    def for_original_logits(cls, train_logits: torch.Tensor, test_logits: torch.Tensor, data: Dataset,
+                            split: ForgetSplit, mia_splits: int = 10, seed: int = 0) -> Evaluator:
+        """`for_original` from θ0's logits on the train and test splits (`models.outputs` keeps them)."""
         y = data.y_train
-        test_logits = predict(model, data.x_test)
-        return {
-            "retain": attack_features(logits[split.retain_idx], y[split.retain_idx]),
-            "forget": attack_features(logits[split.forget_idx], y[split.forget_idx]),
-            "test": attack_features(test_logits, data.y_test),
-        }
+        retain = attack_features(train_logits[split.retain_idx], y[split.retain_idx])
+        attack = MembershipAttack.fit(retain, attack_features(test_logits, data.y_test), seed)
+        member = attack.is_member(attack_features(train_logits[split.forget_idx], y[split.forget_idx]))
+        return cls(data, split, attack, member, mia_splits, seed)
 
     def report(self, model: nn.Module) -> dict:
         return self.report_logits(predict(model, self.data.x_train), predict(model, self.data.x_test))

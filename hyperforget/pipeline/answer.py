@@ -30,6 +30,7 @@ from hyperforget.base.errors import ConfigError
 from hyperforget.base.io import (
     load_tensors,
     read_json,
+    recorded_sha256,
     save_tensors,
     sha256_bytes,
     sha256_file,
@@ -42,6 +43,7 @@ from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, load_dataset
 from hyperforget.models.metrics import Evaluator, MembershipAttack, accuracy, attack_features, summarise
 from hyperforget.models.nets import ModelSpec, load_model, predict, save_model
+from hyperforget.models.outputs import OriginalOutputs, original_outputs
 from hyperforget.publish import release as publish
 from hyperforget.publish import runs
 from hyperforget.publish.onnx import prewarm as prewarm_export
@@ -49,6 +51,7 @@ from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify import pool as pool_mod
 from hyperforget.verify.gates import GateResult, check_gates
+from hyperforget.verify.lira import true_class_logit
 from hyperforget.verify.verdict import shadows_and_held_out, verify
 from hyperforget.zoo.shards import INDEX
 
@@ -57,21 +60,36 @@ PIPELINE_RUN = None  # the pipeline's own request writes requests/<slug>/<method
 
 @dataclass(frozen=True)
 class RequestContext:
-    """The prepared data, θ0 with its spec, the request's split and the evaluator fitted on θ0."""
+    """The prepared data, θ0 with its spec, the request's split and the evaluator fitted on θ0; `outputs`: θ0's
+    kept outputs (`models.outputs`), from which θ0 and an answer that kept its frozen layers are scored."""
 
     data: Dataset
     original: Any
     spec: ModelSpec
     split: ForgetSplit
     evaluator: Evaluator
+    outputs: OriginalOutputs | None = None
+
+    def logits(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """`model`'s logits on the train and test splits (`OriginalOutputs.logits` when θ0's are kept)."""
+        if self.outputs is not None:
+            return self.outputs.logits(model, self.original, self.data)
+        return predict(model, self.data.x_train), predict(model, self.data.x_test)
+
+    def report(self, model: nn.Module) -> dict:
+        """The evaluator's output metrics of `model` (`Evaluator.report`), from `logits`."""
+        return self.evaluator.report_logits(*self.logits(model))
 
 
 def context(params: Params, art: Artifacts) -> RequestContext:
     data = load_dataset(art.prepare)
     original, spec = load_model(art.model)
     split = forget_split(data, params.forget)
-    return RequestContext(data, original, spec, split,
-                          Evaluator.for_original(original, data, split, params.evaluation.mia_splits, params.seed))
+    outputs = original_outputs(art.original_outputs, original, data, recorded_sha256(art.dataset),
+                               params.hypernet.generate)
+    evaluator = Evaluator.for_original_logits(outputs.train_logits, outputs.test_logits, data, split,
+                                              params.evaluation.mia_splits, params.seed)
+    return RequestContext(data, original, spec, split, evaluator, outputs)
 
 
 def inputs(params: Params, art: Artifacts, ctx: RequestContext) -> UnlearnInputs:
@@ -127,7 +145,8 @@ class Reference:
     the certificate: the pool's sha256 and files, or a per-request reference with its cost). `original_report`:
     θ0's output metrics on this request when the reference came with them (a pool class, `pool_class_reference`),
     else None and the power check measures them. `shadow_logits`: the membership shadows' logits on the train
-    and test splits, kept in the pool (`Pool.shadows`), so a record request runs no shadow."""
+    and test splits, kept in the pool (`Pool.shadows`), so a record request runs no shadow. `phis`: the shadows'
+    φ on D_f and the held-out retrain's, kept beside a pool class's reference, so LiRA runs neither."""
 
     summary: dict
     shadows: list[nn.Module]
@@ -136,6 +155,7 @@ class Reference:
     source: dict
     original_report: dict | None = None
     shadow_logits: tuple[torch.Tensor, torch.Tensor] | None = None
+    phis: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Reference:
@@ -160,9 +180,9 @@ def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Re
     if classes is not None:
         models = pool.class_models(classes[0])
         shadows, held_out = shadows_and_held_out(models)
-        summary, original_report = pool_class_reference(params, art, ctx, pool, models)
+        summary, original_report, phis = pool_class_reference(params, art, ctx, pool, models)
         return Reference(summary, shadows, held_out, None, pool_mod.describe(pool, [pool.class_file(classes[0])]),
-                         original_report)
+                         original_report, phis=(phis[:-1], phis[-1]))
     shadows = pool.shadows()
     seen_f, logits = shadows.seen[:, ctx.split.forget_idx], (shadows.train_logits, shadows.test_logits)
     return Reference(_record_summary(ctx, logits, seen_f), shadows.models, None, seen_f,
@@ -170,26 +190,29 @@ def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Re
 
 
 def pool_class_reference(params: Params, art: Artifacts, ctx: RequestContext, pool: pool_mod.Pool,
-                         models: list[nn.Module]) -> tuple[dict, dict]:
-    """The output reference of a single-class request from the pool (its K retrains' metrics, summarised) and
-    θ0's metrics on the same request (the power check's), measured once per class: each is a pass over the
-    whole data set and a membership attack fitted per model, most of a request's reference cost on the CNN
-    (8 of 27 s on LeNet-5, MNIST 10k split). Kept as JSON beside the request (`Artifacts.pool_reference`),
-    keyed by the pool's sha256, the class's file, D_f and the evaluator's settings; the pool stage measures
-    every class (`warm_pool_references`), so a request only reads it."""
+                         models: list[nn.Module]) -> tuple[dict, dict, np.ndarray]:
+    """The output reference of a single-class request from the pool (its K retrains' metrics, summarised),
+    θ0's metrics on the same request (the power check's) and the K retrains' LiRA φ on D_f [K, |D_f|] (`lira`),
+    measured once per class: each is a pass over the whole data set (or D_f) per model and a membership attack
+    fitted per model, most of a request's reference cost on the CNN (8 of 27 s on LeNet-5, MNIST 10k split).
+    Kept as JSON beside the request (`Artifacts.pool_reference`), keyed by the pool's sha256, the class's file,
+    D_f and the evaluator's settings; the pool stage measures every class (`warm_pool_references`), so a request
+    only reads it."""
     c = params.forget.classes[0]
     key = sha256_bytes(json.dumps([pool.sha256, pool.class_file(c), sha256_bytes(ctx.split.forget_idx.numpy()
                                    .tobytes()), ctx.evaluator.mia_splits, ctx.evaluator.seed]).encode())
     path = art.pool_reference(params.forget.slug())
     if path.exists():
         cached = read_json(path)
-        if cached.get("key") == key:
-            return cached["summary"], cached["original_report"]
+        if cached.get("key") == key and "phis" in cached:
+            return cached["summary"], cached["original_report"], np.asarray(cached["phis"])
     summary = summarise([ctx.evaluator.report(m) for m in models])
-    original_report = ctx.evaluator.report(ctx.original)
-    write_json(path, {"key": key, "summary": summary, "original_report": original_report})
+    original_report = ctx.report(ctx.original)
+    xf, yf = ctx.data.x_train[ctx.split.forget_idx], ctx.data.y_train[ctx.split.forget_idx]
+    phis = [true_class_logit(m, xf, yf).tolist() for m in models]
+    write_json(path, {"key": key, "summary": summary, "original_report": original_report, "phis": phis})
     cached = read_json(path)  # the values a later request reads, to the last digit
-    return cached["summary"], cached["original_report"]
+    return cached["summary"], cached["original_report"], np.asarray(cached["phis"])
 
 
 def warm_pool_references(params: Params, art: Artifacts) -> dict[str, Any]:
@@ -229,8 +252,7 @@ def _record_summary(ctx: RequestContext, logits: tuple[torch.Tensor, torch.Tenso
         reports.append(ev.report_logits(train_logits, test_logits))
         unseen.append(_unseen(train_logits, test_logits, ctx))
     summary = summarise(reports)
-    d = ctx.data
-    full = _unseen(predict(ctx.original, d.x_train), predict(ctx.original, d.x_test), ctx)
+    full = _unseen(*ctx.logits(ctx.original), ctx)
     for i, key in enumerate(("forget_acc", "mia")):
         shift = full[i] - float(np.mean([u[i] for u in unseen]))
         summary[key] = {**summary[key], "mean": summary[key]["mean"] + shift}
@@ -272,7 +294,7 @@ def reference_verification(params: Params, art: Artifacts, ctx: RequestContext, 
         if cached.get("key") == key:
             return cached["original"]
     original = verify(ctx.original, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, seen=ref.seen,
-                      shadow_logits=ref.shadow_logits)
+                      shadow_logits=ref.shadow_logits, logits=ctx.logits(ctx.original), reference_phis=ref.phis)
     write_json(path, {"key": key, "original": original})
     return original
 
@@ -282,7 +304,7 @@ def test_power(params: Params, ctx: RequestContext, ref: Reference, checked: dic
     (`reference_verification`: inference and a relearn that stops at once, θ0 still classifies D_f), gated by
     today's limits. A verdict whose test θ0 passes too certifies nothing (`gates.power_check`): the checks θ0
     fails are the test's power on this request."""
-    report = ref.original_report if ref.original_report is not None else ctx.evaluator.report(ctx.original)
+    report = ref.original_report if ref.original_report is not None else ctx.report(ctx.original)
     verdict = check_gates(report, ref.summary, params.gates, checked)
     failed = sorted(name for name, c in verdict.checks.items() if not c["passed"])
     if ref.seen is not None:  # records: the output gates fail true retrains about as often as θ0 (bench/
@@ -334,12 +356,13 @@ def unlearn(params: Params, art: Artifacts, method: str | None = None, run: str 
     prepared = prepared or prepare(params, art)
     ctx, ref, reference_s = prepared.ctx, prepared.ref, prepared.reference_s
     res = run_method(method, inputs(params, art, ctx), options)
-    report = ctx.evaluator.report(res.model)
+    logits = ctx.logits(res.model)
+    report = ctx.evaluator.report_logits(*logits)
     t0 = time.perf_counter()
     cfg = params.evaluation.verification
     original = reference_verification(params, art, ctx, ref)
     checked = verify(res.model, ref.shadows, ref.held_out, ctx.data, ctx.split, cfg, original["reference"],
-                     seen=ref.seen, shadow_logits=ref.shadow_logits)
+                     seen=ref.seen, shadow_logits=ref.shadow_logits, logits=logits, reference_phis=ref.phis)
     power = test_power(params, ctx, ref, original)
     verify_s = time.perf_counter() - t0
     out = art.request(params.forget.slug(), method, run)

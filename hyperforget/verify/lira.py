@@ -32,21 +32,11 @@ def log_odds(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     return (z_y - torch.logsumexp(others, 1)).numpy()
 
 
-def lira_scores(shadow_models: Sequence[nn.Module], target_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                min_var: float = 1e-2) -> np.ndarray:
-    """Offline LiRA z-scores of `target_model` on (x, y) against "out" shadows (higher = more likely "in").
-
-    Per example: μ, σ² of φ over the shadows (unbiased), σ² floored by the mean σ² over examples and by
-    `min_var`; score = (φ_target − μ) / σ, monotone in the one-sided likelihood ratio of the offline attack.
-    """
-    if len(shadow_models) < 2:
-        raise ConfigError(f"LiRA needs at least 2 shadow (retrain) models to fit a variance, got {len(shadow_models)}")
-    phis = np.stack([true_class_logit(m, x, y) for m in shadow_models])  # [K, N]
-    return z_scores(true_class_logit(target_model, x, y), phis, min_var)
-
-
 def z_scores(phi: np.ndarray, shadow_phis: np.ndarray, min_var: float) -> np.ndarray:
-    """`lira_scores` on precomputed φ: target [N], shadows [K, N]."""
+    """Offline LiRA z-scores of a target from φ (`log_odds`): its own [N] against "out" shadows' [K, N] (higher =
+    more likely "in"). Per example: μ, σ² of φ over the shadows (unbiased), σ² floored by the mean σ² over
+    examples and by `min_var`; z = (φ_target − μ) / σ, monotone in the one-sided likelihood ratio of the offline
+    attack."""
     mu, var = shadow_phis.mean(0), shadow_phis.var(0, ddof=1)
     return (phi - mu) / np.sqrt(np.maximum(var, max(float(var.mean()), min_var)))
 
@@ -84,11 +74,22 @@ def lira_audit(shadows: Sequence[nn.Module], held_out_retrain: nn.Module, target
     a model that never saw the class pushes its logit down), so two retrain seeds' score sets barely
     overlap and `auc_vs_held_out` between them lands anywhere in [0, 1] (see `VerificationGates`).
     """
-    s_target = lira_scores(shadows, target, x_forget, y_forget, min_var)
-    s_held = lira_scores(shadows, held_out_retrain, x_forget, y_forget, min_var)
+    phis = np.stack([true_class_logit(m, x_forget, y_forget) for m in shadows]) if shadows else np.zeros((0, 0))
+    return class_audit(phis, true_class_logit(held_out_retrain, x_forget, y_forget),
+                       true_class_logit(target, x_forget, y_forget), min_var)
+
+
+def class_audit(shadow_phis: np.ndarray, held_out_phi: np.ndarray, target_phi: np.ndarray,
+                min_var: float = 1e-2) -> dict[str, float]:
+    """`lira_audit` from φ (`log_odds`) on D_f: the shadows' [K, N], the held-out retrain's and the target's [N]
+    (a caller that has the target's logits already, `verdict.verify`, runs nothing)."""
+    if len(shadow_phis) < 2:
+        raise ConfigError(f"LiRA needs at least 2 shadow (retrain) models to fit a variance, got {len(shadow_phis)}")
+    s_target = z_scores(target_phi, shadow_phis, min_var)
+    s_held = z_scores(held_out_phi, shadow_phis, min_var)
     return {"auc": population_auc(s_target), "auc_vs_held_out": auc(s_target, s_held),
             "tpr_at_1fpr": tpr_at_fpr(s_target, s_held, 0.01), "held_out_auc": population_auc(s_held),
-            "n_shadows": len(shadows)}
+            "n_shadows": len(shadow_phis)}
 
 
 def out_z_scores(phi: np.ndarray, shadow_phis: np.ndarray, out: np.ndarray, min_var: float) -> np.ndarray:

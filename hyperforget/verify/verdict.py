@@ -52,7 +52,7 @@ from hyperforget.config.options import VerificationGates, VerificationOptions
 from hyperforget.data.datasets import Dataset, ForgetSplit
 from hyperforget.verify.gates import verification_checks as gate_checks
 from hyperforget.verify.lira import (
-    lira_audit,
+    class_audit,
     log_odds,
     population_auc,
     record_audit,
@@ -143,10 +143,22 @@ def _shadow_phis(shadows: Sequence[nn.Module], logits: tuple[torch.Tensor, torch
             np.stack([true_class_logit(m, data.x_test, data.y_test) for m in shadows]))
 
 
+def _target_phis(model: nn.Module, logits: tuple[torch.Tensor, torch.Tensor] | None, data: Dataset,
+                 split: ForgetSplit, unseen: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """φ of the model under test on D_f and (`unseen`) on the test split: from its logits when given."""
+    yf = data.y_train[split.forget_idx]
+    if logits is not None:
+        return log_odds(logits[0][split.forget_idx], yf), log_odds(logits[1], data.y_test) if unseen else None
+    return (true_class_logit(model, data.x_train[split.forget_idx], yf),
+            true_class_logit(model, data.x_test, data.y_test) if unseen else None)
+
+
 def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_model: nn.Module | None, data: Dataset,
            split: ForgetSplit, cfg: VerificationOptions | None = None,
            reference: dict[str, Any] | None = None, seen: torch.Tensor | None = None,
-           shadow_logits: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+           shadow_logits: tuple[torch.Tensor, torch.Tensor] | None = None,
+           logits: tuple[torch.Tensor, torch.Tensor] | None = None,
+           reference_phis: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Every verification metric of `model`, and of the retrain reference as {mean, std, values}.
 
     `reference_models` (≥ 2 retrains without D_f) are LiRA's shadows and the reference for the probe and
@@ -155,8 +167,11 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
     are membership shadows that each saw part of D_f (a record request against the reference pool): LiRA fits
     each record's out population from the shadows that never saw it (`lira.record_audit`), and there is no
     held-out model; `shadow_logits` ([K, n_train, C], [K, n_test, C]), when given, are those shadows' logits
-    on the train and test splits (the pool keeps them), so they are not run again. JSON-able; class metrics
-    are None for random-subset requests.
+    on the train and test splits (the pool keeps them), so they are not run again; `logits`, `model`'s own on
+    the same splits when the caller has them (`answer.unlearn` scored it on them), so LiRA runs no pass of it;
+    `reference_phis`, the shadows' φ on D_f [K, |D_f|] and the held-out retrain's [|D_f|] when kept (a pool
+    class keeps them: `answer.pool_class_reference`), so no reference model runs either. JSON-able; class
+    metrics are None for random-subset requests.
     """
     cfg = cfg or VerificationOptions()
     xf, yf = data.x_train[split.forget_idx], data.y_train[split.forget_idx]
@@ -169,10 +184,11 @@ def verify(model: nn.Module, reference_models: Sequence[nn.Module], held_out_mod
         lira = _unmeasured_lira(len(reference_models))
     elif seen is not None:
         lira = record_audit(*_shadow_phis(reference_models, shadow_logits, data, split), seen.numpy(),
-                            true_class_logit(model, xf, yf), true_class_logit(model, data.x_test, data.y_test),
-                            cfg.lira_min_var)
+                            *_target_phis(model, logits, data, split, unseen=True), cfg.lira_min_var)
     else:
-        lira = lira_audit(reference_models, held_out_model, model, xf, yf, cfg.lira_min_var)
+        phis, held = reference_phis if reference_phis is not None else (
+            np.stack([true_class_logit(m, xf, yf) for m in reference_models]), true_class_logit(held_out_model, xf, yf))
+        lira = class_audit(phis, held, _target_phis(model, logits, data, split, unseen=False)[0], cfg.lira_min_var)
     out.update({f"lira_{k}": v for k, v in lira.items()})
     if split.classes is None:
         out.update(dict.fromkeys(_class_keys(cfg)))

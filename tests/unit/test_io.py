@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from hyperforget.base.io import (
     load_tensors,
     read_json,
     save_tensors,
+    sha256_bytes,
     sha256_file,
     sidecar,
     tensor_metadata,
@@ -117,3 +119,17 @@ def test_corrupt_json_is_an_integrity_error(tmp_path):
     path.write_text('{"acc": 0.9')
     with pytest.raises(IntegrityError, match="not valid JSON"):
         read_json(path)
+
+
+def test_a_remembered_digest_is_not_returned_for_a_file_changed_in_place_with_its_mtime_put_back(tmp_path):
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"a" * 1000)
+    time.sleep(2.1)  # written over 2 s ago: its digest is remembered from here on
+    first = sha256_file(f)
+    assert sha256_file(f) == first == sha256_bytes(b"a" * 1000)
+    st = os.stat(f)
+    with open(f, "r+b") as h:  # same size, one byte changed, the old mtime restored
+        h.seek(500)
+        h.write(b"b")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert sha256_file(f) == sha256_bytes(b"a" * 500 + b"b" + b"a" * 499) != first

@@ -25,7 +25,7 @@ from hyperforget.models.nets import HEAD_LAYERS, ModelSpec, head_parameters, pre
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify.gates import check_gates
-from hyperforget.verify.lira import auc, lira_audit, lira_scores, population_auc, true_class_logit
+from hyperforget.verify.lira import auc, class_audit, lira_audit, population_auc, true_class_logit, z_scores
 from hyperforget.verify.probe import PROBE_FOLDS, confidence_sets, probe_accuracy, probe_confidence, probe_sets
 from hyperforget.verify.relearn import relearn_steps
 from hyperforget.verify.verdict import retrain_row, shadows_and_held_out, verification_checks, verify
@@ -70,17 +70,17 @@ def test_true_class_logit_is_the_log_odds_of_the_true_class_even_when_saturated(
     assert phi[2] == pytest.approx(-1000 - math.log(2))
 
 
-def test_lira_scores_a_hand_computed_case_with_the_variance_floor():
+def test_lira_z_scores_a_hand_computed_case_with_the_variance_floor():
     # two classes, label 0: φ = logit0 − logit1. Shadow φ: example 0 → {0, 2}, example 1 → {2, 2}.
     shadows = [Table([[0.0, 0.0], [2.0, 0.0]]), Table([[2.0, 0.0], [2.0, 0.0]])]
     target = Table([[3.0, 0.0], [2.0, 0.0]])
     x, y = torch.arange(2), torch.zeros(2, dtype=torch.long)
+    phis, phi = np.stack([true_class_logit(m, x, y) for m in shadows]), true_class_logit(target, x, y)
     # μ = (1, 2); unbiased var = (2, 0); floor = max(mean var 1, min_var) → σ² = (2, 1)
-    z = lira_scores(shadows, target, x, y, min_var=1e-2)
-    assert z == pytest.approx([2 / math.sqrt(2), 0.0])
-    assert lira_scores(shadows, target, x, y, min_var=4.0) == pytest.approx([1.0, 0.0])  # absolute floor
+    assert z_scores(phi, phis, min_var=1e-2) == pytest.approx([2 / math.sqrt(2), 0.0])
+    assert z_scores(phi, phis, min_var=4.0) == pytest.approx([1.0, 0.0])  # absolute floor
     with pytest.raises(ConfigError, match="at least 2"):
-        lira_scores(shadows[:1], target, x, y)
+        class_audit(phis[:1], phi, phi)
 
 
 def test_auc_tpr_at_fpr_and_population_auc_on_synthetic_scores():
@@ -306,7 +306,8 @@ def test_retrain_row_spreads_every_metric_over_the_seeds(retrains, digits, split
     four = retrain_row(retrains, digits, split_class3)
     assert len(four["lira_tpr_at_1fpr"]["values"]) == 4 and 0 <= four["lira_tpr_at_1fpr"]["mean"] <= 1
     x, y = digits.x_train[split_class3.forget_idx], digits.y_train[split_class3.forget_idx]
-    loo0 = population_auc(lira_scores(retrains[1:], retrains[0], x, y))  # retrain 0 against the other three
+    others = np.stack([true_class_logit(m, x, y) for m in retrains[1:]])
+    loo0 = population_auc(z_scores(true_class_logit(retrains[0], x, y), others, 1e-2))  # 0 against the other three
     assert four["lira_auc"]["values"][0] == pytest.approx(loo0)
     with pytest.raises(ConfigError, match="retrain_seeds ≥ 3"):
         shadows_and_held_out(retrains[:2])

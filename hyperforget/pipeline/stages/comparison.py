@@ -26,7 +26,7 @@ def compare(params: Params, art: Artifacts, methods: list[str] | None = None) ->
 def evaluate_original(params: Params, art: Artifacts) -> dict:
     """Metrics of the original model on the configured forget request (the 'before' of unlearning)."""
     ctx = answer_mod.context(params, art)
-    report = ctx.evaluator.report(ctx.original)
+    report = ctx.report(ctx.original)
     out = art.original_metrics
     write_json(out, jsonable({"request": params.forget.slug(), **report}))
     track(params, art, "evaluate-original", report, [out])
