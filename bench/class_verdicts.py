@@ -62,7 +62,20 @@ def row(c: int, method: str, rec: dict, p: Params) -> dict:
             "probe_logit": v.get("probe_forget_logit"),
             "probe_logit_ref": (ref_v.get("probe_forget_logit") or {}).get("mean"),
             **{k: v.get(k) for k in v if k.startswith("relearn_steps_m")},
-            "seconds": rec["wall_time_s"], "power": rec["power"], **sampled(rec.get("info") or {})}
+            "seconds": rec["wall_time_s"], "power": rec["power"], **sampled(rec.get("info") or {}),
+            **levelled(rec.get("info") or {})}
+
+
+def levelled(info: dict) -> dict:
+    """What DiHyFo's level matching did (`unlearn.level`; {} for other methods): the forgotten class's val loss
+    before, its target (the zoo's retrained endpoints) and after, and whether the shift had to be held back
+    short of the target (the forget or retained accuracy bound)."""
+    lv = info.get("level") or {}
+    if not lv.get("applied"):
+        return {}
+    target, after = lv["target_val_loss"], lv["val_loss_after"]
+    return {"level_val_loss_before": lv["val_loss_before"], "level_target": target, "level_val_loss_after": after,
+            "level_held_back": any(after[c] > target[c] + 1e-6 for c in target)}
 
 
 def sampled(info: dict) -> dict:
@@ -152,7 +165,21 @@ def markdown(rows: list[dict], command: str) -> str:
     lines += ["", f"θ0 (power: judged by the same test on each request): fails on {powered}/{len(classes)} classes; "
               "the checks it fails: " + ", ".join(f"{r['class']}:" + "/".join(r["power"]["original_fails"])
                                                   for r in first)]
+    for m in methods:
+        levelled_rows = [r for r in rows if r["method"] == m and "level_held_back" in r]
+        if levelled_rows:
+            lines += ["", f"{m}'s level matching, per class (✓ pass, else the failed gates; val loss on the class "
+                      "before → after, target): " + ", ".join(
+                          f"{r['class']}:{'✓' if r['passed'] else '/'.join(r['failed'])} "
+                          f"{_one(r['level_val_loss_before']):.1f}→{_one(r['level_val_loss_after']):.1f} "
+                          f"({_one(r['level_target']):.1f}{', held back' if r['level_held_back'] else ''})"
+                          for r in levelled_rows)]
     return "\n".join(lines) + "\n"
+
+
+def _one(per_class: dict) -> float:
+    """The value of a single-class request's {class: value}."""
+    return next(iter(per_class.values()))
 
 
 def main() -> None:
