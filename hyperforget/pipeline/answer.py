@@ -412,13 +412,15 @@ def answer(params: Params, art: Artifacts, method: str | None = None, run: str |
     if register:  # the exporter starts while this unlearns (publish/onnx.py: 10 s of a fresh process's request)
         prewarm_export()
     with runs.start_stage_run(params, art, f"request/{params.forget.slug()}") as parent:
+        prepared = prepared or prepare(params, art)
         request = unlearn(params, art, method, run, parent, prepared)
         verdict = publish.gate(request, params)
         registered = exported = None
         if register:
             registered = publish.register(request, verdict, params, art, parent=parent, key=request_key)
             if verdict.passed:
-                exported = publish.export_and_upload(registered["name"], registered["version"], params, art)
+                exported = publish.export_and_upload(registered["name"], registered["version"], params, art,
+                                                     prepared.ctx.data.x_test)
         parent.log_metrics({"gates.passed": verdict.passed})
     text = publish.summary_markdown(request, verdict, registered, exported)
     return Answer(request, verdict, registered, exported, text)

@@ -95,11 +95,15 @@ def lineage(art: Artifacts) -> dict[str, str]:
             if path.exists()}
 
 
-def _check_inputs(art: Artifacts, input_shape: tuple[int, ...]) -> torch.Tensor:
-    """Parity inputs: the prepared test split when present, else seeded standard-normal inputs
-    (the data is standardised, so that is the scale the model sees)."""
+PARITY_INPUTS = 512  # test images the ONNX export is checked on
+
+
+def _check_inputs(art: Artifacts, input_shape: tuple[int, ...], x_test: torch.Tensor | None = None) -> torch.Tensor:
+    """Parity inputs: the prepared test split's first `PARITY_INPUTS` images (`x_test` when the caller holds the
+    split already, else read), else seeded standard-normal inputs (the data is standardised, so that is the scale
+    the model sees)."""
     try:
-        x = load_dataset(art.prepare).x_test[:512]
+        x = (load_dataset(art.prepare).x_test if x_test is None else x_test)[:PARITY_INPUTS]
         if tuple(x.shape[1:]) == tuple(input_shape):
             return x
     except (DataError, IntegrityError, OSError):
@@ -125,8 +129,10 @@ def _mlflow_model(onnx_path: Path, spec: ModelSpec, x_example: torch.Tensor, out
     return out / "model.onnx"
 
 
-def export_and_upload(name: str, version: str | int, params: Params, art: Artifacts) -> dict:
-    """Export a gated version to ONNX (parity-checked), log it as the version's MLflow Model, upload it to
+def export_and_upload(name: str, version: str | int, params: Params, art: Artifacts,
+                      x_test: torch.Tensor | None = None) -> dict:
+    """Export a gated version to ONNX (parity-checked on the test split's first images: `x_test` when the caller
+    has the prepared test split loaded, as a request has), log it as the version's MLflow Model, upload it to
     s3://<bucket>/<prefix>/<name>/<version>/model.onnx when S3 is configured and verify the upload, tag
     the version (`sha256.onnx`, `s3.onnx_uri`) and only then mark it complete (which moves `candidate`).
     Idempotent: a retry redoes what an outage interrupted. GateFailed for a version that failed its gates."""
@@ -143,7 +149,7 @@ def export_and_upload(name: str, version: str | int, params: Params, art: Artifa
             raise IntegrityError(f"the weights logged for {name} version {version} do not match its sha256.weights "
                                  "tag; the run's artifacts were changed after registration — register again")
         model, spec = load_model(weights)
-        x = _check_inputs(art, spec.input_shape)
+        x = _check_inputs(art, spec.input_shape, x_test)
         info = export_onnx(model, spec, Path(tmp) / "export" / "model.onnx", x[:8], x)
         flavour = Path(tmp) / "mlmodel"
         shipped = _mlflow_model(Path(info["path"]), spec, x[:1], flavour)
