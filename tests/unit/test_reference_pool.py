@@ -94,10 +94,12 @@ def test_the_pool_is_named_by_its_index_rebuilt_only_where_a_unit_fails_to_verif
     assert {f: sha256_file(art.pool / f) for f in index["files"]} == index["files"]
     assert len(index["files"]) == 10 + 1  # a unit per class, one chunk of 6 shadows
     before = _files(art.pool)
+    cost = read_json(art.timing("pool"))
 
     again = stages.pool(params, art)  # every unit verifies: nothing is trained, nothing changes
     assert again["built_units"] == 0 and not trainings
     assert again["sha256"] == sha256_file(art.pool / pool_mod.POOL_JSON) and _files(art.pool) == before
+    assert read_json(art.timing("pool")) == cost  # what the pool cost to build, not this run's second
 
     damaged = art.pool / "class-007.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")

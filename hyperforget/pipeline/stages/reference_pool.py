@@ -44,7 +44,10 @@ def pool_finish(params: Params, art: Artifacts, seconds: float, built: int) -> d
 
 
 def _track(params: Params, art: Artifacts, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
-    write_json(art.timing("pool"), {"seconds": seconds, "built_units": summary["built_units"]})
+    """Log this run; the timing file keeps what the pool cost to build, so a run that found every unit built (a
+    second `dvc repro`, a bench reusing the pool) does not replace it with its own second."""
+    if summary["built_units"] or not art.timing("pool").exists():
+        write_json(art.timing("pool"), {"seconds": seconds, "built_units": summary["built_units"]})
     track(params, art, "pool", {"seconds": seconds, "built_units": summary["built_units"],
                                 "class_retrains": params.pool.class_retrains, "shadows": params.pool.shadows},
           [art.pool / pool_mod.POOL_JSON])
