@@ -28,6 +28,12 @@ MLP_LAYOUT_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 
 GENERATE = ("all", "block_head", "head", "dense")  # layer sets a hypernetwork may generate (hypernet.generate)
 
+# Images per forward pass when a model is only evaluated. Why 256, not thousands: on a CPU a conv net's activations
+# for a large batch leave the caches (LeNet-5's first block on 1,000 MNIST images: 19 MB), and the pass slows down;
+# LeNet-5 on MNIST's 10,000 test images took 234 ms in batches of 256 against 462 ms in batches of 4,096 (228–328 ms
+# from 64 to 1,024), the logits bit for bit the same (bench/inference_batch.py). An MLP does not care.
+INFERENCE_BATCH = 256
+
 
 class Classifier(nn.Module):
     """trunk → block → head: the shape every target model has, so partial generation can cut it.
@@ -297,7 +303,7 @@ def generated_part(model: nn.Module, part: str) -> Part:
 
 
 @torch.no_grad()
-def frozen_features(model: nn.Module, x: torch.Tensor, part: str, batch_size: int = 4096) -> torch.Tensor:
+def frozen_features(model: nn.Module, x: torch.Tensor, part: str, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     """What the frozen layers of `model` compute on `x` for `part` (the generated layers' input), in eval mode."""
     model.eval()
     if part == "all":
@@ -386,7 +392,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096, cut: str = "all") -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = INFERENCE_BATCH, cut: str = "all") -> torch.Tensor:
     """Logits of `model` on `x`, in eval mode, batched to bound memory. With a `cut` (see `Classifier`), x is
     what the model's frozen part computes (`frozen_features`) and only the layers after the cut run."""
     model.eval()

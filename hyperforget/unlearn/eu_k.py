@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hyperforget.base.errors import ConfigError
 from hyperforget.base.progress import progress
 from hyperforget.config.options import EUkOptions
-from hyperforget.models.nets import run_stages
+from hyperforget.models.nets import INFERENCE_BATCH, run_stages
 from hyperforget.models.train import batch_order
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult, working_copy
 
@@ -26,7 +26,7 @@ FRESH_SEED_OFFSET = 7000  # the re-initialised layers' seed: disjoint from θ0's
 
 
 @torch.no_grad()
-def _frozen(stages, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def _frozen(stages, x: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     return torch.cat([run_stages(stages, x[start:start + batch_size]) for start in range(0, len(x), batch_size)])
 
 

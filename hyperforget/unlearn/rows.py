@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyperforget.models.nets import INFERENCE_BATCH
+
 FRESH_SEED_OFFSET = 7100  # the fresh rows' seed: disjoint from θ0's, EU-k's (7000), the retrains' and the zoo's
 
 
@@ -77,7 +79,7 @@ def refit_rows(model: nn.Module, fresh: Callable[[], nn.Module], x_retain: torch
 
 
 def _features_of(model: nn.Module, x: torch.Tensor, drawn: torch.Tensor, cut: str,
-                 chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int = INFERENCE_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """The penultimate features of every example the steps draw ([steps, batch] indices), each computed once (in
     chunks), and where each drawn index's row is in them ([steps, batch]): the frozen model's forward is the refit's
     whole cost, and the steps' batches draw most examples several times (300 batches of 128 from LeNet's 7.2k

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from hyperforget.base.errors import DataError
-from hyperforget.models.metrics import accuracy
-from hyperforget.models.nets import predict
+from hyperforget.models.nets import INFERENCE_BATCH
 
 _EPS = 1e-9  # float noise never decides a check
 
@@ -28,7 +27,7 @@ def relearn_steps(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, x_eval
     work = copy.deepcopy(model)
     opt = torch.optim.Adam(work.parameters(), lr=lr)
     for step in range(max_steps + 1):
-        if accuracy(predict(work, x_eval), y_eval) >= target - _EPS:
+        if reaches(work, x_eval, y_eval, target):
             return step
         if step == max_steps:
             break
@@ -37,3 +36,19 @@ def relearn_steps(model: nn.Module, x_f: torch.Tensor, y_f: torch.Tensor, x_eval
         nn.functional.cross_entropy(work(xb), yb).backward()
         opt.step()
     return max_steps + 1
+
+
+@torch.no_grad()
+def reaches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: float) -> bool:
+    """Whether `model`'s accuracy on (x, y) is at least `target`, read batch by batch (`predict`'s batches, so the
+    same predictions) and decided as soon as the batches read settle it: the check runs after every relearning
+    step, and while the class is still far from back (most steps) half the images settle it."""
+    model.eval()
+    need = (target - _EPS) * len(y)
+    hits, left = 0, len(y)
+    for xb, yb in zip(x.split(INFERENCE_BATCH), y.split(INFERENCE_BATCH), strict=True):
+        hits += int((model(xb).argmax(1) == yb).sum())
+        left -= len(yb)
+        if hits >= need or hits + left < need:
+            break
+    return hits >= need

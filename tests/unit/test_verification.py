@@ -27,7 +27,7 @@ from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify.gates import check_gates
 from hyperforget.verify.lira import auc, class_audit, lira_audit, population_auc, true_class_logit, z_scores
 from hyperforget.verify.probe import PROBE_FOLDS, confidence_sets, probe_accuracy, probe_confidence, probe_sets
-from hyperforget.verify.relearn import relearn_steps
+from hyperforget.verify.relearn import reaches, relearn_steps
 from hyperforget.verify.verdict import retrain_row, shadows_and_held_out, verification_checks, verify
 
 
@@ -333,3 +333,28 @@ def test_a_diverged_model_is_measured_as_nan_and_fails_every_verification_gate(o
                            "relearn_steps_m10_high", "relearn_steps_m100_high"}
     assert not any(c["passed"] for c in checks.values())
     assert all("not measured" in c["detail"] for c in checks.values())
+
+
+def test_the_relearn_check_decides_as_soon_as_the_images_read_settle_it_and_as_the_whole_pass_would(original_mlp,
+                                                                                                   digits):
+    read = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = original_mlp
+
+        def forward(self, x):
+            read.append(len(x))
+            return self.inner(x)
+
+    x = digits.x_train[:1000]
+    y = torch.where(torch.arange(1000) < 500, digits.y_train[:1000], (digits.y_train[:1000] + 1) % 10)  # ≤ half right
+    accuracy = float((predict(original_mlp, x).argmax(1) == y).float().mean())
+    for target in (0.0, 0.1, 0.3, accuracy, accuracy + 1e-6, 0.6, 0.9, 1.0):
+        read.clear()
+        assert reaches(Counting(), x, y, target) == (accuracy >= target - 1e-9)
+        assert sum(read) <= len(y)
+    read.clear()
+    assert not reaches(Counting(), x, y, 0.9)
+    assert sum(read) < len(y)  # under 90% settled before the last batch
