@@ -60,13 +60,13 @@ def same_state(model: nn.Module, original: nn.Module, apart_from: tuple[str, ...
 
 
 def compute_outputs(original: nn.Module, data: Dataset, generate: str) -> OriginalOutputs:
+    """θ0's outputs: with a layer set, the frozen part runs once and the logits come from its features."""
     theta0 = flatten(original).float()
-    logits = predict(original, data.x_train), predict(original, data.x_test)
     if generate == "all":
-        return OriginalOutputs(theta0, *logits)
-    return OriginalOutputs(theta0, *logits, generated_part(original, generate),
-                           frozen_features(original, data.x_train, generate),
-                           frozen_features(original, data.x_test, generate))
+        return OriginalOutputs(theta0, predict(original, data.x_train), predict(original, data.x_test))
+    frozen = frozen_features(original, data.x_train, generate), frozen_features(original, data.x_test, generate)
+    return OriginalOutputs(theta0, *(predict(original, f, cut=generate) for f in frozen),
+                           generated_part(original, generate), *frozen)
 
 
 def original_outputs(path: str | Path, original: nn.Module, data: Dataset, data_sha256: str,
