@@ -128,7 +128,11 @@ class DiHyFoOptions(MethodOptions):
                                            "scales (the samples of one prompt are near-identical; measured on "
                                            "tuning sets in bench/heldout_sets.py)")
     match_level: bool = Field(True, description="after sampling, shift the head's bias of each forgotten class so "
-                              "its val loss sits at the zoo's retrained endpoints' median (unlearn/level.py)")
+                              "its val loss sits at the median of the zoo's retrains (its level retrains where it "
+                              "has them, zoo.level_retrains; else its retrained endpoints): unlearn/level.py")
+    match_scale: bool = Field(False, description="before the head refit, divide each generated hidden layer so its "
+                              "mean activation L1 on the retained data equals θ0's (unlearn/scale.py): the generated "
+                              "layers of LeNet-5 come out up to 2.2× θ0's scale, which makes the answer relearn fast")
     refit_steps: int = Field(300, ge=0, le=100_000, description="before level matching, Adam steps that train each "
                              "forgotten class's head row, re-initialised, on the retained data's features with the "
                              "rest fixed: the row of a model that never saw the class (unlearn/rows.py); 0 = off")

@@ -189,6 +189,9 @@ class ZooConfig(Section):
     lr: tuple[float, float] = Field((2e-3, 1e-2), description="log-uniform range of trajectory Adam learning rates")
     forget_weight: tuple[float, float] = Field((0.02, 0.2), description="uniform range of ascent weights")
     retrain_seeds: int = Field(3, ge=0, le=1024, description="retrained-from-scratch members per request")
+    level_retrains: int = Field(0, ge=0, le=64, description="true retrains per single class kept only as the "
+                                "validation loss they leave on it: DiHyFo's level target where the zoo's rows are "
+                                "partial (head_retrain endpoints sit shallower than a retrain); 0 = none")
     shard_rows: int = Field(512, ge=1, description="checkpoints per safetensors shard")
     seed: int = 0
 

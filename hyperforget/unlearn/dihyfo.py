@@ -12,9 +12,10 @@ forget-class val accuracy ≤ `gates.max_forget_acc` and retained val accuracy �
 `gates.max_retain_drop`
 (the original is the only reference available at unlearning time). Among passing candidates the highest
 retained val accuracy wins (ties: lower retained val loss); if none passes, the same ranking applies to
-all and `info.passed` is False. Two repairs follow, so the answer looks like a retrain's, not only scores like
-one: each forgotten class gets a retrain-shaped head row (`unlearn/rows.py`), then its level is matched to
-the zoo's retrains (`unlearn/level.py`). `wall_time_s` = prompt + sampling + scoring + repairs, the unlearning
+all and `info.passed` is False. Repairs follow, so the answer looks like a retrain's, not only scores like
+one: optionally the generated hidden layers are brought back to θ0's activation scale (`unlearn/scale.py`),
+each forgotten class gets a retrain-shaped head row (`unlearn/rows.py`), then its level is matched to the zoo's
+retrains (`unlearn/level.py`). `wall_time_s` = prompt + sampling + scoring + repairs, the unlearning
 cost; loading the hypernetwork, the zoo's loss index and its retrains' levels is setup (like loading θ0) and is
 reported as `load_s`.
 
@@ -48,6 +49,9 @@ from hyperforget.models.nets import ModelSpec, flatten, generated_part, load_fla
 from hyperforget.unlearn.level import match_level, zoo_levels
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
 from hyperforget.unlearn.rows import FRESH_SEED_OFFSET, refit_rows
+from hyperforget.unlearn.scale import SAMPLE as SCALE_SAMPLE
+from hyperforget.unlearn.scale import match_scale
+from hyperforget.zoo import levels as zoo_level_retrains
 from hyperforget.zoo.shards import INDEX, read_zoo_losses, weights_sha256
 
 
@@ -103,7 +107,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     with Timer() as load:
         hypernet = load_hypernet(hypernet_dir, device="cpu")
         class_loss, forget_mask, manifest = read_zoo_losses(zoo_dir)
-        levels = zoo_levels(read_json(zoo_dir / INDEX)["rows"], classes) if opts.match_level else {}
+        retrains = zoo_level_retrains.read(zoo_dir)
+        levels = zoo_levels(read_json(zoo_dir / INDEX)["rows"], classes, retrains) if opts.match_level else {}
     if hypernet.config.variant != opts.variant:
         raise ConfigError(f"{hypernet_dir} holds a {hypernet.config.variant} hypernetwork, not {opts.variant}")
     generate = check_generate(hypernet.config.generate, opts.generate, manifest.get("generate", "all"), hypernet_dir)
@@ -142,10 +147,14 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
     with Timer() as t_repair:  # the repairs are part of the answer's cost: retrain-shaped rows, then their level
         x_retain = inputs.x_retain if feats is None else feats.train[inputs.split.retain_idx]
+        sub = torch.randperm(len(x_retain), generator=torch.Generator().manual_seed(inputs.seed))[:SCALE_SAMPLE]
+        scaled = (match_scale(model, inputs.original, x_retain[sub], cut=generate) if opts.match_scale
+                  else {"applied": False})
         rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), x_retain, inputs.y_retain,
                           classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed, opts.refit_head,
                           cut=generate)
         level = (match_level(model, x_val, data.y_val, levels, inputs.gates.max_forget_acc, cut=generate)
+                 | {"source": "level retrains" if levels and all(c in retrains for c in levels) else "zoo endpoints"}
                  if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),
             "chosen": best, "original_retained_val_acc": reference,
@@ -154,7 +163,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
             "candidates": {k: v.tolist() for k, v in cand.items()} | {
                 "passed": passed.tolist(), "prompt": prompt_of.repeat_interleave(len(scales)).tolist(),
                 "scale": scales.repeat(n_samples).tolist()},
-            "rows": rows, "level": level, "repair_s": t_repair.seconds,
+            "scale": scaled, "rows": rows, "level": level, "repair_s": t_repair.seconds,
             "prompt_s": t_prompt.seconds, "sample_s": t_sample.seconds, "score_s": t_score.seconds,
             "load_s": load.seconds + load_features_t.seconds, "hypernet_step": hypernet.step, "sample_steps": steps,
             "generate": generate}

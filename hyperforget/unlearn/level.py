@@ -6,8 +6,10 @@ the forgotten class's logit sits below the others (φ = log(p_y / (1 − p_y)), 
 that never saw the class leaves it at a level of its own; DiHyFo's samples land far below it on the LeNet
 (over-forgetting: LiRA AUC 0, relearning three times slower than a retrain) or above it on digits
 (relearning faster than a retrain). Both are signatures. The zoo records, per request, the validation loss
-of its retrained endpoints (`kind` retrain, or head_retrain under partial generation): the level a model
-that never learnt the class shows on held-out examples of it. So after sampling, the head's bias of each
+of its retrained endpoints (`kind` retrain, or head_retrain under partial generation), and, where it has them,
+of true retrains kept for this alone (`zoo.level_retrains`, `zoo/levels.py`: under partial generation the
+head_retrain endpoints sit shallower than a retrain): the level a model that never learnt the class shows on
+held-out examples of it. So after sampling, the head's bias of each
 forgotten class c is shifted by δ_c until the model's mean validation cross-entropy on class c equals the
 median of those endpoints' (the zoo's retrains, never the reference pool's retrains that judge the answer,
 and the validation split, never the test split). Only the bias moves, so the logits shift by δ_c in column c
@@ -30,15 +32,18 @@ RETAIN_SLACK = 0.002  # retained val accuracy the shift may cost at most
 _SPAN = 200.0  # δ is searched in [−_SPAN, _SPAN] logits
 
 
-def zoo_levels(rows: Sequence[dict], classes: Sequence[int]) -> dict[int, float]:
-    """Per forgotten class, the median val loss on it of the zoo's retrained endpoints of the single-class
-    request for it (a set's classes each read their own request's, as DiHyFo's prompts compose per class)."""
+def zoo_levels(rows: Sequence[dict], classes: Sequence[int],
+               retrains: dict[int, list[float]] | None = None) -> dict[int, float]:
+    """Per forgotten class, the median val loss on it of the zoo's level retrains of that class (`zoo.levels`:
+    true retrains) where it has them, else of the zoo's retrained endpoints of the single-class request for it (a
+    set's classes each read their own request's, as DiHyFo's prompts compose per class)."""
     out = {}
     for c in classes:
-        losses = torch.tensor([r["val_loss"][c] for r in rows if r.get("kind") in ("retrain", "head_retrain")
-                               and list(r.get("request", [])) == [c]])
+        losses = torch.tensor((retrains or {}).get(c) or [
+            r["val_loss"][c] for r in rows if r.get("kind") in ("retrain", "head_retrain")
+            and list(r.get("request", [])) == [c]])
         if len(losses):
-            out[c] = float(losses.median())
+            out[c] = float(losses.double().quantile(0.5))  # the middle two's mean for an even count
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from hyperforget.base.errors import ConfigError
+from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.base.io import read_json, write_json
 from hyperforget.base.progress import progress as progress_iter
 from hyperforget.config.params import TrainConfig, ZooConfig
@@ -23,6 +23,7 @@ from hyperforget.models.nets import (
     generated_part,
     param_layout,
 )
+from hyperforget.zoo import levels
 from hyperforget.zoo.requests import refuse_held_out, zoo_requests
 from hyperforget.zoo.shards import MANIFEST, finish_zoo, manifest_of, unit_done, unit_record, write_shard, zoo_units
 from hyperforget.zoo.trajectories import compute_unit
@@ -54,19 +55,27 @@ def plan_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig
         _, seconds = cache_features(out, original, spec, data, generate)
         if timings is not None:
             timings["features_s"] = seconds
-    return [u for u in range(len(requests) + 1) if not unit_done(out, u)]
+    units = zoo_units(out)
+    return [u for u in range(len(units)) if not unit_done(out, u)
+            or not levels.unit_done(out, u, units[u], cfg.level_retrains)]
 
 
 def build_unit(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfig, train_cfg: TrainConfig,
                out_dir: str | Path, u: int) -> dict[str, Any]:
-    """Compute unit `u` (after `plan_zoo`), write its shards, then its record; a no-op if already built."""
+    """Compute unit `u` (after `plan_zoo`), write its shards, then its record, and its level retrains
+    (`zoo.levels`) when it asks for them; what is already built is kept (a zoo given level retrains later
+    trains only those)."""
     out = Path(out_dir)
-    if unit_done(out, u):
-        return {"unit": u, "rows": sum(s["rows"] for s in read_json(unit_record(out, u))["shards"]), "built": False}
     units = zoo_units(out)
     if not 0 <= u < len(units):
         raise ConfigError(f"zoo unit {u} does not exist: the zoo in {out} has units 0..{len(units) - 1}")
     request = units[u]
+    built = False
+    if not levels.unit_done(out, u, request, cfg.level_retrains):
+        levels.build(out, u, spec, data, request, cfg, train_cfg)
+        built = True
+    if unit_done(out, u):
+        return {"unit": u, "rows": sum(s["rows"] for s in read_json(unit_record(out, u))["shards"]), "built": built}
     refuse_held_out([request] if request else [], cfg.held_out(data.num_classes))
     generate = read_json(out / MANIFEST).get("generate", "all")
     feats = load_features(out, spec) if generate != "all" else None
@@ -97,4 +106,16 @@ def build_zoo(original: nn.Module, spec: ModelSpec, data: Dataset, cfg: ZooConfi
         built = pool.map(lambda u: build_unit(original, spec, data, cfg, train_cfg, out_dir, u), todo)
         for _ in progress_iter(built, "zoo", total=len(todo)) if progress else built:
             pass
-    return finish_zoo(out_dir, time.perf_counter() - t0, resumed) | timings
+    return finish(out_dir, cfg, time.perf_counter() - t0, resumed) | timings
+
+
+def finish(out_dir: str | Path, cfg: ZooConfig, seconds: float = 0.0, resumed: int = 0) -> dict[str, Any]:
+    """Join the level retrains (`levels.json`, refused while a unit's are missing) and the units (`finish_zoo`)."""
+    out = Path(out_dir)
+    units = zoo_units(out)
+    missing = [u for u, r in enumerate(units) if not levels.unit_done(out, u, r, cfg.level_retrains)]
+    if missing:
+        raise IntegrityError(f"zoo units {missing} in {out} miss their level retrains (zoo.level_retrains = "
+                             f"{cfg.level_retrains}); re-run the zoo stage to build them")
+    joined = levels.join(out, units, cfg.level_retrains)
+    return finish_zoo(out, seconds, resumed) | ({"levels": joined} if joined else {})

@@ -90,7 +90,9 @@ def manifest_of(original_vec: torch.Tensor, spec: ModelSpec, layout: Layout, dat
               train_cfg: TrainConfig, requests: list[tuple[int, ...]]) -> dict[str, Any]:
     data_sha = sha256_bytes(b"".join(t.contiguous().numpy().tobytes() for t in
                                      (data.x_train, data.y_train, data.x_val, data.y_val)))
-    return {"config": cfg.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json"),
+    # level retrains are no rows: a zoo given some later keeps its rows (`zoo.levels`)
+    return {"config": cfg.model_dump(mode="json", exclude={"level_retrains"}),
+            "train": train_cfg.model_dump(mode="json"),
             "spec": spec.to_metadata(), "layout": [[n, list(s)] for n, s in layout],
             "num_classes": data.num_classes, "theta0_sha256": weights_sha256(original_vec),
             "data_sha256": data_sha, "requests": [list(r) for r in requests]}

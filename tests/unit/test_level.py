@@ -93,3 +93,5 @@ def test_levels_come_from_the_zoos_retrained_endpoints_of_each_class():
             {"kind": "retrain", "request": [1, 2], "val_loss": [0, 0, 50.0]}]  # another request
     assert zoo_levels(rows, [2]) == {2: 11.0}
     assert zoo_levels(rows, [0]) == {}
+    # where the zoo kept true retrains for the level (zoo.level_retrains), theirs: the endpoints sit shallower
+    assert zoo_levels(rows, [2, 0], retrains={2: [20.0, 24.0]}) == {2: 22.0}

@@ -79,8 +79,10 @@ def test_generated_layers_change_frozen_layers_stay_theta0s_and_export_matches(b
     part = generated_part(model, "block_head")
     frozen = torch.ones(part.size, dtype=torch.bool)
     frozen[part.index] = False
-    for variant in ("dihyfo1", "dihyfo2"):
-        result = run_method(variant, UnlearnInputs(model, spec, digits, split_class3, 0, art), {"k": 4})
+    for variant, scale in (("dihyfo1", False), ("dihyfo2", True)):
+        result = run_method(variant, UnlearnInputs(model, spec, digits, split_class3, 0, art),
+                            {"k": 4, "match_scale": scale})
+        assert list(result.info["scale"].get("divided_by", {})) == (["fc2"] if scale else [])  # the block alone
         after = flatten(result.model)
         assert torch.equal(after[frozen], before[frozen])  # conv1, conv2, fc1: bit-identical
         assert not torch.equal(after[~frozen], before[~frozen]) and result.info["generate"] == "block_head"

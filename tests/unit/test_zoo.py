@@ -14,8 +14,9 @@ from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.base.io import read_json, write_json
 from hyperforget.config.params import Params, TrainConfig, ZooConfig
 from hyperforget.models.nets import build_model, flatten, generated_part, load_flat, param_layout, unflatten
+from hyperforget.models.train import train_many
 from hyperforget.zoo import build as zoo_build
-from hyperforget.zoo import shards
+from hyperforget.zoo import levels, shards
 from hyperforget.zoo.build import build_unit, build_zoo, plan_zoo
 from hyperforget.zoo.requests import zoo_requests
 from hyperforget.zoo.shards import finish_zoo, load_zoo
@@ -176,3 +177,35 @@ def test_held_out_sets_never_enter_the_zoo_index(tmp_path, original_mlp, digits_
     (tmp_path / "units" / f"unit-{len(requests):03d}.json").unlink()
     with pytest.raises(ConfigError, match="held-out class sets"):
         build_unit(original_mlp, digits_spec, digits, cfg, TINY_RETRAIN, tmp_path, len(requests))
+
+
+def test_level_retrains_added_to_a_built_zoo_train_only_themselves(tiny_zoo, tmp_path, original_mlp, digits_spec,
+                                                                  digits):
+    """zoo.level_retrains given to a built zoo: no row is rebuilt (the manifest does not change, every shard keeps
+    its bytes), each single class gets true retrains without it, kept as the val loss they leave on it
+    (levels.json: what DiHyFo's level matching reads), a unit whose levels are lost is refused until rebuilt, and
+    back at 0 the file goes."""
+    full, _ = tiny_zoo
+    shutil.copytree(full, tmp_path, dirs_exist_ok=True)
+    cfg = TINY.model_copy(update={"level_retrains": 1})
+    summary = build_zoo(original_mlp, digits_spec, digits, cfg, TINY_RETRAIN, tmp_path, progress=False)
+    assert shard_bytes(tmp_path) == shard_bytes(full)
+    assert read_json(tmp_path / "index.json") == read_json(full / "index.json")
+    assert summary["levels"] == {"level_retrains": 1, "classes": 10}
+    kept = levels.read(tmp_path)
+    keep = digits.y_train != 4
+    retrain = train_many(digits_spec, [levels.LEVEL_SEED], digits.x_train[keep], digits.y_train[keep],
+                         TINY_RETRAIN)[0].eval()
+    with torch.no_grad():
+        on_4 = F.cross_entropy(retrain(digits.x_val[digits.y_val == 4]), digits.y_val[digits.y_val == 4]).item()
+    assert kept[4] == [pytest.approx(on_4, rel=1e-4)]
+    assert on_4 > 2.0  # a model that never saw the class: far above θ0's loss on it
+
+    (tmp_path / "units" / "levels-005.json").unlink()  # unit 5 = class 4
+    with pytest.raises(IntegrityError, match=r"units \[5\].*level retrains"):
+        zoo_build.finish(tmp_path, cfg)
+    assert plan_zoo(original_mlp, digits_spec, digits, cfg, TINY_RETRAIN, tmp_path) == [5]
+    build_zoo(original_mlp, digits_spec, digits, cfg, TINY_RETRAIN, tmp_path, progress=False)
+    assert levels.read(tmp_path) == kept
+    build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
+    assert levels.read(tmp_path) == {} and not (tmp_path / levels.LEVELS).exists()

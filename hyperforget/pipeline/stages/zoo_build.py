@@ -39,7 +39,7 @@ def zoo_unit(params: Params, art: Artifacts, unit: int) -> dict[str, Any]:
 
 
 def zoo_finish(params: Params, art: Artifacts, seconds: float, resumed: int) -> dict[str, Any]:
-    return _track_zoo(params, art, shards.finish_zoo(art.zoo, seconds, resumed))
+    return _track_zoo(params, art, build.finish(art.zoo, params.zoo, seconds, resumed))
 
 
 def _track_zoo(params: Params, art: Artifacts, summary: dict[str, Any]) -> dict[str, Any]:
