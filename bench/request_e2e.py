@@ -230,7 +230,9 @@ def request(params: Params, art: Artifacts, kind: str, path: str, method: str, r
         "method": final, "seconds": seconds, "state": state, "closed": state == "closed",
         "gates_passed": None if gates is None else bool(gates["passed"]),
         "gate_reasons": [] if gates is None else gates["reasons"],
-        "fallback": fallback, "no_power_fallback": bool(fallback and fallback.get("to") == RETRAIN),
+        "fallback": fallback,
+        "no_power_fallback": bool(fallback and fallback.get("to") == RETRAIN and not power.get("has_power")),
+        "gate_fallback": bool(fallback and fallback.get("to") == RETRAIN and power.get("has_power")),
         "power": power, "answer": "exact" if exact else ("powered" if power.get("has_power") else "unpowered"),
         "reference": source.get("kind"), "reference_retrains_trained": trained_ref,
         "models_trained": trained_ref + trained,
@@ -242,7 +244,8 @@ def request(params: Params, art: Artifacts, kind: str, path: str, method: str, r
         row["n_records"] = len(samples or [])
     log(f"{kind:15s} {path:7s} {final:12s} {seconds:8.2f} s  {state:8s} gates "
         f"{'pass' if row['gates_passed'] else 'FAIL'}  {row['answer']}"
-        f"{'  (no power → retrain)' if row['no_power_fallback'] else ''}  models trained {row['models_trained']}")
+        f"{'  (no power → retrain)' if row['no_power_fallback'] else ''}"
+        f"{'  (gates failed → retrain)' if row['gate_fallback'] else ''}  models trained {row['models_trained']}")
     return row
 
 
@@ -328,6 +331,7 @@ def summarise(rows: list[dict[str, Any]], pool_s: float | None, dihyfo_s: float 
                  "retrain_gates_passed": [r["gates_passed"] for r in slow],
                  "fast_answer": sorted({r["answer"] for r in fast}),
                  "fast_no_power_fallback": [r["no_power_fallback"] for r in fast],
+                 "fast_gate_fallback": [r["gate_fallback"] for r in fast],
                  "fast_models_trained": statistics.median(r["models_trained"] for r in fast),
                  "retrain_models_trained": statistics.median(r["models_trained"] for r in slow),
                  "repeats": len(fast), "reference": fast[0]["reference"],

@@ -376,6 +376,29 @@ def test_overdue_lists_an_unclosed_request_past_its_due_date(project, monkeypatc
     assert result.exit_code == 0 and "late" in result.output and "OVERDUE" in result.output, result.output
 
 
+def test_a_class_request_is_checked_against_the_dataset_card_and_a_stale_card_is_not_trusted(project, monkeypatch,
+                                                                                             tmp_path):
+    """The classes and their counts are all a class request needs: while the card names the prepared file's sha256,
+    submit never loads the tensors (0.3 s on MNIST-60k) and still names a bad class; a card written for other data
+    is ignored and the data set read instead."""
+    params, art = project["params"], project["art"]
+
+    def no_tensors(_art):
+        raise AssertionError("the data set was loaded")
+
+    monkeypatch.setattr(deletion, "_data", no_tensors)
+    assert deletion.submit(params, art, classes=[6, 2], request_id="card-1").classes == (2, 6)
+    with pytest.raises(DataError, match=r"forget classes \[12\] do not exist in digits \(classes 0..9\)"):
+        deletion.submit(params, art, classes=[12], request_id="card-2")
+    with pytest.raises(DataError, match="are every class of digits"):
+        deletion.submit(params, art, classes=list(range(10)), request_id="card-3")
+    stale = tmp_path / "dataset_card.json"
+    stale.write_text(json.dumps(json.loads(art.card.read_text()) | {"sha256": "0" * 64}))
+    monkeypatch.setattr(Artifacts, "card", property(lambda self: stale))
+    with pytest.raises(AssertionError, match="the data set was loaded"):
+        deletion.submit(params, art, classes=[4], request_id="card-4")
+
+
 def _cli(project, *args: str):
     return CliRunner().invoke(app, [*args, "--params", str(project["path"])], terminal_width=200)
 
