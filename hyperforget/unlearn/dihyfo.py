@@ -145,11 +145,12 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         cand = {k: v[1:] for k, v in cand.items()}
         best, passed = select(cand, reference, inputs.gates)
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
-    with Timer() as t_repair:  # the repairs are part of the answer's cost: retrain-shaped rows, then their level
+    with Timer() as t_repair:  # the repairs are part of the answer's cost: scale, retrain-shaped rows, their level
         x_retain = inputs.x_retain if feats is None else feats.train[inputs.split.retain_idx]
-        sub = torch.randperm(len(x_retain), generator=torch.Generator().manual_seed(inputs.seed))[:SCALE_SAMPLE]
-        scaled = (match_scale(model, inputs.original, x_retain[sub], cut=generate) if opts.match_scale
-                  else {"applied": False})
+        scaled = {"applied": False}
+        if opts.match_scale:
+            sub = torch.randperm(len(x_retain), generator=torch.Generator().manual_seed(inputs.seed))[:SCALE_SAMPLE]
+            scaled = match_scale(model, inputs.original, x_retain[sub], cut=generate)
         rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), x_retain, inputs.y_retain,
                           classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed, opts.refit_head,
                           cut=generate)

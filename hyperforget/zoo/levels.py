@@ -3,13 +3,14 @@ DiHyFo's level matching aims at, `unlearn/level.py`).
 
 Why: under partial generation the zoo's retrained endpoints (kind `head_retrain`) re-learn only the generated
 layers on θ0's frozen features, which saw the class; they leave it shallower than a true retrain does. On MNIST-60k
-LeNet-5 (fc1–fc3 generated) their median validation loss on the class is 13.8–19.2 nats where a true retrain's is
-16.3–25.1, and at that level DiHyFo-1's answer sat above the retrains that judge it (LiRA AUC 0.71–0.98) and
-relearnt the class 2–3× too fast (`bench/feature_scale.py`). A partial zoo cannot hold a true retrain as a row (its
-rows are the generated layers on θ0's frozen part), so `zoo.level_retrains` retrains per single class are trained on
-the images of D_r with the train recipe and only their per-class validation loss and accuracy are kept, in a file
-per work unit (`units/levels-UUU.json`) joined into `levels.json`. Their seeds are their own: none of the pool's
-retrains that judge an answer, nor of a held-out control's, is one of them.
+LeNet-5 (fc1–fc3 generated) their median validation loss on the class is 13.8–19.2 nats where two true retrains
+leave 16.4–27.1, and at that level DiHyFo-1's answer (at θ0's scale) sat above the retrains that judge it on 8 of 10
+classes (LiRA AUC 0.76–0.98) and relearnt 5 classes 2–3× too fast (`bench/level_and_scale.py`). A partial zoo
+cannot hold a true retrain as a row (its rows are the generated layers on θ0's frozen part), so `zoo.level_retrains`
+retrains per single class are trained on the images of D_r with the train recipe and only their per-class
+validation loss and accuracy are kept, in a file per work unit (`units/levels-UUU.json`) joined into `levels.json`.
+Their seeds are their own: none of the pool's retrains that judge an answer, nor of a held-out control's, is one of
+them.
 """
 
 from __future__ import annotations
