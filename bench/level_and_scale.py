@@ -86,13 +86,15 @@ def main() -> None:
     theta0 = load_model(art.model)[0].eval()
     data = load_dataset(art.prepare)
     read_retrains = dihyfo.zoo_level_retrains.read
+    retained = {}  # per class, the retained training images every model's scale is read on (the same for all)
+    for c in args.classes:
+        keep = (data.y_train != c).nonzero().flatten()
+        retained[c] = data.x_train[keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:SAMPLE]]]
     held_out = {}  # a true retrain per class (`bench/class_verdicts.py`'s held-out control), where DIR has one
     for c in args.classes:
         path = art.requests / f"classes-{c}" / "retrain" / "runs" / "bench-retrain" / "model.safetensors"
         if path.exists():
-            keep = (data.y_train != c).nonzero().flatten()
-            xc = data.x_train[keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:SAMPLE]]]
-            held_out[c] = {"hidden_l1_vs_theta0": hidden_scale(load_model(path)[0], theta0, xc)}
+            held_out[c] = {"hidden_l1_vs_theta0": hidden_scale(load_model(path)[0], theta0, retained[c])}
     out: dict[str, list] = {}
     for mode in args.modes:
         source, scale, level = MODES[mode]
@@ -101,8 +103,6 @@ def main() -> None:
         base = params.model_copy(update={"unlearn": params.unlearn.model_copy(update={args.method: opts})})
         out[mode] = []
         for c in args.classes:
-            keep = (data.y_train != c).nonzero().flatten()
-            x = data.x_train[keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:SAMPLE]]]
             p = base.model_copy(update={"forget": ForgetConfig(classes=[c], seed=params.forget.seed)})
             rec = answer.unlearn(p, art, args.method, run=f"bench-{args.method}-{mode}")
             gate, v, info = release.gate(rec, p), rec["verification"], rec["info"]
@@ -115,7 +115,7 @@ def main() -> None:
                  "retained_delta": rec["report"]["test_retained_acc"] - rec["reference"]["test_retained_acc"]["mean"],
                  "unlearn_s": rec["wall_time_s"],
                  "scale": info["scale"], "level": info["level"]}
-            r["hidden_l1_vs_theta0"] = hidden_scale(load_model(Path(rec["model_path"]))[0], theta0, x)
+            r["hidden_l1_vs_theta0"] = hidden_scale(load_model(Path(rec["model_path"]))[0], theta0, retained[c])
             out[mode].append(r)
             lv = r["level"]
             where = (f"; val loss on it {at(lv['val_loss_before'], c):.1f} → {at(lv['val_loss_after'], c):.1f} "
