@@ -16,7 +16,9 @@ activation scale against θ0's, beside that of DIR's held-out true retrain:
 - `endpoints_scaled`: the same target, the generated layers at θ0's scale (`unlearn/scale.py`);
 - `retrains`: the level of the zoo's level retrains (`zoo.level_retrains`, true retrains), no rescale;
 - `retrains_scaled`: both (what `configs/mnist-lenet-dense.yaml` now runs);
-- `scaled_no_level`: the rescale with no level matching at all.
+- `scaled_no_level`: the rescale with no level matching at all;
+- `retrains_scaled_row_half`, `retrains_scaled_row`: `retrains_scaled` with the level carried half (λ = 0.5) or
+  wholly (λ = 1) by the forgotten row's scale instead of its bias (`level_row_share`, `unlearn/level.py`).
 
 The `endpoints` modes hide the zoo's level retrains from the method in this process only (DIR's zoo must hold
 them for the `retrains` modes). No target is read from the pool's retrains that judge the answers.
@@ -47,12 +49,14 @@ from hyperforget.zoo import levels  # noqa: E402
 
 SAMPLE = 4096  # retained training images the hidden layers' scale is read on
 
-MODES = {  # mode: (level source, match_scale, match_level)
-    "endpoints": ("endpoints", False, True),
-    "endpoints_scaled": ("endpoints", True, True),
-    "retrains": ("retrains", False, True),
-    "retrains_scaled": ("retrains", True, True),
-    "scaled_no_level": ("retrains", True, False),
+MODES = {  # mode: (level source, match_scale, match_level, level_row_share)
+    "endpoints": ("endpoints", False, True, 0.0),
+    "endpoints_scaled": ("endpoints", True, True, 0.0),
+    "retrains": ("retrains", False, True, 0.0),
+    "retrains_scaled": ("retrains", True, True, 0.0),
+    "scaled_no_level": ("retrains", True, False, 0.0),
+    "retrains_scaled_row_half": ("retrains", True, True, 0.5),
+    "retrains_scaled_row": ("retrains", True, True, 1.0),
 }
 
 
@@ -64,6 +68,16 @@ def hidden_scale(model, theta0, x: torch.Tensor) -> list[float]:
         a1 = m.trunk(x)
         return float(a1.abs().sum(1).mean()), float(m.last_block(a1).abs().sum(1).mean())
     return [a / b for a, b in zip(l1(model.eval()), l1(theta0), strict=True)]
+
+
+@torch.no_grad()
+def row_pull(model, data, c: int) -> dict[str, float]:
+    """Where the forgotten class's level comes from: its head bias b_c, and the mean of w_c·h (its row through the
+    features) over the class's test images (a retrain: b_c ≈ its initial value, the level all in the row)."""
+    model.eval()
+    head = getattr(model, model.head)
+    z = model(data.x_test[data.y_test == c])[:, c]
+    return {"bias": float(head.bias[c]), "row_mean": float((z - head.bias[c]).mean())}
 
 
 def at(per_class: dict, c: int) -> float:
@@ -94,12 +108,15 @@ def main() -> None:
     for c in args.classes:
         path = art.requests / f"classes-{c}" / "retrain" / "runs" / "bench-retrain" / "model.safetensors"
         if path.exists():
-            held_out[c] = {"hidden_l1_vs_theta0": hidden_scale(load_model(path)[0], theta0, retained[c])}
+            model = load_model(path)[0]
+            held_out[c] = {"hidden_l1_vs_theta0": hidden_scale(model, theta0, retained[c]),
+                           "forgotten_row": row_pull(model, data, c)}
     out: dict[str, list] = {}
     for mode in args.modes:
-        source, scale, level = MODES[mode]
+        source, scale, level, row_share = MODES[mode]
         dihyfo.zoo_level_retrains.read = read_retrains if source == "retrains" else (lambda _zoo: {})
-        opts = getattr(params.unlearn, args.method).model_copy(update={"match_scale": scale, "match_level": level})
+        opts = getattr(params.unlearn, args.method).model_copy(update={"match_scale": scale, "match_level": level,
+                                                                       "level_row_share": row_share})
         base = params.model_copy(update={"unlearn": params.unlearn.model_copy(update={args.method: opts})})
         out[mode] = []
         for c in args.classes:
@@ -115,14 +132,17 @@ def main() -> None:
                  "retained_delta": rec["report"]["test_retained_acc"] - rec["reference"]["test_retained_acc"]["mean"],
                  "unlearn_s": rec["wall_time_s"],
                  "scale": info["scale"], "level": info["level"]}
-            r["hidden_l1_vs_theta0"] = hidden_scale(load_model(Path(rec["model_path"]))[0], theta0, retained[c])
+            model = load_model(Path(rec["model_path"]))[0]
+            r["hidden_l1_vs_theta0"] = hidden_scale(model, theta0, retained[c])
+            r["forgotten_row"] = row_pull(model, data, c)
             out[mode].append(r)
             lv = r["level"]
             where = (f"; val loss on it {at(lv['val_loss_before'], c):.1f} → {at(lv['val_loss_after'], c):.1f} "
                      f"(target {at(lv['target_val_loss'], c):.1f})" if lv.get("applied") else "")
             print(f"{mode} class {c}: {'PASS' if r['passed'] else 'FAIL ' + ','.join(r['failed'])}; LiRA "
                   f"{r['lira_auc']:.3f}, relearn m=10 {r['relearn_steps_m10']} (retrains "
-                  f"{r['reference_relearn_steps_m10']:.0f}), retained Δ {r['retained_delta']:+.4f}{where}", flush=True)
+                  f"{r['reference_relearn_steps_m10']:.0f}), retained Δ {r['retained_delta']:+.4f}{where}; bias "
+                  f"{r['forgotten_row']['bias']:+.1f}, row {r['forgotten_row']['row_mean']:+.1f}", flush=True)
         print(f"{mode}: {sum(r['passed'] for r in out[mode])}/{len(out[mode])} pass", flush=True)
     if args.json:
         write_json(args.json, {"command": "python bench/level_and_scale.py " + " ".join(sys.argv[1:]),

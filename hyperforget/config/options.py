@@ -130,6 +130,10 @@ class DiHyFoOptions(MethodOptions):
     match_level: bool = Field(True, description="after sampling, shift the head's bias of each forgotten class so "
                               "its val loss sits at the median of the zoo's retrains (its level retrains where it "
                               "has them, zoo.level_retrains; else its retrained endpoints): unlearn/level.py")
+    level_row_share: float = Field(0.0, ge=0, le=1, description="how much of the level the forgotten row's own "
+                                   "scale carries (its weights ×s*^λ, s* meeting the level alone), the bias shift "
+                                   "the rest: 0 = the bias alone; a bias far from a retrain's ≈ 0 marks an answer "
+                                   "that relearns fast (unlearn/level.py)")
     match_scale: bool = Field(False, description="before the head refit, divide each generated hidden layer so its "
                               "mean activation L1 on the retained data equals θ0's (unlearn/scale.py): the generated "
                               "layers of LeNet-5 come out up to 2.2× θ0's scale, which makes the answer relearn fast")

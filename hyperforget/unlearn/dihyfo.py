@@ -15,9 +15,9 @@ retained val accuracy wins (ties: lower retained val loss); if none passes, the 
 all and `info.passed` is False. Repairs follow, so the answer looks like a retrain's, not only scores like
 one: optionally the generated hidden layers are brought back to θ0's activation scale (`unlearn/scale.py`),
 each forgotten class gets a retrain-shaped head row (`unlearn/rows.py`), then its level is matched to the zoo's
-retrains (`unlearn/level.py`). `wall_time_s` = prompt + sampling + scoring + repairs, the unlearning
-cost; loading the hypernetwork, the zoo's loss index and its retrains' levels is setup (like loading θ0) and is
-reported as `load_s`.
+retrains (`unlearn/level.py`; by the bias, or partly by the row's scale: `level_row_share`). `wall_time_s` =
+prompt + sampling + scoring + repairs, the unlearning cost; loading the hypernetwork, the zoo's loss index and
+its retrains' levels is setup (like loading θ0) and is reported as `load_s`.
 
 Random-subset requests are refused: the zoo and the prompts are per class, and a per-class loss prompt
 cannot say which samples to forget.
@@ -154,7 +154,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), x_retain, inputs.y_retain,
                           classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed, opts.refit_head,
                           cut=generate)
-        level = (match_level(model, x_val, data.y_val, levels, inputs.gates.max_forget_acc, cut=generate)
+        level = (match_level(model, x_val, data.y_val, levels, inputs.gates.max_forget_acc, cut=generate,
+                             row_share=opts.level_row_share)
                  | {"source": "level retrains" if levels and all(c in retrains for c in levels) else "zoo endpoints"}
                  if opts.match_level else {"applied": False})
     info = {"variant": opts.variant, "pass_rate": passed.float().mean().item(), "passed": bool(passed[best]),

@@ -13,6 +13,14 @@ from hyperforget.models.nets import ModelSpec
 from hyperforget.publish.onnx import export_onnx, onnx_outputs
 
 
+@pytest.fixture(autouse=True)
+def no_kept_graphs(monkeypatch):
+    """Each test starts with no exported graph kept (`onnx._graphs`), so its exports run the exporter."""
+    from hyperforget.publish import onnx
+
+    monkeypatch.setattr(onnx, "_graphs", {})
+
+
 @pytest.fixture(scope="module")
 def digits():
     x = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1)
@@ -94,6 +102,7 @@ def test_a_prewarmed_exporter_starts_once_and_writes_the_same_file_as_a_cold_one
     files = []
     for warm in (True, False):
         monkeypatch.setattr(onnx, "_worker", None)
+        monkeypatch.setattr(onnx, "_graphs", {})  # both exports run the exporter
         try:
             if warm:
                 warm_up = onnx.prewarm()
@@ -104,3 +113,36 @@ def test_a_prewarmed_exporter_starts_once_and_writes_the_same_file_as_a_cold_one
         finally:
             onnx._worker.shutdown()
     assert files[0] == files[1]
+
+
+def test_a_second_model_of_a_spec_reuses_the_exported_graph_and_writes_a_fresh_exports_bytes(digits, tmp_path,
+                                                                                              monkeypatch):
+    """Only the weights differ between two models of one spec: the second export copies the first's graph with its
+    own weights (the exporter is not run again) and its file is byte for byte what the exporter writes for it."""
+    from hyperforget.publish import onnx
+
+    spec = ModelSpec("lenet", (1, 8, 8), 10, 0)
+    first, second = spec.build(seed=0).eval(), spec.build(seed=1).eval()
+    export_onnx(first, spec, tmp_path / "first.onnx", digits[:4], digits[:50])
+    fresh = export_onnx(second, spec, tmp_path / "fresh.onnx", digits[:4], digits[:50])  # the graph kept: reused
+    monkeypatch.setattr(onnx, "_graphs", {})
+    exported = export_onnx(second, spec, tmp_path / "exported.onnx", digits[:4], digits[:50])  # the exporter runs
+
+    def no_exporter(*_args):
+        raise AssertionError("the exporter ran although the spec's graph was kept")
+
+    monkeypatch.setattr(onnx, "_export", no_exporter)
+    again = export_onnx(second, spec, tmp_path / "again.onnx", digits[:4], digits[:50])
+    assert fresh["sha256"] == exported["sha256"] == again["sha256"] != sha256_file(tmp_path / "first.onnx")
+    assert again["max_abs_diff"] < 1e-4 and again["argmax_agreement"] == 1.0
+
+
+def test_a_state_dict_that_is_not_the_graphs_initializers_is_exported_afresh(digits, tmp_path):
+    from hyperforget.publish import onnx
+
+    narrow, wide = ModelSpec("mlp", (1, 8, 8), 10, 10), ModelSpec("mlp", (1, 8, 8), 10, 12)
+    export_onnx(narrow.build(seed=0), narrow, tmp_path / "narrow.onnx", digits[:4])
+    graph = (tmp_path / "narrow.onnx").read_bytes()
+    assert onnx._with_weights(graph, narrow.build(seed=1)) is not None
+    assert onnx._with_weights(graph, wide.build(seed=1)) is None  # other shapes
+    assert onnx._with_weights(graph, torch.nn.Sequential(torch.nn.Linear(64, 10))) is None  # other names

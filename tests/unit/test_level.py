@@ -95,3 +95,39 @@ def test_levels_come_from_the_zoos_retrained_endpoints_of_each_class():
     assert zoo_levels(rows, [0]) == {}
     # where the zoo kept true retrains for the level (zoo.level_retrains), theirs: the endpoints sit shallower
     assert zoo_levels(rows, [2, 0], retrains={2: [20.0, 24.0]}) == {2: 22.0}
+
+
+def test_with_row_share_one_the_forgotten_row_carries_the_level_and_the_bias_stays():
+    """`level_row_share` 1: the level is met by scaling the forgotten row (a retrain's bias for a class it never saw
+    stays near its initial value), so the bias is kept, only column c moves, and the val loss lands on the target."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(600, 5)
+    y = model(x).argmax(1)
+    with torch.no_grad():  # push class 1 down through its row, far below the target (over-forgotten)
+        last_linear(model).weight[1] = -20.0 * last_linear(model).weight[1].abs() - 1.0
+    before = model(x).detach()
+    assert _loss(before, y, 1) > 4.0
+    bias_before = last_linear(model).bias.detach().clone()
+    info = match_level(model, x, y, {1: 4.0}, max_forget_acc=1.0, row_share=1.0)
+    after = model(x).detach()
+    assert info["row_scale"][1] < 1.0 and abs(info["delta"][1]) < 1e-6
+    assert torch.equal(last_linear(model).bias.detach(), bias_before)
+    assert abs(_loss(after, y, 1) - 4.0) < 1e-3
+    assert torch.allclose(after[:, [0, 2]], before[:, [0, 2]])
+
+
+def test_a_half_row_share_splits_the_level_between_row_and_bias():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(600, 5)
+    y = model(x).argmax(1)
+    with torch.no_grad():
+        last_linear(model).weight[1] = -20.0 * last_linear(model).weight[1].abs() - 1.0
+    full, half = copy.deepcopy(model), copy.deepcopy(model)
+    s_full = match_level(full, x, y, {1: 4.0}, max_forget_acc=1.0, row_share=1.0)["row_scale"][1]
+    info = match_level(half, x, y, {1: 4.0}, max_forget_acc=1.0, row_share=0.5)
+    assert info["row_scale"][1] == pytest.approx(s_full ** 0.5)
+    assert info["delta"][1] > 0  # the bias lifts what the half-scaled row leaves (as far as retained accuracy allows)
+    assert 4.0 <= info["val_loss_after"][1] < info["val_loss_before"][1]
+    assert info["val_loss_after"][1] == pytest.approx(_loss(half(x).detach(), y, 1))
