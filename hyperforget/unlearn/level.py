@@ -83,6 +83,17 @@ def _rescaled(logits: torch.Tensor, bias: dict[int, float], scale: dict[int, flo
     return out
 
 
+def _bisect(loss_at, lo: float, hi: float, target: float, rising: bool) -> float:
+    """Where `loss_at(x)` crosses `target` in [lo, hi] (60 halvings), the loss rising or falling with x."""
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (loss_at(mid) > target) == rising:
+            hi = mid
+        else:
+            lo = mid
+    return (lo + hi) / 2
+
+
 def _within(z: torch.Tensor, y: torch.Tensor, forgotten: torch.Tensor, max_forget_acc: float,
             retained_before: float) -> bool:
     return _acc(z, y, forgotten) <= max_forget_acc and _acc(z, y, ~forgotten) >= retained_before - RETAIN_SLACK
@@ -102,14 +113,9 @@ def row_scales(logits: torch.Tensor, y: torch.Tensor, bias: dict[int, float], ta
         for c, target in targets.items():
             if not pushes_down[c]:
                 continue
-            lo, hi = -math.log(_ROW_SPAN), math.log(_ROW_SPAN)  # the class's loss rises with the row's scale
-            for _ in range(60):
-                mid = (lo + hi) / 2
-                if _class_loss(_rescaled(logits, bias, scale | {c: math.exp(mid)}), y, c) > target:
-                    hi = mid
-                else:
-                    lo = mid
-            scale[c] = math.exp((lo + hi) / 2)
+            span = math.log(_ROW_SPAN)  # in log s; the class's loss rises with the row's scale
+            scale[c] = math.exp(_bisect(lambda t, c=c: _class_loss(_rescaled(logits, bias, scale | {c: math.exp(t)}),
+                                                                   y, c), -span, span, target, rising=True))
     scale = {c: s ** share for c, s in scale.items()}
     forgotten = torch.isin(y, torch.tensor(list(targets)))
     retained_before = _acc(logits.double(), y, ~forgotten)
@@ -131,14 +137,8 @@ def solve(logits: torch.Tensor, y: torch.Tensor, targets: dict[int, float], max_
     delta = dict.fromkeys(targets, 0.0)
     for _ in range(3):
         for c, target in targets.items():
-            lo, hi = -_SPAN, _SPAN  # the class's loss falls as δ_c rises
-            for _ in range(60):
-                mid = (lo + hi) / 2
-                if _class_loss(_shifted(logits, delta | {c: mid}), y, c) > target:
-                    lo = mid
-                else:
-                    hi = mid
-            delta[c] = (lo + hi) / 2
+            delta[c] = _bisect(lambda d, c=c: _class_loss(_shifted(logits, delta | {c: d}), y, c), -_SPAN, _SPAN,
+                               target, rising=False)  # the class's loss falls as δ_c rises
     for _ in range(40):  # bounds: halve the shift until it keeps the class forgotten and the rest intact
         if _within(_shifted(logits, delta), y, forgotten, max_forget_acc, retained_before):
             break
