@@ -1,7 +1,7 @@
 """DiHyFo's two answers to "relearns too fast": which level it aims at, and the scale of its generated layers.
 
     python bench/level_and_scale.py --work DIR [--method dihyfo1] [--modes endpoints …] [--classes 0 1 …]
-        [--json PATH]
+        [--tune-steps 0 300 …] [--json PATH]
 
 Why: on MNIST-60k LeNet-5 DiHyFo-1 (fc1–fc3 generated) relearnt a forgotten class 2–3× faster than a retrain on
 exactly the classes where its level matching reached the zoo's target, and passed elsewhere only by staying far
@@ -19,6 +19,10 @@ activation scale against θ0's, beside that of DIR's held-out true retrain:
 - `scaled_no_level`: the rescale with no level matching at all;
 - `retrains_scaled_row_half`, `retrains_scaled_row`: `retrains_scaled` with the level carried half (λ = 0.5) or
   wholly (λ = 1) by the forgotten row's scale instead of its bias (`level_row_share`, `unlearn/level.py`).
+
+`--tune-steps` runs each mode with each number of fine-tune steps (`tune_steps`, `unlearn/tune.py`: every generated
+layer trained on D_r right after sampling, for the retained accuracy a sample loses); a mode at N > 0 steps is
+reported as `MODE+tuneN`.
 
 The `endpoints` modes hide the zoo's level retrains from the method in this process only (DIR's zoo must hold
 them for the `retrains` modes). No target is read from the pool's retrains that judge the answers.
@@ -91,6 +95,7 @@ def main() -> None:
     ap.add_argument("--method", default="dihyfo1", choices=["dihyfo1", "dihyfo2"])
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
+    ap.add_argument("--tune-steps", nargs="+", type=int, default=[0], help="fine-tune steps, each mode at each")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     params = load_params(args.work / "params.yaml")
@@ -112,11 +117,13 @@ def main() -> None:
             held_out[c] = {"hidden_l1_vs_theta0": hidden_scale(model, theta0, retained[c]),
                            "forgotten_row": row_pull(model, data, c)}
     out: dict[str, list] = {}
-    for mode in args.modes:
+    for mode, steps in ((m, n) for m in args.modes for n in args.tune_steps):
         source, scale, level, row_share = MODES[mode]
         dihyfo.zoo_level_retrains.read = read_retrains if source == "retrains" else (lambda _zoo: {})
         opts = getattr(params.unlearn, args.method).model_copy(update={"match_scale": scale, "match_level": level,
-                                                                       "level_row_share": row_share})
+                                                                       "level_row_share": row_share,
+                                                                       "tune_steps": steps})
+        mode = f"{mode}+tune{steps}" if steps else mode
         base = params.model_copy(update={"unlearn": params.unlearn.model_copy(update={args.method: opts})})
         out[mode] = []
         for c in args.classes:
@@ -130,8 +137,9 @@ def main() -> None:
                  "reference_relearn_steps_m100": v["reference"]["relearn_steps_m100"]["mean"],
                  "retained_acc": rec["report"]["test_retained_acc"],
                  "retained_delta": rec["report"]["test_retained_acc"] - rec["reference"]["test_retained_acc"]["mean"],
-                 "unlearn_s": rec["wall_time_s"],
-                 "scale": info["scale"], "level": info["level"]}
+                 "worst_acc": rec["report"]["worst_retained_acc"],
+                 "reference_worst_acc": rec["reference"]["worst_retained_acc"]["mean"],
+                 "unlearn_s": rec["wall_time_s"], "tune": info["tune"], "scale": info["scale"], "level": info["level"]}
             model = load_model(Path(rec["model_path"]))[0]
             r["hidden_l1_vs_theta0"] = hidden_scale(model, theta0, retained[c])
             r["forgotten_row"] = row_pull(model, data, c)
@@ -141,7 +149,8 @@ def main() -> None:
                      f"(target {at(lv['target_val_loss'], c):.1f})" if lv.get("applied") else "")
             print(f"{mode} class {c}: {'PASS' if r['passed'] else 'FAIL ' + ','.join(r['failed'])}; LiRA "
                   f"{r['lira_auc']:.3f}, relearn m=10 {r['relearn_steps_m10']} (retrains "
-                  f"{r['reference_relearn_steps_m10']:.0f}), retained Δ {r['retained_delta']:+.4f}{where}; bias "
+                  f"{r['reference_relearn_steps_m10']:.0f}), retained Δ {r['retained_delta']:+.4f}, worst class "
+                  f"{r['worst_acc']:.3f} (retrains {r['reference_worst_acc']:.3f}){where}; bias "
                   f"{r['forgotten_row']['bias']:+.1f}, row {r['forgotten_row']['row_mean']:+.1f}", flush=True)
         print(f"{mode}: {sum(r['passed'] for r in out[mode])}/{len(out[mode])} pass", flush=True)
     if args.json:

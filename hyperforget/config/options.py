@@ -137,6 +137,10 @@ class DiHyFoOptions(MethodOptions):
     match_scale: bool = Field(False, description="before the head refit, divide each generated hidden layer so its "
                               "mean activation L1 on the retained data equals θ0's (unlearn/scale.py): the generated "
                               "layers of LeNet-5 come out up to 2.2× θ0's scale, which makes the answer relearn fast")
+    tune_steps: int = Field(0, ge=0, le=100_000, description="right after sampling, Adam steps of cross-entropy on "
+                            "the retained data that train every generated layer at once (unlearn/tune.py): the "
+                            "retained accuracy a sample lost against the zoo's endpoints; 0 = off")
+    tune_lr: float = Field(1e-3, gt=0, le=1.0, description="the fine-tune's Adam lr (its batch: refit_batch_size)")
     refit_steps: int = Field(300, ge=0, le=100_000, description="before level matching, Adam steps that train each "
                              "forgotten class's head row, re-initialised, on the retained data's features with the "
                              "rest fixed: the row of a model that never saw the class (unlearn/rows.py); 0 = off")

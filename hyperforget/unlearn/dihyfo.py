@@ -13,7 +13,8 @@ forget-class val accuracy ≤ `gates.max_forget_acc` and retained val accuracy �
 (the original is the only reference available at unlearning time). Among passing candidates the highest
 retained val accuracy wins (ties: lower retained val loss); if none passes, the same ranking applies to
 all and `info.passed` is False. Repairs follow, so the answer looks like a retrain's, not only scores like
-one: optionally the generated hidden layers are brought back to θ0's activation scale (`unlearn/scale.py`),
+one: optionally a short fine-tune of the generated layers on the retained data (`unlearn/tune.py`), then the
+generated hidden layers brought back to θ0's activation scale (`unlearn/scale.py`),
 each forgotten class gets a retrain-shaped head row (`unlearn/rows.py`), then its level is matched to the zoo's
 retrains (`unlearn/level.py`; by the bias, or partly by the row's scale: `level_row_share`). `wall_time_s` =
 prompt + sampling + scoring + repairs, the unlearning cost; loading the hypernetwork, the zoo's loss index and
@@ -51,6 +52,7 @@ from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
 from hyperforget.unlearn.rows import FRESH_SEED_OFFSET, refit_rows
 from hyperforget.unlearn.scale import SAMPLE as SCALE_SAMPLE
 from hyperforget.unlearn.scale import match_scale
+from hyperforget.unlearn.tune import tune_generated
 from hyperforget.zoo import levels as zoo_level_retrains
 from hyperforget.zoo.shards import INDEX, read_zoo_losses, weights_sha256
 
@@ -147,6 +149,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
     with Timer() as t_repair:  # the repairs are part of the answer's cost: scale, retrain-shaped rows, their level
         x_retain = inputs.x_retain if feats is None else feats.train[inputs.split.retain_idx]
+        tuned = tune_generated(model, x_retain, inputs.y_retain, opts.tune_steps, opts.tune_lr, opts.refit_batch_size,
+                               inputs.seed, cut=generate)
         scaled = {"applied": False}
         if opts.match_scale:
             sub = torch.randperm(len(x_retain), generator=torch.Generator().manual_seed(inputs.seed))[:SCALE_SAMPLE]
@@ -165,7 +169,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
             "candidates": {k: v.tolist() for k, v in cand.items()} | {
                 "passed": passed.tolist(), "prompt": prompt_of.repeat_interleave(len(scales)).tolist(),
                 "scale": scales.repeat(n_samples).tolist()},
-            "scale": scaled, "rows": rows, "level": level, "repair_s": t_repair.seconds,
+            "tune": tuned, "scale": scaled, "rows": rows, "level": level, "repair_s": t_repair.seconds,
             "prompt_s": t_prompt.seconds, "sample_s": t_sample.seconds, "score_s": t_score.seconds,
             "load_s": load.seconds + load_features_t.seconds, "hypernet_step": hypernet.step, "sample_steps": steps,
             "generate": generate}

@@ -81,8 +81,9 @@ def test_generated_layers_change_frozen_layers_stay_theta0s_and_export_matches(b
     frozen[part.index] = False
     for variant, scale in (("dihyfo1", False), ("dihyfo2", True)):
         result = run_method(variant, UnlearnInputs(model, spec, digits, split_class3, 0, art),
-                            {"k": 4, "match_scale": scale})
+                            {"k": 4, "match_scale": scale, "tune_steps": 20 if scale else 0})
         assert list(result.info["scale"].get("divided_by", {})) == (["fc2"] if scale else [])  # the block alone
+        assert result.info["tune"].get("layers", []) == (["fc2", "fc3"] if scale else [])  # the generated ones
         after = flatten(result.model)
         assert torch.equal(after[frozen], before[frozen])  # conv1, conv2, fc1: bit-identical
         assert not torch.equal(after[~frozen], before[~frozen]) and result.info["generate"] == "block_head"
