@@ -1,7 +1,7 @@
 """DiHyFo's two answers to "relearns too fast": which level it aims at, and the scale of its generated layers.
 
     python bench/level_and_scale.py --work DIR [--method dihyfo1] [--modes endpoints …] [--classes 0 1 …]
-        [--tune-steps 0 300 …] [--json PATH]
+        [--tune-steps 0 300 …] [--refit-steps 300 1000 …] [--json PATH]
 
 Why: on MNIST-60k LeNet-5 DiHyFo-1 (fc1–fc3 generated) relearnt a forgotten class 2–3× faster than a retrain on
 exactly the classes where its level matching reached the zoo's target, and passed elsewhere only by staying far
@@ -22,7 +22,8 @@ activation scale against θ0's, beside that of DIR's held-out true retrain:
 
 `--tune-steps` runs each mode with each number of fine-tune steps (`tune_steps`, `unlearn/tune.py`: every generated
 layer trained on D_r right after sampling, for the retained accuracy a sample loses); a mode at N > 0 steps is
-reported as `MODE+tuneN`.
+reported as `MODE+tuneN`. `--refit-steps` does the same with the head refit's length (`refit_steps`,
+`unlearn/rows.py`), reported as `MODE+refitN` where N is not the project's own.
 
 The `endpoints` modes hide the zoo's level retrains from the method in this process only (DIR's zoo must hold
 them for the `retrains` modes). No target is read from the pool's retrains that judge the answers.
@@ -96,6 +97,8 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
     ap.add_argument("--tune-steps", nargs="+", type=int, default=[0], help="fine-tune steps, each mode at each")
+    ap.add_argument("--refit-steps", nargs="+", type=int, default=None, help="head refit steps, each mode at each "
+                    "(default: the project's)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     params = load_params(args.work / "params.yaml")
@@ -117,13 +120,15 @@ def main() -> None:
             held_out[c] = {"hidden_l1_vs_theta0": hidden_scale(model, theta0, retained[c]),
                            "forgotten_row": row_pull(model, data, c)}
     out: dict[str, list] = {}
-    for mode, steps in ((m, n) for m in args.modes for n in args.tune_steps):
+    own_refit = getattr(params.unlearn, args.method).refit_steps
+    for mode, steps, refit in ((m, n, r) for m in args.modes for n in args.tune_steps
+                               for r in args.refit_steps or [own_refit]):
         source, scale, level, row_share = MODES[mode]
         dihyfo.zoo_level_retrains.read = read_retrains if source == "retrains" else (lambda _zoo: {})
         opts = getattr(params.unlearn, args.method).model_copy(update={"match_scale": scale, "match_level": level,
                                                                        "level_row_share": row_share,
-                                                                       "tune_steps": steps})
-        mode = f"{mode}+tune{steps}" if steps else mode
+                                                                       "tune_steps": steps, "refit_steps": refit})
+        mode = mode + (f"+tune{steps}" if steps else "") + (f"+refit{refit}" if refit != own_refit else "")
         base = params.model_copy(update={"unlearn": params.unlearn.model_copy(update={args.method: opts})})
         out[mode] = []
         for c in args.classes:
