@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from hyperforget.base.errors import ConfigError
 
 VARIANTS = ("dihyfo1", "dihyfo2")  # the DiHyFo hypernetwork variants (papers.md §1)
+CLASS_ONLY = (*VARIANTS, "retrieval")  # answer class requests only: their zoo and prompts are per class
 EXACT_METHODS = ("retrain",)  # answers a retrain without the data: certified by construction, not by a test
 Generate = Literal["all", "block_head", "head", "dense"]  # what a hypernetwork generates; as models.GENERATE
 
@@ -114,6 +115,9 @@ class DiHyFoOptions(MethodOptions):
     split is kept (thresholds and the zoo/hypernet folders come with the method's inputs). Class requests only."""
 
     variant: Literal["dihyfo1", "dihyfo2"] = "dihyfo2"
+    source: Literal["hypernet", "zoo"] = Field("hypernet", description="where the candidates come from: the "
+                                               "hypernetwork's samples, or the zoo's rows nearest the prompts (the "
+                                               "`retrieval` method)")
     k: int = Field(16, ge=1, le=4096, description="candidates sampled in one batch")
     sample_steps: int | None = Field(None, ge=1, le=1000, description="DDIM steps; None = the hypernet's setting")
     hi_pct: float = Field(95, ge=0, le=100, description="forget classes prompted at this percentile of the zoo")
@@ -170,6 +174,14 @@ class DiHyFo2Options(DiHyFoOptions):
     """DiHyFo-2: conditioned on the full per-class loss vector."""
 
     variant: Literal["dihyfo2"] = "dihyfo2"
+
+
+class RetrievalOptions(DiHyFo1Options):
+    """Retrieval: DiHyFo-1 with its samples replaced by the zoo's rows nearest its prompts (retrieval@K, as in the
+    held-out set study): the same prompts, scoring, selection and repairs, no hypernetwork. What the sampling adds
+    over looking the zoo up is the difference between the two rows."""
+
+    source: Literal["zoo"] = "zoo"
 
 
 class SalUnOptions(MethodOptions):
@@ -235,6 +247,7 @@ class UnlearnConfig(MethodOptions):
     ssd: SSDOptions = SSDOptions()
     dihyfo1: DiHyFo1Options = DiHyFo1Options()
     dihyfo2: DiHyFo2Options = DiHyFo2Options()
+    retrieval: RetrievalOptions = RetrievalOptions()
     salun: SalUnOptions = SalUnOptions()
     scrub: ScrubOptions = ScrubOptions()
     head_finetune: HeadFinetuneOptions = HeadFinetuneOptions()

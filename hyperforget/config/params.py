@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from hyperforget.base import records
 from hyperforget.base.errors import ConfigError
 from hyperforget.config.options import (
-    VARIANTS,
+    CLASS_ONLY,
     HypernetConfig,
     MethodOptions,
     RetrainOptions,
@@ -268,8 +268,8 @@ class RequestsConfig(Section):
         names = UnlearnConfig.method_names()
         if self.fallback_method not in names:
             raise ValueError(f"requests.fallback_method {self.fallback_method!r} is not a method; choose one of "
-                             f"{', '.join(n for n in names if n not in VARIANTS)}")
-        if self.fallback_method in VARIANTS:
+                             f"{', '.join(n for n in names if n not in CLASS_ONLY)}")
+        if self.fallback_method in CLASS_ONLY:
             raise ValueError(f"requests.fallback_method cannot be {self.fallback_method}: DiHyFo answers class "
                              "requests only, and the fallback must answer record-level ones (e.g. gradtau)")
         return self

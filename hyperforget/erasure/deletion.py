@@ -52,7 +52,7 @@ from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, GateFailed, StorageError
 from hyperforget.base.io import read_json, sha256_file, write_text
-from hyperforget.config.options import EXACT_METHODS, VARIANTS
+from hyperforget.config.options import CLASS_ONLY, EXACT_METHODS
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import Dataset, forget_split, load_dataset
 from hyperforget.erasure import data_erasure
@@ -160,7 +160,7 @@ def choose_method(params: Params, method: str | None = None) -> tuple[str, dict 
     chosen = method or params.unlearn.method
     if chosen not in METHODS:
         raise ConfigError(f"method {chosen!r}: choose one of {', '.join(METHODS)}")
-    if params.forget.classes is None and chosen in VARIANTS:
+    if params.forget.classes is None and chosen in CLASS_ONLY:
         fallback = params.requests.fallback_method
         return fallback, {"from": chosen, "to": fallback, "reason": f"{chosen} refuses record-level requests "
                           "(DiHyFo's zoo and prompts are per class): answered by requests.fallback_method"}

@@ -79,6 +79,13 @@ def retrieval_row(class_loss: torch.Tensor, target: torch.Tensor) -> int:
     return int(((class_loss.log1p() - target.log1p()) ** 2).sum(1).argmin())
 
 
+def nearest_rows(class_loss: torch.Tensor, targets: torch.Tensor, per: Sequence[int]) -> torch.Tensor:
+    """Retrieval@K's rows: for prompt level i (targets [L, C]), the `per[i]` zoo rows whose recorded per-class
+    losses are nearest its targets (log1p space), levels concatenated (a row near two levels comes twice)."""
+    dist = ((class_loss.log1p()[None] - targets.log1p()[:, None]) ** 2).sum(-1)  # [L, N]
+    return torch.cat([dist[i].topk(n, largest=False).indices for i, n in enumerate(per)])
+
+
 def honesty_report(hypernet: Hypernet, zoo: ZooTensors, rows: list[dict[str, Any]], sampled: torch.Tensor,
                    classes: Sequence[int], target: torch.Tensor, spec: ModelSpec, data: Dataset,
                    spacing: float | None = None, seed: int = 0, **alignment: Any) -> dict[str, Any]:

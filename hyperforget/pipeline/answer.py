@@ -38,7 +38,7 @@ from hyperforget.base.io import (
     tensor_metadata,
     write_json,
 )
-from hyperforget.config.options import VARIANTS
+from hyperforget.config.options import CLASS_ONLY, VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
 from hyperforget.data.datasets import Dataset, ForgetSplit, forget_split, load_dataset
 from hyperforget.models.metrics import Evaluator, MembershipAttack, accuracy, attack_features, summarise
@@ -315,10 +315,12 @@ def test_power(params: Params, ctx: RequestContext, ref: Reference, checked: dic
 
 
 def method_lineage(art: Artifacts, method: str) -> dict[str, str]:
-    """What a sampled model comes from beyond the data and θ0: the zoo index and the hypernet checkpoint."""
-    if method not in VARIANTS:
+    """What a sampled or retrieved model comes from beyond the data and θ0: the zoo index and the hypernet
+    checkpoint (retrieval: the zoo alone)."""
+    if method not in CLASS_ONLY:
         return {}
-    return {"zoo": sha256_file(art.zoo / INDEX), "hypernet": sha256_file(art.hypernet(method) / "checkpoint.json")}
+    zoo = {"zoo": sha256_file(art.zoo / INDEX)}
+    return zoo if method not in VARIANTS else zoo | {"hypernet": sha256_file(art.hypernet(method) / "checkpoint.json")}
 
 
 @dataclass(frozen=True)

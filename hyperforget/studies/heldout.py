@@ -47,7 +47,7 @@ from hyperforget.base.errors import Diverged
 from hyperforget.base.io import jsonable, read_json, write_json
 from hyperforget.config.options import EXACT_METHODS, VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
-from hyperforget.hypernet.honesty import nearest, retrieval_row, zoo_spacing
+from hyperforget.hypernet.honesty import nearest, nearest_rows, retrieval_row, zoo_spacing
 from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
 from hyperforget.models.nets import flatten, load_flat
 from hyperforget.models.objectives import bounded_ascent, unseen_loss
@@ -164,8 +164,7 @@ def run_baselines(run: SetRun, zoo: ZooTensors, spacing: float, variant: str, bu
     run.add("retrieval", load_flat(spec.build(), base).eval(), t_lookup.seconds, zoo_row=best_row)
 
     with Timer() as t_k:
-        dist = ((zoo.class_loss.log1p()[None] - targets.log1p()[:, None]) ** 2).sum(-1)  # [L, N]
-        rows = torch.cat([dist[i].topk(n, largest=False).indices for i, n in enumerate(per)])
+        rows = nearest_rows(zoo.class_loss, targets, per)
         theta0 = flatten(inp.original).float()
         full = zoo.assemble(zoo.weights[rows])
         cand = score(spec, torch.cat([theta0[None], full]), data.x_val, data.y_val, run.classes)

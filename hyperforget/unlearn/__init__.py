@@ -41,6 +41,7 @@ METHODS: dict[str, Method] = {
     "ssd": Method(ssd.run, o.SSDOptions, "selective synaptic dampening (Fisher importance ratio)"),
     "dihyfo1": Method(dihyfo.run, o.DiHyFo1Options, "sample from the hypernet prompted with forget/retain loss"),
     "dihyfo2": Method(dihyfo.run, o.DiHyFo2Options, "sample from the hypernet prompted with per-class losses"),
+    "retrieval": Method(dihyfo.run, o.RetrievalOptions, "DiHyFo-1 on the zoo's rows nearest its prompts, no hypernet"),
     "salun": Method(salun.run, o.SalUnOptions, "SalUn: random wrong labels on D_f through a forget-saliency mask"),
     "scrub": Method(scrub.run, o.ScrubOptions, "SCRUB: teacher-student, KL ascent on D_f, KL + CE descent on D_r"),
     "head_finetune": Method(head_finetune.run, o.HeadFinetuneOptions, "weak control: only the head, random labels"),

@@ -43,6 +43,7 @@ from hyperforget.base.io import read_json
 from hyperforget.config.options import DiHyFoOptions
 from hyperforget.config.params import GatesConfig
 from hyperforget.hypernet.diffusion import candidate_seeds, load_hypernet, sample
+from hyperforget.hypernet.honesty import nearest_rows
 from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
 from hyperforget.models.features import load_features
 from hyperforget.models.metrics import class_metrics
@@ -54,7 +55,7 @@ from hyperforget.unlearn.scale import SAMPLE as SCALE_SAMPLE
 from hyperforget.unlearn.scale import match_scale
 from hyperforget.unlearn.tune import tune_generated
 from hyperforget.zoo import levels as zoo_level_retrains
-from hyperforget.zoo.shards import INDEX, read_zoo_losses, weights_sha256
+from hyperforget.zoo.shards import INDEX, read_rows, read_zoo_losses, weights_sha256
 
 
 @torch.no_grad()
@@ -106,14 +107,18 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     if inputs.artifacts is None:
         raise ConfigError("DiHyFo needs the project's artifacts (its zoo and hypernetwork) in UnlearnInputs.artifacts")
     hypernet_dir, zoo_dir = inputs.artifacts.hypernet(opts.variant), inputs.artifacts.zoo
+    retrieval = opts.source == "zoo"  # the zoo's nearest rows instead of samples: no hypernetwork at all
     with Timer() as load:
-        hypernet = load_hypernet(hypernet_dir, device="cpu")
+        hypernet = None if retrieval else load_hypernet(hypernet_dir, device="cpu")
         class_loss, forget_mask, manifest = read_zoo_losses(zoo_dir)
         retrains = zoo_level_retrains.read(zoo_dir)
-        levels = zoo_levels(read_json(zoo_dir / INDEX)["rows"], classes, retrains) if opts.match_level else {}
-    if hypernet.config.variant != opts.variant:
+        index_rows = read_json(zoo_dir / INDEX)["rows"] if opts.match_level or retrieval else []
+        levels = zoo_levels(index_rows, classes, retrains) if opts.match_level else {}
+    zoo_generate = manifest.get("generate", "all")
+    if hypernet is not None and hypernet.config.variant != opts.variant:
         raise ConfigError(f"{hypernet_dir} holds a {hypernet.config.variant} hypernetwork, not {opts.variant}")
-    generate = check_generate(hypernet.config.generate, opts.generate, manifest.get("generate", "all"), hypernet_dir)
+    generate = (check_generate(zoo_generate, opts.generate, zoo_generate, zoo_dir) if hypernet is None
+                else check_generate(hypernet.config.generate, opts.generate, zoo_generate, hypernet_dir))
     theta0 = flatten(inputs.original).float()
     if weights_sha256(theta0) != manifest["theta0_sha256"]:
         raise ConfigError(f"the zoo in {zoo_dir} was built from a different original model; rebuild the zoo "
@@ -125,7 +130,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         raise ConfigError(f"the features cached in {zoo_dir} come from another original model or data; rebuild "
                           "the zoo (and the hypernetwork) for this one")
     data, spec = inputs.data, inputs.spec
-    steps = opts.sample_steps or hypernet.config.sample_steps
+    steps = 0 if hypernet is None else opts.sample_steps or hypernet.config.sample_steps
     scales = torch.tensor(opts.edit_scales)
     n_samples = opts.k // len(scales)  # each sample gives len(scales) candidates
     ladder = prompt_ladder(opts.hi_pct, opts.lo_pct, min(opts.prompt_levels, n_samples))
@@ -136,8 +141,13 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         cond = {k: v[prompt_of] for k, v in conds.items()}
     part = generated_part(inputs.original, generate)  # candidates hold these layers; the rest stays θ0's
     start = part.extract(theta0)
-    with Timer() as t_sample:  # every prompt level and candidate in one batched sampler call
-        samples = sample(hypernet, start, cond, steps=steps, seeds=candidate_seeds(inputs.seed + opts.seed, n_samples))
+    with Timer() as t_sample:  # every prompt level and candidate in one batched sampler call, or one zoo lookup
+        if hypernet is None:
+            looked_up = nearest_rows(class_loss, targets, per)
+            samples = read_rows(zoo_dir, index_rows, looked_up.tolist()).float()
+        else:
+            samples = sample(hypernet, start, cond, steps=steps,
+                             seeds=candidate_seeds(inputs.seed + opts.seed, n_samples))
     with Timer() as t_score:  # partial: the generated parts run on the val features cached with the zoo
         # candidate (i, j) = θ0 + scales[j]·(sample i − θ0), sample-major: the edit's strength, chosen on val
         candidates = (start + scales[None, :, None] * (samples - start)[:, None, :]).flatten(0, 1)
@@ -171,7 +181,9 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
                 "scale": scales.repeat(n_samples).tolist()},
             "tune": tuned, "scale": scaled, "rows": rows, "level": level, "repair_s": t_repair.seconds,
             "prompt_s": t_prompt.seconds, "sample_s": t_sample.seconds, "score_s": t_score.seconds,
-            "load_s": load.seconds + load_features_t.seconds, "hypernet_step": hypernet.step, "sample_steps": steps,
-            "generate": generate}
+            "load_s": load.seconds + load_features_t.seconds, "sample_steps": steps, "generate": generate,
+            "source": opts.source} | ({"zoo_rows": looked_up.tolist()} if hypernet is None else {
+                "hypernet_step": hypernet.step})
     wall = t_prompt.seconds + t_sample.seconds + t_score.seconds + t_repair.seconds
-    return UnlearnResult(model, opts.variant, wall, opts.k * steps, opts.model_dump(), info=info)
+    return UnlearnResult(model, "retrieval" if hypernet is None else opts.variant, wall, opts.k * steps,
+                         opts.model_dump(), info=info)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,26 @@ def read_zoo_losses(out_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, di
     for i, r in enumerate(rows):
         mask[i, r["request"]] = 1.0
     return torch.tensor([r["val_loss"] for r in rows]), mask, manifest
+
+
+def read_rows(out_dir: str | Path, index_rows: list[dict[str, Any]], rows: Sequence[int]) -> torch.Tensor:
+    """The weights of the zoo rows `rows` (positions in the index, `index_rows`) [len(rows), P], reading only the
+    shards that hold them, each checked against the sha256 the index recorded: what a lookup of a few rows costs,
+    not the whole zoo's load."""
+    out, wanted = Path(out_dir), {}
+    for i, r in enumerate(rows):
+        entry = index_rows[int(r)]
+        wanted.setdefault((entry["shard"], entry["shard_sha256"]), []).append((i, entry["row"]))
+    picked: list[torch.Tensor | None] = [None] * len(rows)
+    for (name, digest), items in wanted.items():
+        try:
+            weights = load_tensors(out / name, expected_sha256=digest)["weights"]
+        except IntegrityError as e:
+            raise IntegrityError(f"zoo shard {out / name} is corrupt or missing ({e}); re-run the zoo stage: it "
+                                 "re-verifies every shard and rebuilds from the first bad one") from e
+        for i, at in items:
+            picked[i] = weights[at]
+    return torch.stack(picked)
 
 
 def load_zoo(out_dir: str | Path) -> tuple[ZooTensors, list[dict[str, Any]]]:

@@ -118,3 +118,23 @@ def test_a_held_out_set_is_answered_with_one_batched_sampler_call(tiny, monkeypa
     targets = torch.tensor([p["target"] for p in result.info["prompts"]])  # [levels, C], composed per class
     kept = [c for c in range(10) if c not in held]
     assert (targets[:, held].diff(dim=0) >= 0).all() and (targets[:, kept].diff(dim=0) <= 0).all()
+
+
+def test_retrieval_answers_with_the_zoo_rows_nearest_its_prompts_and_never_loads_a_hypernetwork(
+        tiny, monkeypatch, original_mlp, digits_spec, digits, split_class3):
+    """`retrieval` is DiHyFo-1 with the sampler replaced by a lookup: with the repairs off its answer is exactly one
+    of the K zoo rows nearest its prompts, read from the shards (checksummed), and no hypernetwork is touched."""
+    art, zoo, _ = tiny
+    monkeypatch.setattr("hyperforget.unlearn.dihyfo.load_hypernet",
+                        lambda *a, **k: pytest.fail("retrieval loaded a hypernetwork"))
+    off = {"k": 4, "edit_scales": [1.0], "refit_steps": 0, "match_level": False}
+    result = run_method("retrieval", inputs_for(art, original_mlp, digits_spec, digits, split_class3), off)
+    looked_up = result.info["zoo_rows"]
+    assert result.method == "retrieval" and result.info["source"] == "zoo" and result.steps == 0
+    assert len(looked_up) == 4 and result.info["chosen"] in range(4)
+    # θ0 + 1.0·(row − θ0): the row, up to float rounding
+    assert torch.allclose(flatten(result.model), zoo.weights[looked_up[result.info["chosen"]]], atol=1e-6)
+    # the rows are the nearest by recorded per-class val loss to the most ambitious prompt level, among others
+    target = torch.tensor(result.info["prompts"][-1]["target"])
+    nearest = ((zoo.class_loss.log1p() - target.log1p()) ** 2).sum(1).argmin().item()
+    assert looked_up[-1] == nearest

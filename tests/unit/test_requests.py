@@ -23,6 +23,7 @@ from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, GateFailed, StorageError
 from hyperforget.base.io import sha256_file
 from hyperforget.cli import app
+from hyperforget.config.options import CLASS_ONLY
 from hyperforget.config.overlays import load_params, parse_params
 from hyperforget.config.params import ForgetConfig
 from hyperforget.data.datasets import forget_split, load_dataset
@@ -119,13 +120,14 @@ def test_the_fallback_method_must_answer_record_requests(value, match):
 # ---------- every method on a sample request; DiHyFo refuses ----------
 
 
-def test_a_sample_request_is_answered_by_every_method_but_dihyfo(original_mlp, digits_spec, digits, tmp_path):
+def test_a_sample_request_is_answered_by_every_method_but_dihyfo_and_retrieval(original_mlp, digits_spec, digits,
+                                                                              tmp_path):
     f = ids_file(tmp_path, *range(0, 1200, 12))  # 100 records of every class
     split = forget_split(digits, ForgetConfig(samples=str(f)))
     inputs = UnlearnInputs(original_mlp, digits_spec, digits, split, seed=0)
     evaluator = Evaluator.for_original(original_mlp, digits, split)
     for name, method in METHODS.items():
-        if name.startswith("dihyfo"):
+        if name in CLASS_ONLY:
             with pytest.raises(ConfigError, match="class requests only"):
                 run_method(name, inputs)
             continue
@@ -143,6 +145,10 @@ def test_dihyfo_falls_back_to_the_policy_method_for_record_requests(tmp_path):
     method, fallback = deletion.choose_method(params)
     assert method == "neggrad_plus" and fallback["from"] == "dihyfo2" and "record-level" in fallback["reason"]
     assert deletion.choose_method(parse_params({"forget": {"classes": [3]}}), "dihyfo2") == ("dihyfo2", None)
+    # retrieval reads the same per-class zoo: it falls back too, and cannot be the fallback itself
+    assert deletion.choose_method(params, "retrieval")[0] == "neggrad_plus"
+    with pytest.raises(ConfigError, match="fallback_method"):
+        parse_params({"requests": {"fallback_method": "retrieval"}})
 
 
 # ---------- the ledger's notes are append-only too ----------
