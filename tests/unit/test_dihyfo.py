@@ -4,12 +4,13 @@ definition of done on digits: tests/model/test_quality_bars.py.)"""
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.errors import ConfigError
+from hyperforget.base.errors import ConfigError, IntegrityError
 from hyperforget.config.options import HypernetConfig
 from hyperforget.config.params import ForgetConfig, TrainConfig, ZooConfig
 from hyperforget.data.datasets import forget_split
@@ -20,7 +21,7 @@ from hyperforget.models.nets import flatten
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.zoo.build import build_zoo
-from hyperforget.zoo.shards import load_zoo
+from hyperforget.zoo.shards import load_zoo, read_rows
 from tests.recipes import tiny_hypernet
 
 TINY_HYPERNET = tiny_hypernet()
@@ -138,3 +139,14 @@ def test_retrieval_answers_with_the_zoo_rows_nearest_its_prompts_and_never_loads
     target = torch.tensor(result.info["prompts"][-1]["target"])
     nearest = ((zoo.class_loss.log1p() - target.log1p()) ** 2).sum(1).argmin().item()
     assert looked_up[-1] == nearest
+
+
+def test_a_corrupt_shard_under_a_retrieved_row_is_refused_with_the_fix(tiny, tmp_path):
+    art, zoo, rows = tiny
+    copy_dir = tmp_path / "zoo"
+    shutil.copytree(art.zoo, copy_dir)
+    assert torch.equal(read_rows(copy_dir, rows, [3, 1]), zoo.weights[[3, 1]])
+    shard = copy_dir / rows[3]["shard"]
+    shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(IntegrityError, match="re-run the zoo stage"):
+        read_rows(copy_dir, rows, [3])
