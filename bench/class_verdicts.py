@@ -150,21 +150,25 @@ def markdown(rows: list[dict], command: str) -> str:
         mine = [r for r in rows if r["method"] == m]
         ran = [r for r in mine if "error" not in r]  # a diverged answer has no metrics
         cells = ", ".join(f"{r['class']}:" + ("✓" if r["passed"] else "/".join(r["failed"])) for r in mine)
+
+        def stat(summary, key: str, fmt: str, ran=ran) -> str:  # "–" where every answer of m diverged
+            return format(summary(r[key] for r in ran), fmt) if ran else "–"
         lines.append(f"| {m} | {sum(r['passed'] for r in mine)}/{len(mine)} | {cells} | "
-                     f"{statistics.mean(r['retained_delta'] for r in ran):+.4f} | "
-                     f"{statistics.median(r['lira_auc'] for r in ran):.3f} | "
+                     f"{stat(statistics.mean, 'retained_delta', '+.4f')} | "
+                     f"{stat(statistics.median, 'lira_auc', '.3f')} | "
                      f"{logit_gap(ran)} | "
-                     f"{statistics.median(r['relearn_steps_m10'] for r in ran):.0f} | "
-                     f"{statistics.median(r['seconds'] for r in ran):.2f} |")
+                     f"{stat(statistics.median, 'relearn_steps_m10', '.0f')} | "
+                     f"{stat(statistics.median, 'seconds', '.2f')} |")
     judged: dict[int, dict] = {}  # each class's first row with a verdict (a diverged answer has none)
     for r in rows:
         if "power" in r:
             judged.setdefault(r["class"], r)
     first = [judged[c] for c in classes if c in judged]
     powered = sum(bool(r["power"]["has_power"]) for r in first)
-    lines += ["", f"θ0 (power: judged by the same test on each request): fails on {powered}/{len(classes)} classes; "
+    lines += ["", f"θ0 (power: judged by the same test on each request): fails on {powered}/{len(first)} classes; "
               "the checks it fails: " + ", ".join(f"{r['class']}:" + "/".join(r["power"]["original_fails"])
-                                                  for r in first)]
+                                                  for r in first) if first else
+              "θ0's power: not judged (every answer diverged before verification)"]
     for m in methods:
         levelled_rows = [r for r in rows if r["method"] == m and "level_held_back" in r]
         if levelled_rows:
