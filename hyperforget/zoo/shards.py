@@ -163,6 +163,15 @@ def read_zoo_losses(out_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, di
     return torch.tensor([r["val_loss"] for r in rows]), mask, manifest
 
 
+def _shard_weights(path: Path, digest: str) -> torch.Tensor:
+    """One shard's weights, checked against the sha256 the index recorded; a bad one names the fix."""
+    try:
+        return load_tensors(path, expected_sha256=digest)["weights"]
+    except IntegrityError as e:
+        raise IntegrityError(f"zoo shard {path} is corrupt or missing ({e}); re-run the zoo stage: it re-verifies "
+                             "every shard and rebuilds from the first bad one") from e
+
+
 def read_rows(out_dir: str | Path, index_rows: list[dict[str, Any]], rows: Sequence[int]) -> torch.Tensor:
     """The weights of the zoo rows `rows` (positions in the index, `index_rows`) [len(rows), P], reading only the
     shards that hold them, each checked against the sha256 the index recorded: what a lookup of a few rows costs,
@@ -173,11 +182,7 @@ def read_rows(out_dir: str | Path, index_rows: list[dict[str, Any]], rows: Seque
         wanted.setdefault((entry["shard"], entry["shard_sha256"]), []).append((i, entry["row"]))
     picked: list[torch.Tensor | None] = [None] * len(rows)
     for (name, digest), items in wanted.items():
-        try:
-            weights = load_tensors(out / name, expected_sha256=digest)["weights"]
-        except IntegrityError as e:
-            raise IntegrityError(f"zoo shard {out / name} is corrupt or missing ({e}); re-run the zoo stage: it "
-                                 "re-verifies every shard and rebuilds from the first bad one") from e
+        weights = _shard_weights(out / name, digest)
         for i, at in items:
             picked[i] = weights[at]
     return torch.stack(picked)
@@ -189,13 +194,7 @@ def load_zoo(out_dir: str | Path) -> tuple[ZooTensors, list[dict[str, Any]]]:
     out = Path(out_dir)
     class_loss, mask, manifest = read_zoo_losses(out)
     index = read_json(out / INDEX)
-    parts = []
-    for shard in index["shards"]:
-        try:
-            parts.append(load_tensors(out / shard["file"], expected_sha256=shard["sha256"])["weights"])
-        except IntegrityError as e:
-            raise IntegrityError(f"zoo shard {out / shard['file']} is corrupt or missing ({e}); re-run the zoo "
-                                 "stage: it re-verifies every shard and rebuilds from the first bad one") from e
+    parts = [_shard_weights(out / shard["file"], shard["sha256"]) for shard in index["shards"]]
     rows, weights = index["rows"], torch.cat(parts)
     if len(weights) != len(rows):
         raise IntegrityError(f"{out / INDEX} lists {len(rows)} rows but the shards hold {len(weights)}; rebuild")
