@@ -101,8 +101,9 @@ def check_generate(trained: str, requested: str | None, zoo: str, where: object)
 
 def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     classes = inputs.split.classes
+    name = "retrieval" if opts.source == "zoo" else "DiHyFo"
     if classes is None:
-        raise ConfigError("DiHyFo supports class requests only (forget.classes): its zoo and prompts are per-class "
+        raise ConfigError(f"{name} supports class requests only (forget.classes): its zoo and prompts are per-class "
                           "losses, which cannot name individual samples; use gradtau for a random subset")
     if inputs.artifacts is None:
         raise ConfigError("DiHyFo needs the project's artifacts (its zoo and hypernetwork) in UnlearnInputs.artifacts")
@@ -117,7 +118,11 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     zoo_generate = manifest.get("generate", "all")
     if hypernet is not None and hypernet.config.variant != opts.variant:
         raise ConfigError(f"{hypernet_dir} holds a {hypernet.config.variant} hypernetwork, not {opts.variant}")
-    generate = (check_generate(zoo_generate, opts.generate, zoo_generate, zoo_dir) if hypernet is None
+    if hypernet is None and opts.generate not in (None, zoo_generate):
+        raise ConfigError(f"retrieval was asked for the {opts.generate!r} layers but the zoo in {zoo_dir} holds "
+                          f"{zoo_generate!r} ones; leave generate unset, or rebuild the zoo with hypernet.generate: "
+                          f"{opts.generate}")
+    generate = (zoo_generate if hypernet is None
                 else check_generate(hypernet.config.generate, opts.generate, zoo_generate, hypernet_dir))
     theta0 = flatten(inputs.original).float()
     if weights_sha256(theta0) != manifest["theta0_sha256"]:

@@ -139,6 +139,9 @@ def test_retrieval_answers_with_the_zoo_rows_nearest_its_prompts_and_never_loads
     target = torch.tensor(result.info["prompts"][-1]["target"])
     nearest = ((zoo.class_loss.log1p() - target.log1p()) ** 2).sum(1).argmin().item()
     assert looked_up[-1] == nearest
+    with pytest.raises(ConfigError, match="retrieval was asked for the 'head' layers but the zoo"):
+        run_method("retrieval", inputs_for(art, original_mlp, digits_spec, digits, split_class3),
+                   off | {"generate": "head"})
 
 
 def test_a_corrupt_shard_under_a_retrieved_row_is_refused_with_the_fix(tiny, tmp_path):
