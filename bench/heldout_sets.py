@@ -1,12 +1,14 @@
 """Held-out class sets: DiHyFo vs retrieval (+K, +noise, +k steps), ∇τ, SalUn and retraining, per set.
 
-    python bench/heldout_sets.py [--datasets digits mnist mnist60k mnist-lenet] [--sets N] [--variants dihyfo2]
+    python bench/heldout_sets.py [--datasets digits mnist mnist60k mnist-lenet mnist60k-lenet] [--sets N]
+                                 [--variants dihyfo2]
                                  [--steps 10 20 50] [--work-root DIR] [--workers 2] [--set KEY=VALUE ...]
                                  [--resume]
 
 For each data set (digits; MNIST's 10k split from ../shared/datasets/mnist-t10k; the full 60k MNIST from
 ../shared/datasets/mnist when present; the MLP in→10→10 on these three; `mnist-lenet`: the deployed CNN, LeNet-5 on
-the 10k split with DiHyFo generating fc1–fc3, not run by default) it builds, or reuses, a project folder
+the 10k split with DiHyFo generating fc1–fc3, and `mnist60k-lenet`: the same on the full 60k with DiHyFo's repairs,
+the model the product deploys; neither run by default) it builds, or reuses, a project folder
 <work-root>/<experiment> (default work/, or $HYPERFORGET_WORK) from its experiment file (EXPERIMENTS below:
 configs/heldout-*.yaml, a zoo with `zoo.class_sets` random class sets besides the single classes), then
 1. measures DiHyFo's DDIM steps (--steps) on tuning sets, never held out and never in the zoo, and picks the
@@ -41,8 +43,9 @@ from hyperforget.studies.heldout import heldout_report, step_sweep
 # each data set's experiment file: the zoo with class sets, its hypernet steps (the files say why)
 EXPERIMENTS = {name: CONFIGS / f"heldout-{file}.yaml"
                for name, file in (("digits", "digits"), ("mnist", "mnist-t10k"), ("mnist60k", "mnist60k"),
-                                  ("mnist-lenet", "mnist-t10k-lenet"))}
-ORDER = ["dihyfo1", "dihyfo2", "retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps", "gradtau", "salun",
+                                  ("mnist-lenet", "mnist-t10k-lenet"), ("mnist60k-lenet", "mnist-lenet"))}
+ORDER = ["dihyfo1", "dihyfo2", "retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps", "retrieval+repairs",
+         "gradtau", "salun",
          "eu_k", "neggrad_plus", "scrub", "retrain", "reference"]
 
 
@@ -87,12 +90,18 @@ def print_sets(result: dict) -> None:
 
 def print_summary(summary: dict, title: str) -> None:
     print(f"\n{title}\n\n| method | sets | forget acc | retained test acc | mean Δ retrain | sets passing | "
-          "cand. pass | median time s |\n|---|---|---|---|---|---|---|---|")
+          "cand. pass | median time s | checks failed (sets) |\n|---|---|---|---|---|---|---|---|---|")
     for name in [n for n in ORDER if n in summary] + [n for n in summary if n not in ORDER]:
         m = summary[name]
         print(f"| {name} | {m['sets']} | {fmt(m['forget_acc'])} | {fmt(m['retained_acc'])} | "
               f"{fmt(m['delta'], '+.3f')} | {fmt(m['sets_passed'], '.2f')} | {fmt(m['pass_rate'], '.2f')} | "
-              f"{fmt(m['time_s'], '.3f')} |")
+              f"{fmt(m['time_s'], '.3f')} | {failed_checks(m)} |")
+
+
+def failed_checks(summary_row: dict) -> str:
+    """"check n, …": how many sets failed each check ("–" when none did)."""
+    failed = summary_row.get("failed_checks") or {}
+    return ", ".join(f"{k} {n}" for k, n in failed.items()) or "–"
 
 
 def time_split(result: dict, variant: str) -> str:

@@ -14,7 +14,8 @@ one request is answered side by side by
 - `retrieval+steps`: from the retrieved checkpoint, k Adam steps of the set's own unlearning loss (∇τ's
   bounded ascent, `objectives.bounded_ascent`, with the set's τ), k chosen so that its time equals DiHyFo's
   on that set (from a 10-step timing of the same loop; the zoo trajectories' middle lr and ascent weight);
-- the methods named (∇τ `gradtau`, `salun`) with their params' options;
+- the methods named (∇τ `gradtau`, `salun`) with their params' options; the registry's `retrieval` (the
+  nearest rows with DiHyFo-1's repairs, `unlearn.dihyfo` with `source: zoo`) is the row `retrieval+repairs`;
 - retraining from scratch: the reference (`evaluation.retrain_seeds` seeds, the gates' baseline, trained for
   the set: the reference pool holds no retrain without a set) and one more true retrain with a seed of its
   own (`retrain`: the control that must pass, and its wall time `t_retrain`, what a user would pay).
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -189,6 +191,12 @@ def run_baselines(run: SetRun, zoo: ZooTensors, spacing: float, variant: str, bu
     run.add("retrieval+steps", model, t_lookup.seconds + t_steps.seconds, steps=k, budget_s=budget_s)
 
 
+def method_row(name: str) -> str:
+    """A registry method's row name: the registry's `retrieval` (the nearest zoo rows with DiHyFo-1's repairs) is
+    `retrieval+repairs`, since `retrieval` here is the bare nearest row."""
+    return f"{name}+repairs" if name in BASELINES else name
+
+
 def evaluate_set(params: Params, art: Artifacts, classes: Sequence[int], zoo: ZooTensors, spacing: float,
                  variants: Sequence[str], methods: Sequence[str], sample_steps: int | None, seed: int = 0,
                  time_retrain: bool = True) -> dict[str, Any]:
@@ -199,17 +207,19 @@ def evaluate_set(params: Params, art: Artifacts, classes: Sequence[int], zoo: Zo
     budget = run.rows[variants[0]]["time_s"] if variants else 0.1
     run_baselines(run, zoo, spacing, variants[0] if variants else "dihyfo2", budget, seed)
     for name in methods:
+        row = method_row(name)
         try:
             res = run_method(name, run.inputs, run.params.method_options(name))
         except Diverged as e:  # NaN weights: a failed answer with no metrics, as the product refuses it
-            run.rows[name] = {"passed": False, "failed": ["diverged"], "error": str(e), "time_s": None}
+            run.rows[row] = {"passed": False, "failed": ["diverged"], "error": str(e), "time_s": None}
             continue
-        run.add(name, res.model, res.wall_time_s)
+        run.add(row, res.model, res.wall_time_s)
     return {"classes": run.classes, "rows": run.rows}
 
 
 def summarise_sets(sets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method: means over sets, the fraction of sets whose model passed the gates, median time."""
+    """Per method: means over sets, the fraction of sets whose model passed the gates, how many sets failed
+    each check (most first: what to fix), median time."""
     out: dict[str, dict[str, Any]] = {}
     for name in sets[0]["rows"] if sets else []:
         rows = [s["rows"][name] for s in sets if name in s["rows"]]
@@ -223,6 +233,7 @@ def summarise_sets(sets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out[name] = {"sets": len(rows), "forget_acc": mean("forget_acc"), "retained_acc": mean("retained_acc"),
                      "delta": mean("delta"), "pass_rate": mean("pass_rate"),
                      "sets_passed": sum(passed) / len(passed) if passed else None,
+                     "failed_checks": dict(Counter(k for r in rows for k in r.get("failed") or []).most_common()),
                      "time_s": statistics.median(times) if times else None}
     return out
 
@@ -260,7 +271,7 @@ def resumable_sets(path: Path, held: Sequence[Sequence[int]], zoo_rows: int, sam
         return []
     kept = []
     for s, classes in zip(old.get("sets", []), held, strict=False):  # the old run may hold fewer
-        if sorted(s["classes"]) != sorted(classes) or not set(variants) | set(methods) <= set(s["rows"]):
+        if sorted(s["classes"]) != sorted(classes) or not {*variants, *map(method_row, methods)} <= set(s["rows"]):
             break
         kept.append(s)
     return kept

@@ -143,7 +143,6 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     prompt_of = torch.cat([torch.full((n,), i) for i, n in enumerate(per)])  # sample → its prompt level
     with Timer() as t_prompt:
         conds, targets = request_prompts(class_loss, forget_mask, classes, opts.variant, ladder)
-        cond = {k: v[prompt_of] for k, v in conds.items()}
     part = generated_part(inputs.original, generate)  # candidates hold these layers; the rest stays θ0's
     start = part.extract(theta0)
     with Timer() as t_sample:  # every prompt level and candidate in one batched sampler call, or one zoo lookup
@@ -151,6 +150,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
             looked_up = nearest_rows(class_loss, targets, per)
             samples = read_rows(zoo_dir, index_rows, looked_up.tolist()).float()
         else:
+            cond = {k: v[prompt_of] for k, v in conds.items()}  # each sample's prompt level
             samples = sample(hypernet, start, cond, steps=steps,
                              seeds=candidate_seeds(inputs.seed + opts.seed, n_samples))
     with Timer() as t_score:  # partial: the generated parts run on the val features cached with the zoo

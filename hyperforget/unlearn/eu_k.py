@@ -44,10 +44,9 @@ def run(inputs: UnlearnInputs, opts: EUkOptions) -> UnlearnResult:
     with Timer() as timer:
         with torch.no_grad():
             for n, p in model.named_parameters():
-                p.requires_grad_(n.rsplit(".", 1)[0] in names)
                 if n.rsplit(".", 1)[0] in names:
                     p.copy_(fresh[n])
-        h, y = _frozen(frozen, inputs.x_retain), inputs.y_retain
+        h, y = _frozen(frozen, inputs.x_retain), inputs.y_retain  # no graph: only the tail gets gradients
         gen = torch.Generator().manual_seed(inputs.seed)
         opt = torch.optim.Adam(trained, lr=opts.lr, weight_decay=opts.weight_decay)
         total = opts.epochs * -(-len(y) // opts.batch_size)
@@ -60,6 +59,5 @@ def run(inputs: UnlearnInputs, opts: EUkOptions) -> UnlearnResult:
                 opt.step()
                 sched.step()
                 steps += 1
-    model.requires_grad_(True)
     return UnlearnResult(model.eval(), "eu_k", timer.seconds, steps, opts.model_dump(),
                          info={"retrained_layers": [n for n, _ in tail], "frozen_layers": [n for n, _ in frozen]})

@@ -35,25 +35,18 @@ def tune_generated(model: nn.Module, x_retain: torch.Tensor, y_retain: torch.Ten
     if steps == 0:
         return {"applied": False}
     names = set(generated_layers(model, cut))
-    trained = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[0] in names]
-    was = {n: p.requires_grad for n, p in model.named_parameters()}
-    for n, p in model.named_parameters():
-        p.requires_grad_(n.rsplit(".", 1)[0] in names)
-    opt = torch.optim.Adam(trained, lr=lr)
+    # only the generated layers run on the cut's features, and only they are stepped: the rest get no gradient
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.rsplit(".", 1)[0] in names], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     losses = []
     model.eval()  # the target models have no dropout or batch norm: eval only fixes what a future one would do
-    try:
-        for _ in range(steps):
-            idx = torch.randint(len(y_retain), (batch_size,), generator=gen)
-            loss = F.cross_entropy(model(x_retain[idx], cut), y_retain[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(was[n])
+    for _ in range(steps):
+        idx = torch.randint(len(y_retain), (batch_size,), generator=gen)
+        loss = F.cross_entropy(model(x_retain[idx], cut), y_retain[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     tenth = max(1, steps // 10)
     return {"applied": True, "steps": steps, "lr": lr, "layers": sorted(names),
             "loss_first": sum(losses[:tenth]) / tenth, "loss_last": sum(losses[-tenth:]) / tenth}

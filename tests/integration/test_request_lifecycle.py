@@ -163,3 +163,40 @@ def test_the_trueup_deployment_is_scheduled_off_and_moves_champion_to_the_exact_
     assert champion.tags["gates.passed"] == "true" and champion.tags["lineage.trueup"]
     covered = {n.request_id for n in project["ledger"].read_notes(kind="trued_up")}
     assert "req-e2e" in covered
+
+
+@pytest.fixture(scope="module")
+def dihyfo2_built(project):
+    """The project's zoo (single classes only: no row holds a class set) and its DiHyFo-2 hypernetwork."""
+    stages.zoo(project["params"], project["art"])
+    stages.hypernet(project["params"], project["art"], "dihyfo2")
+
+
+def test_a_class_set_request_is_closed_through_the_deployment_against_its_own_retrains(full_stack, project, deployed,
+                                                                                      dihyfo2_built):
+    """A class-set request (issue #24) on the stack: submitted by the CLI, processed by the `unlearn/default`
+    deployment on the worker, answered by DiHyFo-2 and judged against retrains of the set trained for it (the
+    pool's references are per class); an answer that fails a gate is followed in the same run by a retrain
+    (`requests.exact_on_gate_failure`). Either way it closes with a passing, signed certificate that says which
+    method answered and that the reference was trained for the request."""
+    env, led, art = deployed, project["ledger"], project["art"]
+    ok(run("hyperforget", "request", "submit", "--classes", "2,7", "--id", "req-set", "--requester", "dpo@example.com",
+           "--params", str(project["path"]), env=env), env)
+    ok(deployment_run("req-set", project, env), env)
+    states = [t.state for t in led.history("req-set")]
+    assert states[-3:] == ["verified", "published", "closed"] and "unlearned" in states
+    unlearned = [t.detail for t in led.history("req-set") if t.state == "unlearned"]
+    assert unlearned[0]["method"] == "dihyfo2" and unlearned[0]["reference_source"]["kind"] == "per_request"
+    answered = unlearned[-1]
+    if answered["fallback"] is None:
+        assert answered["method"] == "dihyfo2" and len(unlearned) == 1
+    else:  # DiHyFo-2's answer failed a gate: the same run answered exactly
+        assert answered["method"] == "retrain" and answered["fallback"]["from"] == "dihyfo2"
+        assert "exact_on_gate_failure" in answered["fallback"]["reason"]
+    closed = led.history("req-set")[-1].detail
+    cert = json.loads((art.root / closed["path"]).read_text())
+    assert cert["request"]["classes"] == [2, 7] and cert["method"]["name"] == answered["method"]
+    assert cert["gates"]["passed"] and cert["gates"]["reference_source"]["kind"] == "per_request"
+    out = ok(run("hyperforget", "request", "verify", str(art.root / closed["path"]), "--params", str(project["path"]),
+                 env=env), env)
+    assert "valid" in out

@@ -37,10 +37,13 @@ def project(tmp_path_factory, original_mlp, digits_spec, digits):
 
 def test_every_baseline_answers_a_held_out_set_beside_dihyfo_judged_as_a_request_is(project):
     params, art = project
-    result = heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=2, limit=1, time_retrain=False)
+    result = heldout_report(params, art, ("dihyfo2",), ("gradtau", "retrieval"), sample_steps=2, limit=1,
+                            time_retrain=False)
     [one] = result["sets"]
     assert one["classes"] == list(params.zoo.held_out(10)[0])
-    assert set(one["rows"]) == {"dihyfo2", "gradtau", "reference", *BASELINES}
+    # the registry's retrieval (nearest rows with DiHyFo-1's repairs) beside the bare nearest row, not over it
+    assert set(one["rows"]) == {"dihyfo2", "gradtau", "retrieval+repairs", "reference", *BASELINES}
+    assert "zoo_row" in one["rows"]["retrieval"] and "zoo_row" not in one["rows"]["retrieval+repairs"]
     for name, row in one["rows"].items():
         assert 0 <= row["forget_acc"] <= 1 and 0 <= row["retained_acc"] <= 1, name
         assert row["delta"] == pytest.approx(row["retained_acc"] - one["rows"]["reference"]["retained_acc"])
@@ -83,6 +86,7 @@ def test_a_method_that_diverges_fails_its_rows_and_each_set_is_kept_as_it_finish
     assert heldout_report(params, art, ("dihyfo2",), (), limit=0)["complete"]  # no set asked for: nothing to wait on
     assert [s["rows"]["gradtau"]["failed"] for s in result["sets"]] == [["diverged"], ["diverged"]]
     assert result["summary"]["gradtau"]["sets_passed"] == 0 and result["summary"]["dihyfo2"]["sets"] == 2
+    assert result["summary"]["gradtau"]["failed_checks"] == {"diverged": 2}  # what each method failed, per set
 
 
 def test_a_resumed_study_keeps_the_sets_it_finished_and_runs_only_the_rest(project, monkeypatch):
@@ -98,3 +102,6 @@ def test_a_resumed_study_keeps_the_sets_it_finished_and_runs_only_the_rest(proje
     assert ran == [tuple(held[1])] and resumed["complete"] and resumed["sets"][0] == first["sets"][0]
     heldout_report(params, art, ("dihyfo2",), ("gradtau",), sample_steps=3, limit=1, time_retrain=False, resume=True)
     assert ran == [tuple(held[1]), tuple(held[0])]  # other DDIM steps: another study, run afresh
+    heldout_report(params, art, ("dihyfo2",), ("gradtau", "retrieval"), sample_steps=3, limit=1, time_retrain=False,
+                   resume=True)  # the bare nearest row is no answer of the registry's retrieval: run again
+    assert ran == [tuple(held[1]), tuple(held[0]), tuple(held[0])]
