@@ -99,9 +99,9 @@ def print_summary(summary: dict, title: str) -> None:
 
 
 def failed_checks(summary_row: dict) -> str:
-    """"check n, …": how many sets failed each check ("–" when none did)."""
-    failed = summary_row.get("failed_checks") or {}
-    return ", ".join(f"{k} {n}" for k, n in failed.items()) or "–"
+    """"check n, …", the most failed first: how many sets failed each check ("–" when none did)."""
+    failed = sorted((summary_row.get("failed_checks") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {n}" for k, n in failed) or "–"
 
 
 def time_split(result: dict, variant: str) -> str:

@@ -3,7 +3,14 @@ CLI) before torch runs, never on import of the library.
 
 Why these: the CPU kernels are pinned to AVX2 (torch, MKL and oneDNN read these at first use, not at
 import), so float results do not depend on which x86 CPU ran them (AVX-512 sums in another order): a model
-trained on one machine is byte-identical on another and `dvc.lock` written on one reproduces on the next.
+trained on one Intel machine is byte-identical on another and `dvc.lock` written on one reproduces on the next.
+Not across vendors: on AMD, MKL takes other code paths under the same setting (the default pipeline's θ0, and so
+every hash after it, differed between an AMD EPYC and an Intel Xeon, both 2 cores; on the Xeon MKL_CBWR=COMPATIBLE
+and AVX each gave yet another θ0). The committed `dvc.lock` is the Intel Xeon's.
+For the same reason torch runs on 2 threads, not one per core: a reduction split over another number of threads
+sums in another order (the compare stage's LiRA AUC and probe log-odds differed in the 9th digit between 1 and 2
+threads, so a machine with another core count wrote another `dvc.lock`). 2 is what the lock was written with; set
+OMP_NUM_THREADS to use more cores, and expect the last digits of the metrics to move.
 OpenMP threads wait passively: on 2 contended cores, spinning threads of these tiny models cost more than
 the work (a request measured 4–10× slower under load without it). OpenMP reads its wait policy when its
 runtime loads, so `configure()` must run before torch is imported to take effect. Any of them set in the
@@ -22,6 +29,7 @@ SETTINGS = (
     ("MKL_CBWR", "AVX2"),
     ("ONEDNN_MAX_CPU_ISA", "AVX2"),
     ("OMP_WAIT_POLICY", "PASSIVE"),
+    ("OMP_NUM_THREADS", "2"),
     ("MLFLOW_DISABLE_TELEMETRY", "true"),
     ("DO_NOT_TRACK", "1"),
 )

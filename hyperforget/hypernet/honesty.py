@@ -55,23 +55,42 @@ def zoo_val_metrics(zoo: ZooTensors, spec: ModelSpec, vecs: torch.Tensor,
     return class_metrics(spec, vecs, h, data.y_val, cut=zoo.generate)
 
 
-def nearest(zoo_weights: torch.Tensor, vecs: torch.Tensor, exclude_self: bool = False,
-            chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance to and index of each vector's nearest zoo row (rows of the zoo itself with exclude_self)."""
+def nearest(zoo_weights: torch.Tensor, vecs: torch.Tensor, exclude: torch.Tensor | None = None,
+            chunk: int = 512, zoo_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance to and index of each vector's nearest zoo row, in float64, `chunk` vectors against `zoo_chunk`
+    zoo rows at a time: a whole zoo in float64 at once (21,191 LeNet rows: 10 GB) ran out of memory here.
+    `exclude[i]`: a zoo row vector i may not take (itself, when the vectors are zoo rows)."""
     dists, idxs = [], []
     for start, part in zip(range(0, len(vecs), chunk), vecs.split(chunk), strict=True):
-        d = torch.cdist(part.double(), zoo_weights.double())
-        if exclude_self:
-            d[torch.arange(len(part)), torch.arange(start, start + len(part))] = float("inf")
-        best = d.min(1)
-        dists.append(best.values)
-        idxs.append(best.indices)
+        part, best = part.double(), torch.full((len(part),), float("inf"), dtype=torch.float64)
+        arg = torch.zeros(len(part), dtype=torch.long)
+        own = None if exclude is None else exclude[start:start + len(part)]
+        for z in range(0, len(zoo_weights), zoo_chunk):
+            d = torch.cdist(part, zoo_weights[z:z + zoo_chunk].double())
+            if own is not None:
+                hit = ((own >= z) & (own < z + len(d[0]))).nonzero().squeeze(1)
+                d[hit, own[hit] - z] = float("inf")
+            value, where = d.min(1)
+            better = value < best
+            best, arg = torch.where(better, value, best), torch.where(better, where + z, arg)
+        dists.append(best)
+        idxs.append(arg)
     return torch.cat(dists).float(), torch.cat(idxs)
 
 
-def zoo_spacing(zoo_weights: torch.Tensor) -> float:
-    """Median distance from a zoo checkpoint to its nearest other checkpoint."""
-    return nearest(zoo_weights, zoo_weights, exclude_self=True)[0].median().item()
+SPACING_QUERIES = 2048  # zoo rows whose nearest neighbour estimates the median spacing (all, in smaller zoos)
+
+
+def zoo_spacing(zoo_weights: torch.Tensor, queries: int = SPACING_QUERIES, seed: int = 0) -> float:
+    """Median distance from a zoo checkpoint to its nearest other checkpoint, over every checkpoint of a zoo of
+    at most `queries` rows and over a seeded sample of `queries` rows (each against the whole zoo) in a larger
+    one. Why the sample: every row against every row costs N²·P (21,191 LeNet fc1–fc3 rows, P ≈ 59k: 7·10¹³
+    flops). On that model's 1,631-row zoo (exact median 0.558, 18 s on 1 thread), samples of 512 and 1,024 rows
+    gave medians within 3% of it (seeds 0–2)."""
+    n = len(zoo_weights)
+    rows = (torch.arange(n) if n <= queries
+            else torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:queries])
+    return nearest(zoo_weights, zoo_weights[rows], exclude=rows)[0].median().item()
 
 
 def retrieval_row(class_loss: torch.Tensor, target: torch.Tensor) -> int:

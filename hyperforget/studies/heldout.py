@@ -27,6 +27,9 @@ mean. Time is the
 unlearning alone, as each method's `wall_time_s` (DiHyFo: prompt + sampling + scoring; loading the
 hypernetwork and the zoo is setup, as loading θ0 is).
 
+`zoo_level` and `zoo_trend` read finished studies of one model at several zoo sizes (`zoo.class_sets`) into the
+trend of pass rate against the zoo's class sets and its cost (issue #24 item 3).
+
 `step_sweep` measures DiHyFo's DDIM steps on *tuning* sets (`ZooConfig.tuning_sets`: neither in the zoo nor
 held out), so the step count the held-out table uses is chosen without looking at a held-out set.
 """
@@ -45,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.errors import Diverged
+from hyperforget.base.errors import DataError, Diverged
 from hyperforget.base.io import jsonable, read_json, write_json
 from hyperforget.config.options import EXACT_METHODS, VARIANTS
 from hyperforget.config.params import ForgetConfig, Params
@@ -61,7 +64,7 @@ from hyperforget.unlearn.dihyfo import score, select
 from hyperforget.unlearn.method import Timer
 from hyperforget.verify.gates import check_gates
 from hyperforget.verify.verdict import shadows_and_held_out, verify
-from hyperforget.zoo.shards import ZooTensors, load_zoo
+from hyperforget.zoo.shards import INDEX, ZooTensors, load_zoo
 
 BASELINES = ("retrieval", "retrieval@K", "retrieval+noise", "retrieval+steps")
 HELD_OUT_RETRAIN_SEED = 500  # the control retrain's seed offset: none of the reference's (1000 + seed + i, i < K)
@@ -310,3 +313,41 @@ def heldout_report(params: Params, art: Artifacts, variants: Sequence[str] = ("d
         if progress:
             progress(i + 1, len(held), sets[-1])
     return result
+
+
+def zoo_level(art: Artifacts) -> dict[str, Any]:
+    """One zoo size of the trend, read from a project whose held-out study ran: what its zoo holds (class sets,
+    checkpoints, requests), what building it cost (the stages' own timings: the zoo, with the units an interrupted
+    build had already made, and each hypernetwork), each
+    hypernetwork's prompt alignment on held-out sets (mean R², what class sets in the zoo should raise), the
+    study's summary with each method's mean probe accuracy on D_f, and the sets each method passed."""
+    files = {"study": art.compare / "heldout-sets.json", "index": art.zoo / INDEX}
+    for path in files.values():
+        if not path.is_file():
+            raise DataError(f"{path} is missing: build this project and run its held-out study first "
+                            "(bench/heldout_sets.py with the project's --work-root)")
+    study, index = read_json(files["study"]), read_json(files["index"])
+    requests = {tuple(r["request"]) for r in index["rows"] if r["request"]}
+
+    def probe(name: str) -> float | None:
+        vals = [s["rows"][name]["probe"] for s in study["sets"] if s["rows"].get(name, {}).get("probe") is not None]
+        return statistics.fmean(vals) if vals else None
+
+    alignment = {p.parent.name: read_json(p)["mean_r2"] for p in sorted(art.base.glob("hypernet/*/metrics.json"))}
+    return {"project": str(art.root), "class_sets": sum(len(r) > 1 for r in requests),
+            "zoo_rows": len(index["rows"]), "requests": len(requests),
+            "timings": {p.stem: read_json(p) for p in sorted(art.timings.glob("*.json"))},
+            "held_out_r2": alignment,
+            "sets": [s["classes"] for s in study["sets"]], "complete": study.get("complete"),
+            "summary": {name: {**row, "probe": probe(name)} for name, row in study["summary"].items()},
+            "passed": {name: [s["classes"] for s in study["sets"] if s["rows"].get(name, {}).get("passed")]
+                       for name in study["summary"]}}
+
+
+def zoo_trend(levels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The zoo sizes in order of their class sets, refused unless every one studied the same held-out sets in
+    the same order: over other requests the trend would compare the sets, not the zoos."""
+    if any(lv["sets"] != levels[0]["sets"] for lv in levels):
+        raise DataError("the projects studied different held-out sets: " + "; ".join(
+            f"{lv['project']}: {lv['sets']}" for lv in levels) + " (run each study with the same --sets)")
+    return sorted(levels, key=lambda lv: lv["class_sets"])

@@ -101,14 +101,14 @@ def check_generate(trained: str, requested: str | None, zoo: str, where: object)
 
 def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
     classes = inputs.split.classes
-    name = "retrieval" if opts.source == "zoo" else "DiHyFo"
+    retrieval = opts.source == "zoo"  # the zoo's nearest rows instead of samples: no hypernetwork at all
+    name = "retrieval" if retrieval else "DiHyFo"
     if classes is None:
         raise ConfigError(f"{name} supports class requests only (forget.classes): its zoo and prompts are per-class "
                           "losses, which cannot name individual samples; use gradtau for a random subset")
     if inputs.artifacts is None:
         raise ConfigError("DiHyFo needs the project's artifacts (its zoo and hypernetwork) in UnlearnInputs.artifacts")
     hypernet_dir, zoo_dir = inputs.artifacts.hypernet(opts.variant), inputs.artifacts.zoo
-    retrieval = opts.source == "zoo"  # the zoo's nearest rows instead of samples: no hypernetwork at all
     with Timer() as load:
         hypernet = None if retrieval else load_hypernet(hypernet_dir, device="cpu")
         class_loss, forget_mask, manifest = read_zoo_losses(zoo_dir)
@@ -190,5 +190,5 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
             "source": opts.source} | ({"zoo_rows": looked_up.tolist()} if hypernet is None else {
                 "hypernet_step": hypernet.step})
     wall = t_prompt.seconds + t_sample.seconds + t_score.seconds + t_repair.seconds
-    return UnlearnResult(model, "retrieval" if hypernet is None else opts.variant, wall, opts.k * steps,
+    return UnlearnResult(model, "retrieval" if retrieval else opts.variant, wall, opts.k * steps,
                          opts.model_dump(), info=info)

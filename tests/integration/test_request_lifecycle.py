@@ -183,9 +183,10 @@ def test_a_class_set_request_is_closed_through_the_deployment_against_its_own_re
     ok(run("hyperforget", "request", "submit", "--classes", "2,7", "--id", "req-set", "--requester", "dpo@example.com",
            "--params", str(project["path"]), env=env), env)
     ok(deployment_run("req-set", project, env), env)
-    states = [t.state for t in led.history("req-set")]
+    history = led.history("req-set")
+    states = [t.state for t in history]
     assert states[-3:] == ["verified", "published", "closed"] and "unlearned" in states
-    unlearned = [t.detail for t in led.history("req-set") if t.state == "unlearned"]
+    unlearned = [t.detail for t in history if t.state == "unlearned"]
     assert unlearned[0]["method"] == "dihyfo2" and unlearned[0]["reference_source"]["kind"] == "per_request"
     answered = unlearned[-1]
     if answered["fallback"] is None:
@@ -193,7 +194,7 @@ def test_a_class_set_request_is_closed_through_the_deployment_against_its_own_re
     else:  # DiHyFo-2's answer failed a gate: the same run answered exactly
         assert answered["method"] == "retrain" and answered["fallback"]["from"] == "dihyfo2"
         assert "exact_on_gate_failure" in answered["fallback"]["reason"]
-    closed = led.history("req-set")[-1].detail
+    closed = history[-1].detail
     cert = json.loads((art.root / closed["path"]).read_text())
     assert cert["request"]["classes"] == [2, 7] and cert["method"]["name"] == answered["method"]
     assert cert["gates"]["passed"] and cert["gates"]["reference_source"]["kind"] == "per_request"

@@ -16,7 +16,7 @@ from hyperforget.config.params import ForgetConfig, TrainConfig, ZooConfig
 from hyperforget.data.datasets import forget_split
 from hyperforget.hypernet import diffusion as dihyfo_mod
 from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
-from hyperforget.hypernet.honesty import baseline_weights, honesty_report
+from hyperforget.hypernet.honesty import baseline_weights, honesty_report, nearest, zoo_spacing
 from hyperforget.models.nets import flatten
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
@@ -153,3 +153,17 @@ def test_a_corrupt_shard_under_a_retrieved_row_is_refused_with_the_fix(tiny, tmp
     shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(IntegrityError, match="re-run the zoo stage"):
         read_rows(copy_dir, rows, [3])
+
+
+def test_the_zoo_spacing_is_every_rows_nearest_neighbour_in_a_small_zoo_and_a_seeded_sample_in_a_large_one():
+    """Every row against every row costs N²·P: a large zoo's median spacing comes from a seeded sample of rows,
+    each against the whole zoo (a chunk of it at a time), never itself."""
+    zoo = torch.randn(300, 50, generator=torch.Generator().manual_seed(0))
+    full = torch.cdist(zoo.double(), zoo.double()).fill_diagonal_(float("inf"))
+    exact = full.min(1).values.float().median().item()
+    assert zoo_spacing(zoo) == pytest.approx(exact)  # 300 rows: all of them
+    sampled = zoo_spacing(zoo, queries=100)
+    assert sampled == zoo_spacing(zoo, queries=100) != zoo_spacing(zoo, queries=100, seed=1)
+    assert sampled == pytest.approx(exact, rel=0.05) and sampled > 0  # 0 if a row were its own neighbour
+    dist, idx = nearest(zoo, zoo[:70], exclude=torch.arange(70), chunk=32, zoo_chunk=64)  # chunks meet rows anywhere
+    assert torch.equal(idx, full[:70].argmin(1)) and dist == pytest.approx(full[:70].min(1).values.float())

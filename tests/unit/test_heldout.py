@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.errors import Diverged
+from hyperforget.base.errors import DataError, Diverged
 from hyperforget.base.io import read_json
 from hyperforget.config.options import HypernetConfig
 from hyperforget.config.params import Params, TrainConfig, ZooConfig
@@ -105,3 +105,22 @@ def test_a_resumed_study_keeps_the_sets_it_finished_and_runs_only_the_rest(proje
     heldout_report(params, art, ("dihyfo2",), ("gradtau", "retrieval"), sample_steps=3, limit=1, time_retrain=False,
                    resume=True)  # the bare nearest row is no answer of the registry's retrieval: run again
     assert ran == [tuple(held[1]), tuple(held[0]), tuple(held[0])]
+
+
+def test_the_zoo_trend_reads_each_size_from_its_study_and_refuses_sizes_that_studied_other_sets(project, tmp_path):
+    """Issue #24 item 3: pass rate against the zoo's class sets, read from finished studies, never mixed across
+    different held-out sets."""
+    params, art = project
+    result = heldout_report(params, art, ("dihyfo2",), (), sample_steps=2, limit=1, time_retrain=False)
+    level = heldout.zoo_level(art)
+    rows = read_json(art.zoo / "index.json")["rows"]
+    assert level["class_sets"] == params.zoo.class_sets == 2 and level["requests"] == 10 + 2
+    assert level["zoo_rows"] == len(rows) and level["sets"] == [s["classes"] for s in result["sets"]]
+    assert level["passed"]["dihyfo2"] == [s["classes"] for s in result["sets"] if s["rows"]["dihyfo2"]["passed"]]
+    assert level["summary"]["dihyfo2"]["probe"] == result["sets"][0]["rows"]["dihyfo2"]["probe"]
+    smaller = {**level, "class_sets": 0, "project": "zoo0"}
+    assert [lv["class_sets"] for lv in heldout.zoo_trend([level, smaller])] == [0, 2]
+    with pytest.raises(DataError, match="different held-out sets"):
+        heldout.zoo_trend([level, {**smaller, "sets": [[0, 1]]}])
+    with pytest.raises(DataError, match="run its held-out study first"):
+        heldout.zoo_level(Artifacts(tmp_path / "unstudied"))

@@ -69,7 +69,7 @@ def test_early_stopping_keeps_the_best_epoch(data):
     assert accuracy(predict(model, data.x_val), data.y_val) == pytest.approx(max(hist["val_acc"]))
 
 
-SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OMP_WAIT_POLICY")
+SETTINGS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")
 
 
 def _child(code: str) -> list[str]:
@@ -87,13 +87,15 @@ def test_importing_the_library_changes_no_process_setting():
     assert _child(code) == ["-"] * len(SETTINGS)
 
 
-def test_the_entry_points_pin_the_cpu_kernels_and_passive_threads_before_torch_loads():
-    """What `hyperforget` (and every flow module) runs first: weights then do not depend on the machine."""
+def test_the_entry_points_pin_the_cpu_kernels_and_torch_threads_before_torch_loads():
+    """What `hyperforget` (and every flow module) runs first: weights and metrics then depend neither on the
+    machine's CPU nor on its number of cores."""
     import platform
 
     code = ("import os; from hyperforget.base.runtime import configure; configure(); import torch; "
-            f"print(torch.backends.cpu.get_cpu_capability(), *[os.environ[k] for k in {SETTINGS!r}])")
-    capability, *values = _child(code)
-    assert values == ["avx2", "AVX2", "AVX2", "PASSIVE"]
+            f"print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), "
+            f"*[os.environ[k] for k in {SETTINGS!r}])")
+    capability, threads, *values = _child(code)
+    assert values == ["avx2", "AVX2", "AVX2", "PASSIVE", "2"] and threads == "2"
     if platform.machine() in ("x86_64", "AMD64"):  # the AVX2 pin means nothing on ARM
         assert capability == "AVX2"

@@ -209,3 +209,23 @@ def test_level_retrains_added_to_a_built_zoo_train_only_themselves(tiny_zoo, tmp
     assert levels.read(tmp_path) == kept
     build_zoo(original_mlp, digits_spec, digits, TINY, TINY_RETRAIN, tmp_path, progress=False)
     assert levels.read(tmp_path) == {} and not (tmp_path / levels.LEVELS).exists()
+
+
+def test_a_rerun_that_finds_the_zoo_and_hypernetwork_built_keeps_what_building_them_cost(make_project):
+    """The timing files are what building cost (the zoo-size trend of the held-out study reads them): a second
+    `dvc repro`, or a bench reusing the project, must not replace them with the seconds of finding it all built."""
+    from hyperforget.base.artifacts import Artifacts
+    from hyperforget.config.overlays import load_params
+    from hyperforget.pipeline import stages
+
+    path = make_project("stage-timings", zoo={"trajectories": 1, "steps": 4, "save_every": 2, "retrain_seeds": 0,
+                                              "class_sets": 0, "holdout_sets": 0},
+                        hypernet={"steps": 4, "checkpoint_every": 4, "width": 16, "depth": 1})
+    params, art = load_params(path), Artifacts(path.parent)
+    stages.zoo(params, art)
+    stages.hypernet(params, art, "dihyfo1")
+    built = {p.name: read_json(p) for p in art.timings.glob("*.json")}
+    assert built["zoo.json"]["resumed_units"] == 0 and "hypernet-dihyfo1.json" in built
+    stages.zoo(params, art)
+    stages.hypernet(params, art, "dihyfo1")
+    assert {p.name: read_json(p) for p in art.timings.glob("*.json")} == built

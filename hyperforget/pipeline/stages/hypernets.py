@@ -26,7 +26,9 @@ def alignment_requests(params: Params, num_classes: int) -> list[list[int]]:
 
 
 def hypernet(params: Params, art: Artifacts, variant: str) -> dict[str, Any]:
-    """Train one DiHyFo variant on the zoo; metrics: training summary and prompt alignment (R²) per request."""
+    """Train one DiHyFo variant on the zoo; metrics: training summary and prompt alignment (R²) per request. The
+    timing file keeps what training cost, as the pool's and the zoo's do: a run that finds the last step already
+    trained does not replace it with its own seconds."""
     zoo_tensors, _ = shards.load_zoo(art.zoo)
     out = art.hypernet(variant)
     summary = train_hypernet(zoo_tensors, params.hypernet.model_copy(update={"variant": variant}), out,
@@ -39,6 +41,7 @@ def hypernet(params: Params, art: Artifacts, variant: str) -> dict[str, Any]:
                "held_out": bool(params.zoo.holdout_sets), "alignment": alignment,
                "mean_r2": float(np.nanmean([a["r2"] for a in alignment.values()]))}
     write_json(out / "metrics.json", jsonable(metrics))
-    write_json(art.timing(f"hypernet-{variant}"), {"seconds": summary["seconds"]})
+    if summary["resumed_from"] != summary["step"] or not art.timing(f"hypernet-{variant}").exists():
+        write_json(art.timing(f"hypernet-{variant}"), {"seconds": summary["seconds"]})
     track(params, art, f"hypernet/{variant}", {**metrics, "seconds": summary["seconds"]}, [out / "metrics.json"])
     return metrics | {"seconds": summary["seconds"]}

@@ -43,8 +43,11 @@ def zoo_finish(params: Params, art: Artifacts, seconds: float, resumed: int) -> 
 
 
 def _track_zoo(params: Params, art: Artifacts, summary: dict[str, Any]) -> dict[str, Any]:
+    """Log this run; the timing file keeps what the zoo cost to build, as the pool's does: a run that found every
+    unit built (a second `dvc repro`, a bench reusing the project) does not replace it with its own seconds."""
     keys = ("seconds", "resumed_units", *(("features_s",) if "features_s" in summary else ()))  # partial generation
-    write_json(art.timing("zoo"), {k: summary[k] for k in keys})
+    if summary["resumed_units"] < len(shards.zoo_units(art.zoo)) or not art.timing("zoo").exists():
+        write_json(art.timing("zoo"), {k: summary[k] for k in keys})
     track(params, art, "zoo", {k: summary[k] for k in ("rows", "shards", "counts", *keys)},
           [art.zoo / shards.MANIFEST])
     return summary
