@@ -1,7 +1,7 @@
 """Held-out pass rate against the number of class sets in the zoo (issue #24 item 3): one table from the project
 folders of `bench/heldout_sets.py`, run once per zoo size, e.g.
 
-    for n in 0 40 120; do
+    for n in 0 120 40; do
       python bench/heldout_sets.py --datasets mnist-lenet --variants dihyfo1 --methods --steps --threads 2 \
         --workers 1 --sets 8 --work-root work/heldout-lenet-zoo$n --set zoo.class_sets=$n
     done
@@ -9,11 +9,11 @@ folders of `bench/heldout_sets.py`, run once per zoo size, e.g.
         [--experiment heldout-mnist-t10k-lenet] [--json FILE]
 
 Each project is read, not run: its zoo (class sets, checkpoints, requests), what building it cost (the stages' own
-timings: the zoo, each hypernetwork's training), each hypernetwork's prompt alignment on held-out sets (mean R²)
-and its held-out study (artifacts/compare/heldout-sets.json). It
-prints, per zoo size and method: the sets passing every gate, mean Δ retrain, forget accuracy, the probe's accuracy
-on D_f, median time, and the checks failed; then the sets each method passes. Every project must have studied the
-same held-out sets, or the sizes would not be compared on the same requests: a mismatch is refused.
+timings: the zoo, each hypernetwork's training), each hypernetwork's prompt alignment on held-out sets (mean R²) and
+its held-out study (artifacts/compare/heldout-sets.json). It prints, per zoo size and method: the sets passing every
+gate, mean Δ retrain, forget accuracy, the probe's accuracy on D_f, median time, and the checks failed; then the
+sets each method passes. Every project must have studied the same held-out sets, or the sizes would not be compared
+on the same requests: a mismatch is refused.
 """
 
 from __future__ import annotations
