@@ -318,9 +318,9 @@ def heldout_report(params: Params, art: Artifacts, variants: Sequence[str] = ("d
 def zoo_level(art: Artifacts) -> dict[str, Any]:
     """One zoo size of the trend, read from a project whose held-out study ran: what its zoo holds (class sets,
     checkpoints, requests), what building it cost (the stages' own timings: the zoo, with the units an interrupted
-    build had already made, and each hypernetwork), each
-    hypernetwork's prompt alignment on held-out sets (mean R², what class sets in the zoo should raise), the
-    study's summary with each method's mean probe accuracy on D_f, and the sets each method passed."""
+    build had already made, and each hypernetwork), each hypernetwork's prompt alignment on held-out sets (mean R²,
+    what class sets in the zoo should raise), the study's summary with each method's mean probe accuracy on D_f, and
+    the sets each method passed."""
     files = {"study": art.compare / "heldout-sets.json", "index": art.zoo / INDEX}
     for path in files.values():
         if not path.is_file():
