@@ -68,7 +68,7 @@ def nearest(zoo_weights: torch.Tensor, vecs: torch.Tensor, exclude: torch.Tensor
         for z in range(0, len(zoo_weights), zoo_chunk):
             d = torch.cdist(part, zoo_weights[z:z + zoo_chunk].double())
             if own is not None:
-                hit = ((own >= z) & (own < z + len(d[0]))).nonzero().squeeze(1)
+                hit = ((own >= z) & (own < z + d.shape[1])).nonzero().squeeze(1)
                 d[hit, own[hit] - z] = float("inf")
             value, where = d.min(1)
             better = value < best

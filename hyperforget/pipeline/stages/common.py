@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperforget.base.artifacts import Artifacts
+from hyperforget.base.io import write_json
 from hyperforget.config.params import DataConfig, Params
 from hyperforget.publish import runs
 
@@ -16,6 +17,13 @@ def track(params: Params, art: Artifacts, stage: str, metrics: dict, files: list
     with runs.start_stage_run(params, art, stage, parent=parent) as run:
         run.log_metrics(metrics)
         run.log_artifacts([f for f in files if Path(f).exists()], stage)
+
+
+def keep_build_timing(art: Artifacts, name: str, built: bool, timing: dict[str, Any]) -> None:
+    """Write what building `name` cost, unless this run built nothing and an earlier run's cost is on file: a second
+    `dvc repro`, or a bench reusing the project, would otherwise replace the build's seconds with its own."""
+    if built or not art.timing(name).exists():
+        write_json(art.timing(name), timing)
 
 
 def data_config(params: Params, art: Artifacts) -> DataConfig:

@@ -13,7 +13,7 @@ from hyperforget.data import datasets as data_mod
 from hyperforget.hypernet.diffusion import load_hypernet, train_hypernet
 from hyperforget.hypernet.honesty import prompt_alignment
 from hyperforget.models.nets import load_model
-from hyperforget.pipeline.stages.common import track
+from hyperforget.pipeline.stages.common import keep_build_timing, track
 from hyperforget.zoo import shards
 
 ALIGNMENT_SETS = 6  # held-out sets whose prompt alignment the hypernet stage reports (bench/ reports all)
@@ -27,8 +27,7 @@ def alignment_requests(params: Params, num_classes: int) -> list[list[int]]:
 
 def hypernet(params: Params, art: Artifacts, variant: str) -> dict[str, Any]:
     """Train one DiHyFo variant on the zoo; metrics: training summary and prompt alignment (R²) per request. The
-    timing file keeps what training cost, as the pool's and the zoo's do: a run that finds the last step already
-    trained does not replace it with its own seconds."""
+    timing file keeps what training cost (`keep_build_timing`)."""
     zoo_tensors, _ = shards.load_zoo(art.zoo)
     out = art.hypernet(variant)
     summary = train_hypernet(zoo_tensors, params.hypernet.model_copy(update={"variant": variant}), out,
@@ -41,7 +40,7 @@ def hypernet(params: Params, art: Artifacts, variant: str) -> dict[str, Any]:
                "held_out": bool(params.zoo.holdout_sets), "alignment": alignment,
                "mean_r2": float(np.nanmean([a["r2"] for a in alignment.values()]))}
     write_json(out / "metrics.json", jsonable(metrics))
-    if summary["resumed_from"] != summary["step"] or not art.timing(f"hypernet-{variant}").exists():
-        write_json(art.timing(f"hypernet-{variant}"), {"seconds": summary["seconds"]})
+    keep_build_timing(art, f"hypernet-{variant}", summary["resumed_from"] != summary["step"],
+                      {"seconds": summary["seconds"]})
     track(params, art, f"hypernet/{variant}", {**metrics, "seconds": summary["seconds"]}, [out / "metrics.json"])
     return metrics | {"seconds": summary["seconds"]}

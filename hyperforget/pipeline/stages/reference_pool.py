@@ -7,11 +7,10 @@ import time
 from typing import Any
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.io import write_json
 from hyperforget.config.params import Params
 from hyperforget.data import datasets as data_mod
 from hyperforget.models.nets import ModelSpec
-from hyperforget.pipeline.stages.common import track
+from hyperforget.pipeline.stages.common import keep_build_timing, track
 from hyperforget.verify import pool as pool_mod
 
 
@@ -44,10 +43,9 @@ def pool_finish(params: Params, art: Artifacts, seconds: float, built: int) -> d
 
 
 def _track(params: Params, art: Artifacts, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Log this run; the timing file keeps what the pool cost to build, so a run that found every unit built (a
-    second `dvc repro`, a bench reusing the pool) does not replace it with its own second."""
-    if summary["built_units"] or not art.timing("pool").exists():
-        write_json(art.timing("pool"), {"seconds": seconds, "built_units": summary["built_units"]})
+    """Log this run; the timing file keeps what the pool cost to build (`keep_build_timing`)."""
+    built = summary["built_units"]
+    keep_build_timing(art, "pool", built > 0, {"seconds": seconds, "built_units": built})
     track(params, art, "pool", {"seconds": seconds, "built_units": summary["built_units"],
                                 "class_retrains": params.pool.class_retrains, "shadows": params.pool.shadows},
           [art.pool / pool_mod.POOL_JSON])

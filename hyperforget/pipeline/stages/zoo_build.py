@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from hyperforget.base.artifacts import Artifacts
-from hyperforget.base.io import write_json
 from hyperforget.config.params import Params
 from hyperforget.data import datasets as data_mod
 from hyperforget.models.nets import load_model
-from hyperforget.pipeline.stages.common import track
+from hyperforget.pipeline.stages.common import keep_build_timing, track
 from hyperforget.zoo import build, shards
 
 
@@ -43,11 +42,10 @@ def zoo_finish(params: Params, art: Artifacts, seconds: float, resumed: int) -> 
 
 
 def _track_zoo(params: Params, art: Artifacts, summary: dict[str, Any]) -> dict[str, Any]:
-    """Log this run; the timing file keeps what the zoo cost to build, as the pool's does: a run that found every
-    unit built (a second `dvc repro`, a bench reusing the project) does not replace it with its own seconds."""
+    """Log this run; the timing file keeps what the zoo cost to build (`keep_build_timing`)."""
     keys = ("seconds", "resumed_units", *(("features_s",) if "features_s" in summary else ()))  # partial generation
-    if summary["resumed_units"] < len(shards.zoo_units(art.zoo)) or not art.timing("zoo").exists():
-        write_json(art.timing("zoo"), {k: summary[k] for k in keys})
+    keep_build_timing(art, "zoo", summary["resumed_units"] < len(shards.zoo_units(art.zoo)),
+                      {k: summary[k] for k in keys})
     track(params, art, "zoo", {k: summary[k] for k in ("rows", "shards", "counts", *keys)},
           [art.zoo / shards.MANIFEST])
     return summary
