@@ -76,11 +76,12 @@ def layout_run(inputs, params, layout: sisa.Layout, sizes: list[int], draws: int
     t0 = time.perf_counter()
     built = sisa.train(inputs.spec, x, y, params.train, layout)
     build_s = time.perf_counter() - t0
-    members = built.model().members
+    ensemble = built.model()
     out: dict[str, Any] = {
         "shards": layout.shards, "slices": layout.slices, "stage_epochs": built.recipe.epochs, "build_s": build_s,
-        "test_acc": accuracy(predict(built.model(), data.x_test), data.y_test),
-        "constituent_test_acc": statistics.mean(accuracy(predict(m, data.x_test), data.y_test) for m in members),
+        "test_acc": accuracy(predict(ensemble, data.x_test), data.y_test),
+        "constituent_test_acc": statistics.mean(accuracy(predict(m, data.x_test), data.y_test)
+                                                for m in ensemble.members),
         "requests": [], "expected_work": {str(n): expected_work(built.rows, len(y), n) for n in sizes}}
     print(f"SISA {layout.shards}×{layout.slices}: built in {build_s:.1f} s, test acc {out['test_acc']:.4f} "
           f"(constituents {out['constituent_test_acc']:.4f})", flush=True)
