@@ -12,7 +12,7 @@ training records, `--draws` draws, each against the freshly built state) and one
 timed and scored (the ensemble's test accuracy after it). One true retrain on D_r per record size (the first draw's,
 the recipe's plain loop, as a user would retrain the single model) is timed between the layouts' requests, so
 both clocks see the same load; × retrain is the median retrain over the median SISA answer. A few draws land
-where they land (a record in a shard's last slice retrains a sixteenth of what one in its first does), so
+where they land (with four slices, a record in a shard's last slice retrains 4/10 of what one in its first does), so
 "× retrain expected" divides the median retrain by the build's seconds times the share of the build a deletion
 of that many random records retrains on average (`expected_work`: 2,000 draws, counted, not trained).
 """
