@@ -23,7 +23,7 @@ checkpoints between requests and answering record requests with it are what is l
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -116,7 +116,6 @@ class Sisa:
     recipe: TrainConfig
     rows: list[list[torch.Tensor]]
     checkpoints: list[list[dict[str, torch.Tensor]]]
-    deleted: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def model(self) -> Ensemble:
         members = []
@@ -167,6 +166,6 @@ def forget(sisa: Sisa, x: torch.Tensor, y: torch.Tensor, records: torch.Tensor) 
             checkpoints[shard][stage] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     seconds = time.perf_counter() - t0
     stages = sum(sisa.layout.slices - start for start in first.values())
-    new = Sisa(sisa.spec, sisa.layout, sisa.recipe, rows, checkpoints, torch.cat([sisa.deleted, records]).unique())
+    new = Sisa(sisa.spec, sisa.layout, sisa.recipe, rows, checkpoints)
     return new, {"records": len(records), "shards_retrained": len(first), "restart_slices": first,
                  "stages_retrained": stages, "stages": sisa.layout.shards * sisa.layout.slices, "seconds": seconds}

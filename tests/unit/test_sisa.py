@@ -53,9 +53,8 @@ def test_deleting_records_retrains_only_their_shards_and_equals_training_without
         assert torch.equal(after.checkpoints[shard][-1][name], value), name
     for other in (0, 2):  # the other shards' weights are reused, not retrained
         assert all(a is b for a, b in zip(after.checkpoints[other], trained.checkpoints[other], strict=True))
-    assert sorted(after.deleted.tolist()) == sorted(records.tolist())
     assert not any(torch.isin(r, records).any() for s in after.rows for r in s)
-    assert all(torch.equal(a, b) for a, b in zip(trained.rows[0], after.rows[0], strict=True))  # the input unchanged
+    assert torch.isin(records, torch.cat(trained.rows[shard])).all()  # the state given is left as it was
 
 
 def test_a_record_in_a_first_slice_retrains_its_shard_from_its_initialisation(trained, digits, digits_spec):
