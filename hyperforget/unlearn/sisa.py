@@ -75,20 +75,20 @@ def cut(n_train: int, layout: Layout) -> list[list[torch.Tensor]]:
     return rows
 
 
-def train_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, slices: list[torch.Tensor], stage: int,
-                recipe: TrainConfig, seed: int) -> None:
-    """Stage `stage` of a constituent, in place: slices 0..stage of x, a fresh Adam, the batch order of `seed`."""
-    rows = torch.cat(slices[:stage + 1])
-    train_model(model, x[rows], y[rows], recipe, seed, desc=f"sisa stage {stage}")
-
-
 def train_constituent(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, slices: list[torch.Tensor],
-                      recipe: TrainConfig, layout: Layout, shard: int) -> tuple[nn.Module, list[dict]]:
-    """One shard's constituent from scratch, with the weights after each stage (the checkpoints)."""
+                      recipe: TrainConfig, layout: Layout, shard: int, start: int = 0,
+                      resume: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, list[dict]]:
+    """One shard's constituent, stages `start`..last, with the weights after each (the checkpoints): from its
+    initialisation, or from `resume`, the weights stage `start` − 1 ended with. Stage r trains on slices 0..r
+    with a fresh Adam and the batch order of (seed, shard, r) alone, which is what makes a resumed run the same
+    as one from scratch."""
     model = spec.build(seed=layout.init_seed(shard))
+    if resume is not None:
+        model.load_state_dict(resume)
     checkpoints = []
-    for stage in range(layout.slices):
-        train_stage(model, x, y, slices, stage, recipe, layout.stage_seed(shard, stage))
+    for stage in range(start, layout.slices):
+        rows = torch.cat(slices[:stage + 1])
+        train_model(model, x[rows], y[rows], recipe, layout.stage_seed(shard, stage), desc=f"sisa stage {stage}")
         checkpoints.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     return model.eval(), checkpoints
 
@@ -158,12 +158,9 @@ def forget(sisa: Sisa, x: torch.Tensor, y: torch.Tensor, records: torch.Tensor) 
             for s, slices in enumerate(sisa.rows)]
     checkpoints = [list(c) for c in sisa.checkpoints]
     for shard, start in first.items():
-        model = sisa.spec.build(seed=sisa.layout.init_seed(shard))
-        if start > 0:
-            model.load_state_dict(sisa.checkpoints[shard][start - 1])
-        for stage in range(start, sisa.layout.slices):
-            train_stage(model, x, y, rows[shard], stage, sisa.recipe, sisa.layout.stage_seed(shard, stage))
-            checkpoints[shard][stage] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        resume = sisa.checkpoints[shard][start - 1] if start > 0 else None
+        checkpoints[shard][start:] = train_constituent(sisa.spec, x, y, rows[shard], sisa.recipe, sisa.layout, shard,
+                                                       start, resume)[1]
     seconds = time.perf_counter() - t0
     stages = sum(sisa.layout.slices - start for start in first.values())
     new = Sisa(sisa.spec, sisa.layout, sisa.recipe, rows, checkpoints)
