@@ -42,7 +42,7 @@ from rich.markup import escape
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, GateFailed, HyperForgetError, StorageError
-from hyperforget.config.overlays import load_params
+from hyperforget.config.overlays import load_params, parse_overrides
 from hyperforget.erasure import deletion
 
 
@@ -60,12 +60,13 @@ def transient(task, task_run, state) -> bool:
 
 
 @task(name="request", persist_result=False, retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=transient)
-def process_request(params_path: str, overrides: dict, request_id: str, method: str | None, requester: str) -> dict:
+def process_request(params_path: str, scope: dict, settings: dict, request_id: str, method: str | None,
+                    requester: str) -> dict:
     """Returns plain data (nothing is pickled): where the request stands, the answer's record and summary."""
     art = Artifacts.for_params(params_path)
     try:
-        out = deletion.handle(load_params(params_path, overrides), art, request_id, method, requester,
-                              scope_given=bool(overrides))
+        out = deletion.handle(load_params(params_path, scope | settings), art, request_id, method, requester,
+                              scope_given=bool(scope))
     except GateFailed as e:  # recorded `failed` in the ledger; the flow fails with the reasons, without retrying
         return {"request_id": request_id, "state": "failed", "gate_failure": str(e), "summary": str(e)}
     record = out.to_dict()
@@ -99,17 +100,30 @@ def overrides(forget_classes: list[int] | None, forget_fraction: float | None) -
     return {"forget.fraction": forget_fraction} if forget_fraction is not None else {}
 
 
+def setting_overrides(settings: list[str] | None) -> dict:
+    """The flow's `settings` (`KEY=VALUE` items, as the CLI's `--set`) → overrides. The scope is not a setting: a
+    known request must keep the scope it was submitted with, which only forget_classes / forget_fraction declare."""
+    extra = parse_overrides(settings or [])
+    scope = sorted(k for k in extra if k == "forget" or k.startswith("forget."))
+    if scope:
+        raise ConfigError(f"settings {scope}: give the request's scope as the flow parameter forget_classes or "
+                          "forget_fraction, not as a setting")
+    return extra
+
+
 @flow(name="unlearn")
 def unlearn(forget_classes: list[StrictInt] | None = None, forget_fraction: StrictFloat | None = None,
             method: str | None = None, params_path: str = "params.yaml", request_id: str | None = None,
-            requester: str = "prefect"):
+            requester: str = "prefect", settings: list[str] | None = None):
     """Answer deletion request `request_id` (or a new one: forget `forget_classes`, or a random
-    `forget_fraction`) with `method`; publish and close it if the gates pass. Parameters are strict: `[true]`
-    or `["3"]` is refused, never read as class 1 or 3."""
+    `forget_fraction`) with `method`; publish and close it if the gates pass. `settings` overrides params as the
+    CLI's `--set` does, e.g. `--param settings='["evaluation.reference=per_request"]'` (what a class set needs).
+    Parameters are strict: `[true]` or `["3"]` is refused, never read as class 1 or 3."""
     rid = request_id or f"run-{flow_run.get_id() or 'local'}"
     key = re.sub(r"[^a-z0-9-]+", "-", f"request-{rid}".lower())[:100]
     try:
-        out = process_request(params_path, overrides(forget_classes, forget_fraction), rid, method, requester)
+        out = process_request(params_path, overrides(forget_classes, forget_fraction), setting_overrides(settings),
+                              rid, method, requester)
     except HyperForgetError as e:  # after the task's retries: the flow fails with the reason, in one line
         reason = failure_reason(rid, e)
         state = failed(rid, reason, e)

@@ -197,9 +197,9 @@ def compare(
 
 
 @app.command()
-def promote(name: str, version: str, params: ParamsOpt = Path("params.yaml")) -> None:
+def promote(name: str, version: str, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Move the `champion` alias to NAME VERSION, only if it passed its gates and its ONNX is shipped."""
-    out = publish.promote(name, version, *_project(params))
+    out = publish.promote(name, version, *_project(params, set_))
     console.print(f"{out['name']} version {out['version']} is now @{out['alias']}")
 
 
@@ -208,24 +208,25 @@ def fetch(
     ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION")],
     out: Annotated[Path, typer.Option("--out", help="folder to write the ONNX file into")] = Path("."),
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Download the ONNX model of a registry version (S3 via boto3), verified against its sha256 tag."""
-    path = publish.fetch(ref, out, *_project(params))
+    path = publish.fetch(ref, out, *_project(params, set_))
     _wrote(f"{path} (sha256 verified)")
 
 
 @app.command()
-def export(name: str, version: str, params: ParamsOpt = Path("params.yaml")) -> None:
+def export(name: str, version: str, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Finish (or redo) a gated version: ONNX export, MLflow Model, S3 upload, verify; then `candidate` moves.
     The repair for a version an outage left without its ONNX."""
-    out = publish.export_and_upload(name, version, *_project(params))
+    out = publish.export_and_upload(name, version, *_project(params, set_))
     _wrote(f"{out['location']} (sha256 {out['sha256']})")
 
 
 @app.command()
-def summary(params: ParamsOpt = Path("params.yaml")) -> None:
+def summary(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Print the comparison table and where the registered models and ONNX files are."""
-    print(stages.summary(*_project(params)))  # plain: a wide table must not be re-wrapped at 80 columns
+    print(stages.summary(*_project(params, set_)))  # plain: a wide table must not be re-wrapped at 80 columns
 
 
 params_app = typer.Typer(no_args_is_help=True, help="Params and experiment files (configs/*.yaml, `extends:`).")
@@ -300,12 +301,13 @@ def request_submit(
     request_id: Annotated[str | None, typer.Option("--id", help="request id (default: a new one); submitting "
                                                    "the same id and scope again changes nothing")] = None,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Record a deletion request (state `received`, due in requests.deadline_days) after checking its ids."""
     if (samples is None) == (classes is None):
         raise ConfigError("give the records to delete: --samples FILE or --classes 3,5 (one of them)")
     wanted = None if classes is None else _parse_classes(classes)
-    rec = deletion.submit(*_project(params), classes=wanted, samples=samples, requester=requester,
+    rec = deletion.submit(*_project(params, set_), classes=wanted, samples=samples, requester=requester,
                           request_id=request_id)
     console.print(f"request [bold]{rec.request_id}[/bold] {rec.state}: {_scope(rec)}, from {rec.requester}; "
                   f"due {rec.due_at:%Y-%m-%d %H:%M} UTC", highlight=False, soft_wrap=True)
@@ -317,19 +319,21 @@ def request_process(
     method: Annotated[str | None, typer.Option(help="default: unlearn.method (record-level requests fall back to "
                                                "requests.fallback_method when it is DiHyFo)")] = None,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Scope, unlearn, verify, publish and (when every model in scope is answered) close a request, with its
     certificate. The same steps as the Prefect `unlearn` flow, without Prefect; safe to run again."""
-    _outcome(deletion.process(*_project(params), request_id, method))
+    _outcome(deletion.process(*_project(params, set_), request_id, method))
 
 
 @request_app.command("list")
 def request_list(
     overdue: Annotated[bool, typer.Option(help="only requests past their due date and not closed")] = False,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Every request (oldest first) with its state and due date."""
-    rows, now = project_ledger.list_requests(*_project(params), overdue=overdue), project_ledger.now()
+    rows, now = project_ledger.list_requests(*_project(params, set_), overdue=overdue), project_ledger.now()
     table = Table(title=f"{'overdue ' if overdue else ''}deletion requests ({len(rows)})")
     for col in ("id", "state", "since", "scope", "requester", "submitted", "due"):
         table.add_column(col)
@@ -341,9 +345,9 @@ def request_list(
 
 
 @request_app.command("show")
-def request_show(request_id: str, params: ParamsOpt = Path("params.yaml")) -> None:
+def request_show(request_id: str, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """One request: its scope, every transition with its time and detail, and its notes (retirements, true-ups)."""
-    out = project_ledger.show(*_project(params), request_id)
+    out = project_ledger.show(*_project(params, set_), request_id)
     print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
 
 
@@ -354,10 +358,11 @@ def request_retire(
     request_id: Annotated[str, typer.Option("--request", help="the request whose scope holds the version")],
     reason: Annotated[str, typer.Option(help="why it may stay without an unlearned successor")] = "",
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Take a version in a request's scope out of service (aliases removed, tagged retired); the request
     closes when nothing else in its scope is pending."""
-    _outcome(closing.retire(*_project(params), request_id, name, version, reason))
+    _outcome(closing.retire(*_project(params, set_), request_id, name, version, reason))
 
 
 @request_app.command("verify")
@@ -366,11 +371,12 @@ def request_verify(
     public_key: Annotated[str | None, typer.Option(help="expected signer, base64 (default: this project's key, "
                                                    "when it has one)")] = None,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Check a certificate: signature (and signer), bytes, the sha256 of every file it names and of its ids.
     Exits 1 naming each problem."""
     if public_key is None and params.exists():
-        p, art = _project(params)
+        p, art = _project(params, set_)
         public_key = evidence.project_public_key(art.resolve(p.requests.signing_key))
     problems = evidence.verify_certificate(cert, public_key)
     if problems:
@@ -388,11 +394,12 @@ def request_audit(
     public_key: Annotated[str | None, typer.Option(help="check against this public key, base64 (default: the "
                                                    "project's ledger key)")] = None,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Verify the whole ledger: every row's hash and signature, every history's links and legal moves. Prints a
     digest of every history's last row (keep it elsewhere: only such an anchor shows a deleted tail); exits 1
     naming the first bad row."""
-    report = project_ledger.audit(*_project(params), public_key=public_key)
+    report = project_ledger.audit(*_project(params, set_), public_key=public_key)
     if report.problems:
         more = f" ({len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
         console.print(f"[bold red]the ledger {report.url} does not verify:[/bold red] first bad row: "
@@ -408,9 +415,10 @@ def request_audit(
 def request_record_hashes(
     out: Annotated[Path, typer.Option("--out", help="file to write: `index sha256:<hex>` per train record")],
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """The hash of every train record (as the certificate's record_hash defines it), to find a record's id."""
-    _wrote(f"{deletion.write_record_hashes(*_project(params), out)} ({records.RECORD_HASH})")
+    _wrote(f"{deletion.write_record_hashes(*_project(params, set_), out)} ({records.RECORD_HASH})")
 
 
 @app.command("trueup")
@@ -418,10 +426,11 @@ def trueup_cmd(
     force: Annotated[bool, typer.Option(help="retrain even if no request closed since the last true-up")] = False,
     promote: Annotated[bool, typer.Option(help="move `champion` to the exact model when it passes")] = True,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Retrain from scratch without every closed request's records, gate, register `<data>-<arch>-trueup`,
     export, and move `champion` to it when it passes (the Prefect `trueup` flow does the same)."""
-    out = trueup_mod.trueup(*_project(params), force=force, promote=promote)
+    out = trueup_mod.trueup(*_project(params, set_), force=force, promote=promote)
     if out.get("skipped"):
         console.print(f"nothing to true up: {out['skipped']}", soft_wrap=True)
         return

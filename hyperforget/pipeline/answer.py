@@ -175,7 +175,7 @@ def resolve_reference(params: Params, art: Artifacts, ctx: RequestContext) -> Re
         raise ConfigError(f"the reference pool holds retrains without one class; class set {sorted(classes)} has "
                           f"no retrain without all of it there. Answer it with a reference trained for it "
                           f"(evaluation.retrain_seeds = {params.evaluation.retrain_seeds} retrains): "
-                          "`--set evaluation.reference=per_request`")
+                          f"{pool_mod.PER_REQUEST_SETTING}")
     pool = pool_mod.load_current(art, params)
     if classes is not None:
         models = pool.class_models(classes[0])

@@ -56,7 +56,9 @@ CLASS_SEED = 20_000  # + 10_000 · pool.seed + 100 · class + i
 SHADOW_SEED = 1_000_000  # + 10_000 · pool.seed + shadow
 SHADOW_CHUNK = 8  # shadows per work unit (four complementary pairs)
 BUILD_HINT = "build it with `hyperforget pool` (or `dvc repro pool`)"
-PER_REQUEST_HINT = "or answer with a reference trained for this request: `--set evaluation.reference=per_request`"
+PER_REQUEST_SETTING = ("`--set evaluation.reference=per_request` (the Prefect unlearn flow: "
+                       "`--param settings='[\"evaluation.reference=per_request\"]'`)")
+PER_REQUEST_HINT = f"or answer with a reference trained for this request: {PER_REQUEST_SETTING}"
 
 
 def pool_key(dataset_sha256: str, model_sha256: str, spec: ModelSpec, train: TrainConfig, cfg: PoolConfig) -> dict:

@@ -49,9 +49,9 @@ def postgres_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def project(full_stack, postgres_url, small_project):
     """This module's small project, prepared, its ledger the PostgreSQL server (the worker's flow runs read it).
-    Its record request is verified against retrains trained for it (`evaluation.reference: per_request`): against
-    the reference pool's half-data membership shadows even the exact retrain of these five records fails its
-    output gates on this tiny project (MIA member rate 1.0 against a shadow mean of 0.51)."""
+    Its requests are verified against retrains trained for them (`evaluation.reference: per_request`): a class set
+    needs that, and this small project builds no reference pool (tests/unit/test_reference_pool.py covers the
+    pool's path)."""
     path = small_project
     raw = yaml.safe_load(path.read_text())
     raw["requests"] = {"ledger_url": postgres_url}
@@ -85,9 +85,11 @@ def ok(r: subprocess.CompletedProcess, env: dict) -> str:
     return r.stdout
 
 
-def deployment_run(request_id: str, project, env: dict) -> subprocess.CompletedProcess:
+def deployment_run(request_id: str, project, env: dict, *params: str) -> subprocess.CompletedProcess:
+    """`params`: more `--param KEY=VALUE` items for the flow run."""
+    extra = [arg for item in params for arg in ("--param", item)]
     return run("prefect", "--no-prompt", "deployment", "run", "unlearn/default", "--param", f"request_id={request_id}",
-               "--param", f"params_path={project['path']}", "--watch", env=env)
+               "--param", f"params_path={project['path']}", *extra, "--watch", env=env)
 
 
 def submit(project, request_id: str, ids: list[int], env: dict) -> None:
@@ -178,16 +180,18 @@ def test_a_class_set_request_is_closed_through_the_deployment_against_its_own_re
     deployment on the worker, answered by DiHyFo-2 and judged against retrains of the set trained for it (the
     pool's references are per class); an answer that fails a gate is followed in the same run by a retrain
     (`requests.exact_on_gate_failure`). Either way it closes with a passing, signed certificate that says which
-    method answered and that the reference was trained for the request."""
+    method answered and that the reference was trained for the request: 4 retrains, the flow's `settings` overriding
+    the params file's 3 as the CLI's `--set` does."""
     env, led, art = deployed, project["ledger"], project["art"]
     ok(run("hyperforget", "request", "submit", "--classes", "2,7", "--id", "req-set", "--requester", "dpo@example.com",
            "--params", str(project["path"]), env=env), env)
-    ok(deployment_run("req-set", project, env), env)
+    ok(deployment_run("req-set", project, env, 'settings=["evaluation.retrain_seeds=4"]'), env)
     history = led.history("req-set")
     states = [t.state for t in history]
     assert states[-3:] == ["verified", "published", "closed"] and "unlearned" in states
     unlearned = [t.detail for t in history if t.state == "unlearned"]
     assert unlearned[0]["method"] == "dihyfo2" and unlearned[0]["reference_source"]["kind"] == "per_request"
+    assert unlearned[0]["reference_source"]["retrains"] == 4
     answered = unlearned[-1]
     if answered["fallback"] is None:
         assert answered["method"] == "dihyfo2" and len(unlearned) == 1

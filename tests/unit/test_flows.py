@@ -68,3 +68,26 @@ def test_the_request_task_retries_an_io_failure_twice_5_then_15_s_later_and_a_us
     assert transient(None, None, _Finished(ConnectionResetError("an MLflow blip")))
     assert not transient(None, None, _Finished(ConfigError("no deletion request 'zz'")))
     assert not transient(None, None, _Finished(GateFailed("forget acc 0.4000 > 0.0500")))
+
+
+def test_the_unlearn_flow_takes_settings_as_the_cli_takes_set_but_never_the_scope(make_project):
+    """`settings` (`KEY=VALUE`, as `--set`) reach the request: a class set, which the pool cannot judge, closes against
+    retrains trained for it when the settings ask for them. The scope stays the flow's own parameters: a known
+    request must keep the scope it was submitted with."""
+    from flows.unlearn import process_request, setting_overrides
+    from hyperforget.base.artifacts import Artifacts
+    from hyperforget.config.overlays import load_params
+    from hyperforget.erasure import project_ledger
+
+    assert setting_overrides(["evaluation.reference=per_request", "gates.max_forget_acc=0.1"]) == {
+        "evaluation.reference": "per_request", "gates.max_forget_acc": 0.1}
+    for scope in (["forget.classes=[3]"], ["forget={classes: [3]}"]):
+        with pytest.raises(ConfigError, match="forget_classes or forget_fraction"):
+            setting_overrides(scope)
+    path = make_project("flow-settings")
+    out = process_request.fn(str(path), {"forget.classes": [3, 5]}, setting_overrides(
+        ["evaluation.reference=per_request"]), "flow-set", "retrain", "prefect")
+    assert out["state"] == "closed", out
+    params, art = load_params(path), Artifacts.for_params(path)
+    with project_ledger.opened(params, art, None) as led:
+        assert project_ledger.details(led, "flow-set")["unlearned"]["reference_source"]["kind"] == "per_request"

@@ -8,6 +8,7 @@ built ones (tests/fixtures.py: digits, θ0 and a pool of 3 retrains per class an
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,26 @@ def test_a_class_set_needs_a_per_request_reference_and_says_so(built, trainings)
     out = answer.unlearn(_with(pair, "evaluation", reference="per_request"), art, "gradtau")
     assert out["reference_source"]["kind"] == "per_request" and out["reference_source"]["retrains"] == 3
     assert len(trainings) == 1  # its 3 retrains, one vmapped batch
+
+
+def test_the_cli_answers_a_class_set_with_the_very_setting_its_refusal_names(own):
+    """`request process` refuses a class set against the pool, naming the `--set` that asks for a reference of its
+    own; given that flag, the same command answers and closes it (the command once lacked `--set` altogether)."""
+    params, art = own
+
+    def cli(*args: str):
+        return CliRunner().invoke(app, [*args, "--params", str(art.root / "params.yaml")], terminal_width=200)
+
+    assert cli("request", "submit", "--classes", "3,5", "--id", "set-35").exit_code == 0
+    refused = cli("request", "process", "set-35", "--method", "retrain")
+    assert refused.exit_code == 1 and isinstance(refused.exception, ConfigError), refused.output
+    flag = re.search(r"`(--set [^`]+)`", str(refused.exception)).group(1).split()
+    assert flag == ["--set", "evaluation.reference=per_request"]
+    answered = cli("request", "process", "set-35", "--method", "retrain", *flag)
+    assert answered.exit_code == 0, answered.output
+    with project_ledger.opened(params, art, None) as led:
+        assert led.get("set-35").state == "closed"
+        assert project_ledger.details(led, "set-35")["unlearned"]["reference_source"]["kind"] == "per_request"
 
 
 # ---------- the certificate names it ----------
