@@ -17,6 +17,8 @@ there, verified against the same `sha256.onnx` tag.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -54,8 +56,11 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
     version of `name` (default `registry.model_name(params)`), without an alias (see the module docstring).
 
     Retry-safe with a `key` (the flow passes its flow-run id): the version is keyed by
-    `<key>:<weights sha256>`, so a retried attempt (same key, same weights) returns the version an earlier
-    attempt created rather than adding a duplicate. Without a key every call registers a new version."""
+    `<key>:<weights sha256>:<verdict sha256>`, so a retried attempt (same key, same weights, same verdict) returns
+    the version an earlier attempt created rather than adding a duplicate. The verdict is part of the key because a
+    version's gate tags are its record: the same weights judged again under other limits (gates recalibrated
+    after a failure) become a new version, never a failed one re-read as passed. Without a key every call
+    registers a new version."""
     g = gate_result if isinstance(gate_result, GateResult) else GateResult.from_dict(gate_result)
     model_path = Path(request_result["model_path"])
     weights_sha = sha256_file(model_path)
@@ -65,7 +70,8 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
                              "folder; give concurrent requests their own run names (the unlearn flow does)")
     method = request_result["method"]
     name = name or registry.model_name(params)
-    asked, key = key, f"{key}:{weights_sha}" if key is not None else uuid4().hex
+    verdict = hashlib.sha256(json.dumps(g.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    asked, key = key, f"{key}:{weights_sha}:{verdict}" if key is not None else uuid4().hex
     c = tracking.client(params, art)
     existing = registry.find_version(name, key, c)
     if existing is not None:

@@ -128,6 +128,22 @@ def test_an_export_cut_short_leaves_no_alias_and_a_retry_completes_the_same_vers
     assert publish.promote(NAME, reg["version"], PARAMS, art)["version"] == reg["version"]
 
 
+def test_the_same_weights_judged_again_under_other_limits_are_a_new_version_not_a_failed_one_reread(client, art):
+    """A request that failed its gates and is processed again after the limits were recalibrated: the same key and
+    the same weights, another verdict. The failed version stays the record of the first verdict; the passing
+    verdict is a version of its own, which exports."""
+    req, failed = publish_request(art, forget_acc=0.4, key="req-9")
+    assert not failed["gates_passed"]
+    loose = PARAMS.model_copy(update={"gates": PARAMS.gates.model_copy(update={"max_forget_acc": 0.5})})
+    passed = publish.register(req, publish.gate(req, loose), loose, art, key="req-9")
+    assert passed["gates_passed"] and passed["version"] != failed["version"]
+    publish.export_and_upload(NAME, passed["version"], loose, art)
+    with pytest.raises(GateFailed, match="failed its gates"):
+        publish.export_and_upload(NAME, failed["version"], loose, art)
+    again = publish.register(req, publish.gate(req, loose), loose, art, key="req-9")  # a retry of the same verdict
+    assert again["version"] == passed["version"]
+
+
 def test_failed_gate_never_aliased_exported_or_fetched(client, art):
     _, reg = publish_request(art, forget_acc=0.4)
     assert not reg["gates_passed"]
