@@ -22,7 +22,7 @@ What it does, in a project folder of its own (--work, default work/gate-calibrat
    the product reads them; the rotation makes each answer's reference another draw of a K-pool. Judged against
    that reference: the answer retrain (must pass), θ0 and `head_finetune` run as the pipeline runs it (seed
    params.seed + i) (must fail);
-3. **record requests**: `requests` draws of 100 train records (seeded), 2 answer retrains without them each
+3. **record requests**: `requests` draws of `--records` train records (100; seeded), 2 answer retrains without them each
    (seeds 9,500,000 + 100 · request + i), judged against N membership shadows for N in 6, 8, 16, 32 (whole
    complementary pairs, rotated by answer as above), with the per-record out shadows and `answer._record_summary`
    as the product forms them; θ0 and the approximate methods (`finetune`, and what the pipeline answers records
@@ -78,7 +78,7 @@ from hyperforget.pipeline.compare import machine  # noqa: E402
 from hyperforget.unlearn import run_method  # noqa: E402
 from hyperforget.unlearn.method import UnlearnInputs  # noqa: E402
 from hyperforget.verify import pool as pool_mod  # noqa: E402
-from hyperforget.verify.gates import check_gates  # noqa: E402
+from hyperforget.verify.gates import check_gates, record_widening  # noqa: E402
 from hyperforget.verify.verdict import reference_metrics, shadows_and_held_out, verify  # noqa: E402
 
 CLASS_K = (3, 4, 6, 8)  # per-class retrains a class request reads (K − 1 shadows + 1 held-out)
@@ -86,7 +86,7 @@ RECORD_N = (6, 8, 16, 32)  # membership shadows a record request reads (whole pa
 CLASS_ANSWER_SEED = 9_000_000  # + 100 · class + i
 RECORD_ANSWER_SEED = 9_500_000  # + 100 · request + i
 RECORD_DRAW_SEED = 9_900_000  # + request: which records request r deletes
-RECORDS = 100  # records per record request
+RECORDS = 100  # records per record request (--records)
 ALPHA = 0.05  # the false-rejection budget of a whole verdict
 REPORT_KEYS = ("forget_acc", "test_retained_acc", "mia")
 ROLES = {"retrain": "must pass", "theta0": "must fail"}
@@ -139,8 +139,9 @@ def row(kind: str, request: str, i: int, half: str, size: int, model: str, repor
     ver["reference"] = {k: None if v is None else {"mean": v["mean"], "std": v["std"]}
                         for k, v in (checked.get("reference") or {}).items()}
     out = {"kind": kind, "request": request, "answer": i, "half": half, "size": size, "model": model,
-           "report": {k: report[k] for k in REPORT_KEYS},
-           "summary": {k: summary[k] for k in REPORT_KEYS if k in summary}, "verification": ver}
+           "report": {k: report[k] for k in (*REPORT_KEYS, "forget_records") if k in report},
+           "summary": {k: summary[k] for k in REPORT_KEYS if k in summary}, "verification": ver,
+           "record_calibration_records": gates.record_calibration_records}
     out["failed"] = failed(out, gates)
     return out
 
@@ -209,18 +210,25 @@ def class_rows(params: Params, art: Artifacts, answers: int, methods: list[str],
 # ---------- record requests ----------
 
 
-def record_draws(n_train: int, requests: int) -> list[torch.Tensor]:
-    """Request r's records: `RECORDS` train indices drawn with seed RECORD_DRAW_SEED + r, sorted."""
-    return [torch.randperm(n_train, generator=torch.Generator().manual_seed(RECORD_DRAW_SEED + r))[:RECORDS].sort()
+def record_draws(n_train: int, requests: int, records: int) -> list[torch.Tensor]:
+    """Request r's records: `records` train indices drawn with seed RECORD_DRAW_SEED + r, sorted."""
+    return [torch.randperm(n_train, generator=torch.Generator().manual_seed(RECORD_DRAW_SEED + r))[:records].sort()
             .values for r in range(requests)]
 
 
-def shadow_summaries(ctx: answer.RequestContext, shadows: list, seen_f: torch.Tensor) -> list[dict]:
+def shadow_summaries(ctx: answer.RequestContext, shadows: pool_mod.Shadows, seen_f: torch.Tensor) -> list[dict]:
     """`answer._record_summary` of each shadow alone, once per request. The summary of a subset of N shadows has
     as its means the averages of these (each mean is the shadows' average report plus a shift that is the same
     average of per-shadow terms), so every N is read from the 32 calls instead of 6 + 8 + 16 + 32 per rotation;
     checked against `_record_summary` itself on the first request."""
-    return [answer._record_summary(ctx, [m], saw[None]) for m, saw in zip(shadows, seen_f, strict=True)]
+    return [{} if saw.all() else  # it saw every record: no model without them, left out as there
+            answer._record_summary(ctx, (shadows.train_logits[j:j + 1], shadows.test_logits[j:j + 1]), saw[None])
+            for j, saw in enumerate(seen_f)]
+
+
+def logits_of(shadows: pool_mod.Shadows, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train and test logits of the shadows `idx`, as `answer.resolve_reference` passes all of them."""
+    return shadows.train_logits[idx], shadows.test_logits[idx]
 
 
 def subset_summary(singles: list[dict], idx: list[int]) -> dict[str, dict[str, float]]:
@@ -233,20 +241,21 @@ def subset_summary(singles: list[dict], idx: list[int]) -> dict[str, dict[str, f
     return out
 
 
-def record_rows(params: Params, art: Artifacts, requests: int, answers: int, methods: list[str]
+def record_rows(params: Params, art: Artifacts, requests: int, answers: int, methods: list[str], records: int
                 ) -> tuple[list[dict], dict[int, str]]:
     data = load_dataset(art.prepare)
     original, spec = load_model(art.model)
     pool = pool_mod.load_current(art, params)
     cfg, n = params.evaluation.verification, len(data.y_train)
-    draws = record_draws(n, requests)
+    draws = record_draws(n, requests, records)
     retains = [torch.from_numpy(np.setdiff1d(np.arange(n), f.numpy())) for f in draws]
     t0 = time.perf_counter()
     rows_idx = torch.stack([retains[r] for r in range(requests) for _ in range(answers)])
     seeds = [RECORD_ANSWER_SEED + 100 * r + i for r in range(requests) for i in range(answers)]
     truth = train_many(spec, seeds, data.x_train, data.y_train, recipe(params), desc="record answers", rows=rows_idx)
     log(f"{len(truth)} record answer retrains in {time.perf_counter() - t0:.0f} s")
-    shadows, seen, _, _ = pool.shadows()
+    everyone = pool.shadows()
+    shadows, seen = everyone.models, everyone.seen
     pairs = len(shadows) // 2
     unsupported: dict[int, str] = {}
     rows: list[dict] = []
@@ -258,7 +267,7 @@ def record_rows(params: Params, art: Artifacts, requests: int, answers: int, met
         inputs = UnlearnInputs(original, spec, data, split, params.seed, art, params.gates)
         weak = {m: run_method(m, inputs, params.method_options(m)).model for m in methods}
         reports = {id(m): ev.report(m) for m in [*truth[r * answers:(r + 1) * answers], original, *weak.values()]}
-        singles = shadow_summaries(ctx, shadows, seen[:, forget])
+        singles = shadow_summaries(ctx, everyone, seen[:, forget])
         for size in RECORD_N:
             if size in unsupported:
                 continue
@@ -268,13 +277,14 @@ def record_rows(params: Params, art: Artifacts, requests: int, answers: int, met
                 seen_f = seen[idx][:, forget]  # as answer.resolve_reference: which shadow saw which record of D_f
                 summary = subset_summary(singles, idx)
                 if r == 0 and i == 0 and size == max(RECORD_N):  # the same means as answer's own summary
-                    direct = answer._record_summary(ctx, chosen, seen_f)
+                    direct = answer._record_summary(ctx, logits_of(everyone, idx), seen_f)
                     assert all(np.isclose(summary[k]["mean"], direct[k]["mean"], rtol=1e-9, atol=1e-12)
                                for k in REPORT_KEYS), f"record summary differs: {summary} vs {direct}"
                 judged = {"retrain": truth[r * answers + i], "theta0": original, **weak}
                 try:
                     for name, model in judged.items():
-                        checked = verify(model, chosen, None, data, split, cfg, seen=seen_f)
+                        checked = verify(model, chosen, None, data, split, cfg, seen=seen_f,
+                                         shadow_logits=logits_of(everyone, idx))
                         rows.append(row("record", f"records-{r}", i, half, size, name, reports[id(model)], summary,
                                         checked, params.gates))
                 except ConfigError as e:  # the library refuses this pool size for record requests
@@ -305,11 +315,17 @@ def rates(rows: list[dict], gates: GatesConfig | None = None) -> dict[str, Any]:
 
 
 def statistics(r: dict) -> dict[str, float]:
-    """What each gate compares, per judgement: LiRA AUC, probe gap, relearn ratio per m, output-gate gaps."""
+    """What each gate compares, per judgement: LiRA AUC, probe gap, relearn ratio per m, output-gate gaps. A
+    record request smaller than `gates.record_calibration_records` has its excesses divided by the widening its
+    gates apply (`verify.gates.record_widening`), so the limits derived from them are in the calibrated units."""
     v, s, rep = r["verification"], r["summary"], r["report"]
     ref = v.get("reference") or {}
-    out = {"lira_auc": v["lira_auc"], "forget_excess": rep["forget_acc"] - s["forget_acc"]["mean"],
-           "mia_excess": rep["mia"] - s["mia"]["mean"],
+    calibrated = r.get("record_calibration_records", GatesConfig().record_calibration_records)
+    widen = record_widening(rep.get("forget_records") or 0, calibrated)
+    lira_widen = record_widening(v.get("lira_records") or 0, calibrated, v.get("lira_unseen"))
+    out = {"lira_auc": 0.5 + (v["lira_auc"] - 0.5) / lira_widen,
+           "forget_excess": (rep["forget_acc"] - s["forget_acc"]["mean"]) / widen,
+           "mia_excess": (rep["mia"] - s["mia"]["mean"]) / widen,
            "retain_drop": s["test_retained_acc"]["mean"] - rep["test_retained_acc"]}
     if v.get("probe_forget_acc") is not None:
         out["probe_gap"] = v["probe_forget_acc"] - ref["probe_forget_acc"]["mean"]
@@ -636,12 +652,12 @@ def measure(args: argparse.Namespace, params: Params, art: Artifacts, models: di
             for kind, names in models.items()}
     prefix = {"class": "class-", "record": "shadows-"}  # the pool files each kind reads
     more = {"class": {"answers": answers, "sizes": args.class_k},
-            "record": {"requests": args.requests, "answers": 2, "sizes": list(RECORD_N), "records": RECORDS}}
+            "record": {"requests": args.requests, "answers": 2, "sizes": list(RECORD_N), "records": args.records}}
     for kind in keys:
         files = {f: h for f, h in pool.index["files"].items() if f.startswith(prefix[kind])}
         keys[kind] |= {"pool_files": files, **more[kind]}
     work = {"class": lambda: (class_rows(params, art, answers, models["class"][2:], args.class_k), {}),
-            "record": lambda: record_rows(params, art, args.requests, 2, models["record"][2:])}
+            "record": lambda: record_rows(params, art, args.requests, 2, models["record"][2:], args.records)}
     rows: list[dict] = []
     meta: dict[str, Any] = {"answers_per_class": answers, "record_answers": 2, "unsupported": {}, "class_s": 0.0,
                             "record_s": 0.0}
@@ -677,6 +693,8 @@ def main() -> None:
                     "requests.fallback_method when that is DiHyFo)")
     ap.add_argument("--kinds", default="class,record", help="the request kinds to calibrate (class: the "
                     "per-class retrains; record: the membership shadows); one `gates:` is chosen over those given")
+    ap.add_argument("--records", type=int, default=RECORDS, help="records per record request (one person's few "
+                    "records: 1 to 20)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny MLPs)")
     ap.add_argument("--class-k", default=",".join(map(str, CLASS_K)), help="class requests: the pool sizes K "
                     f"to judge at (comma-separated, each in {list(CLASS_K)}; fewer: faster)")
@@ -707,7 +725,7 @@ def main() -> None:
               "measure_s": meta["class_s"] + meta["record_s"], "analyse_s": None,
               "settings": {"params": os.path.relpath(Path(args.params).resolve(), REPO), "requests": args.requests,
                            "models": models,
-                           "class_k": args.class_k, "record_n": list(RECORD_N), "records_per_request": RECORDS,
+                           "class_k": args.class_k, "record_n": list(RECORD_N), "records_per_request": args.records,
                            "relearn_m": list(params.evaluation.verification.relearn_m),
                            "gates": params.gates.model_dump(), "alpha": ALPHA, **meta},
               "analysis": analyse(rows, params, models, today), "rows": flat(rows)}

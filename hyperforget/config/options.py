@@ -383,6 +383,9 @@ class VerificationGates(MethodOptions):
     max_lira_auc_deficit: float = Field(0.5, ge=0, le=0.5, description="LiRA AUC ≥ 0.5 − this (0.5: one-sided)")
     max_record_lira_auc_excess: float = Field(0.06, ge=0, le=0.5, description="record requests: LiRA AUC of D_f "
                                               "against unseen data ≤ 0.5 + this (its own scale: lira.record_audit)")
+    record_calibration_records: int = Field(100, ge=1, description="record requests: the size of D_f their excesses "
+                                            "(LiRA, forget acc, MIA) were calibrated at; a smaller D_f widens each by "
+                                            "its statistic's spread (verify.gates.record_widening)")
     max_probe_excess: float = Field(0.2, ge=0, le=1, description="probe forget acc ≤ retrain mean + this")
     max_probe_logit_excess: float | None = Field(
         None, ge=0, description="cross-fitted probe confidence (log-odds) ≤ retrain mean + this; null: measured and "

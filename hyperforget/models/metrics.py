@@ -169,9 +169,10 @@ class Evaluator:
             out["test_retained_acc"] = accuracy(test_logits[kept], d.y_test[kept])
             out["test_forgotten_acc"] = accuracy(test_logits[~kept], d.y_test[~kept])
             same_class_test = ~kept
-        else:
+        else:  # a record request: D_f is a handful of records, and its count sets how far its rates spread
             out["test_retained_acc"] = out["test_acc"]
             out["test_forgotten_acc"] = float("nan")
+            out["forget_records"] = len(f)
             same_class_test = torch.ones_like(d.y_test, dtype=torch.bool)
         worst = min(retained, key=lambda c: per_class[c] if not math.isnan(per_class[c]) else 2.0)
         out["worst_retained_class"], out["worst_retained_acc"] = worst, per_class[worst]

@@ -73,6 +73,26 @@ def _check(name: str, value: float, op: str, limit: float, rule: str) -> dict[st
             "detail": f"{name} {value:.4f} {shown} {limit:.4f} ({rule})"}
 
 
+def record_widening(records: float | None, calibrated: int, unseen: float | None = None) -> float:
+    """How much wider a record request's excess must be than at the size it was calibrated at: the ratio of its
+    statistic's null spread at `records` records to that at `calibrated`, never below 1 (a larger D_f keeps the
+    calibrated limit). Forget accuracy and the MIA member rate are binomial shares of D_f (spread ∝ 1/√n); the
+    record LiRA AUC is a Mann–Whitney statistic of D_f against `unseen` examples (null spread
+    √((n + M + 1) / (12 n M))). Why: the limits were set on requests of `calibrated` records, and a person's
+    few records spread far more: with 5 records of digits, exact retrains failed 50% of today's checks
+    (docs/results/gate-calibration.md, "Small record requests")."""
+    if not records or math.isnan(records):
+        return 1.0
+    if unseen is None:
+        ratio = math.sqrt(calibrated / records)
+    else:
+        def var(n: float) -> float:
+            return (n + unseen + 1) / (n * unseen)
+
+        ratio = math.sqrt(var(records) / var(calibrated))
+    return max(1.0, ratio)
+
+
 def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -> dict[str, dict]:
     """Gate the gaps to the retrain reference of a `verification.verify` result: name → {value, op, limit,
     passed, detail}. A missing or NaN value fails; probe and relearn checks exist only when `verify`
@@ -89,9 +109,12 @@ def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -
     retrains happen to disagree, so the lower limit stays mean × `min_relearn_ratio`."""
     g = thresholds
     if "lira_min_out_per_record" in result:  # a record request against membership shadows: its own statistic
+        widen = record_widening(_value(result, "lira_records"), g.record_calibration_records,
+                                _value(result, "lira_unseen"))
         checks = {"lira_auc": _check("LiRA AUC of D_f against unseen data", _value(result, "lira_auc"), "≤",
-                                     0.5 + g.max_record_lira_auc_excess,
-                                     f"0.5 + gates.max_record_lira_auc_excess {g.max_record_lira_auc_excess}")}
+                                     0.5 + g.max_record_lira_auc_excess * widen,
+                                     f"0.5 + gates.max_record_lira_auc_excess {g.max_record_lira_auc_excess}"
+                                     + _widened(widen, result.get("lira_records"), g))}
     else:
         checks = {"lira_auc": _check("LiRA AUC against the retrains", _value(result, "lira_auc"), "≤",
                                      0.5 + g.max_lira_auc_excess,
@@ -122,6 +145,14 @@ def verification_checks(result: dict[str, Any], thresholds: VerificationGates) -
                              f"retrain mean {mean:.1f} × gates.min_relearn_ratio {g.min_relearn_ratio}")
         checks[f"{key}_high"] = _relearn_high(m, value, mean, std, budget, g)
     return checks
+
+
+def _widened(widen: float, records: Any, g: VerificationGates) -> str:
+    """The rule's note when a small record request widened the excess (`record_widening`)."""
+    if widen <= 1.0:
+        return ""
+    return (f", the excess × {widen:.2f} for {records} records (calibrated at "
+            f"gates.record_calibration_records {g.record_calibration_records})")
 
 
 def _relearn_high(m: int, value: float, mean: float, std: float, budget: float, g: VerificationGates) -> dict:
@@ -169,17 +200,22 @@ def check_gates(report: dict, reference_summary: dict, gates: GatesConfig,
     ref_mia = _value(reference_summary.get("mia", {}), "mean")
     # A retrained model still classifies a random subset about as well as unseen data (and the MIA
     # calls much of it "member"): the limits follow the retrain reference where it sits above them.
-    forget_limit = max(gates.max_forget_acc, ref_forget + gates.max_forget_excess)
-    mia_limit = max(gates.max_mia, ref_mia + gates.max_mia_excess)
+    # A record request's rates spread with its size: the excesses widen below the size they were calibrated at.
+    records = report.get("forget_records")  # only a record request's report has it
+    widen = record_widening(records, gates.record_calibration_records)
+    forget_limit = max(gates.max_forget_acc, ref_forget + gates.max_forget_excess * widen)
+    mia_limit = max(gates.max_mia, ref_mia + gates.max_mia_excess * widen)
+    more = _widened(widen, records, gates)
     checks = {
         "forget_acc": _check("forget acc", _value(report, "forget_acc"), "≤", forget_limit,
-                             f"max(gates.max_forget_acc, retrain mean {ref_forget:.4f} + gates.max_forget_excess)"),
+                             f"max(gates.max_forget_acc, retrain mean {ref_forget:.4f} + gates.max_forget_excess)"
+                             + more),
         "retained_test_acc": _check(
             "retained test acc", _value(report, "test_retained_acc"), "≥", ref_mean - gates.max_retain_drop,
             f"retrain mean {ref_mean:.4f} − gates.max_retain_drop {gates.max_retain_drop}",
         ),
         "mia": _check("MIA member rate on D_f", _value(report, "mia"), "≤", mia_limit,
-                      f"max(gates.max_mia, retrain mean {ref_mia:.4f} + gates.max_mia_excess)"),
+                      f"max(gates.max_mia, retrain mean {ref_mia:.4f} + gates.max_mia_excess)" + more),
     }
     if verification is None and require_verification:
         checks["verification"] = {"value": float("nan"), "op": "", "limit": float("nan"), "passed": False,

@@ -131,4 +131,4 @@ def record_audit(phis: np.ndarray, unseen_phis: np.ndarray, seen: np.ndarray, ta
     return {"auc": auc(s_target, u_target), "auc_vs_held_out": auc(s_target, s_held),
             "tpr_at_1fpr": tpr_at_fpr(s_target, u_target, 0.01), "held_out_auc": auc(s_held, u_held),
             "population_auc": population_auc(s_target), "n_shadows": len(phis),
-            "min_out_per_record": int(out.sum(0).min())}
+            "min_out_per_record": int(out.sum(0).min()), "records": len(s_target), "unseen": len(u_target)}

@@ -2,8 +2,10 @@
 
 import math
 
+import pytest
+
 from hyperforget.config.params import GatesConfig
-from hyperforget.verify.gates import GateResult, check_gates
+from hyperforget.verify.gates import GateResult, check_gates, record_widening
 
 GATES = GatesConfig(max_forget_acc=0.05, max_retain_drop=0.05, max_mia=0.5)
 REFERENCE = {"test_retained_acc": {"mean": 0.95, "std": 0.01}, "forget_acc": {"mean": 0.0, "std": 0.0},
@@ -48,6 +50,35 @@ def test_random_subset_limits_follow_the_retrain_reference():
     g = check_gates(report(forget_acc=0.97, mia=0.95), ref, GATES)
     assert not g.checks["forget_acc"]["passed"] and not g.checks["mia"]["passed"]
     assert "0.9700 > 0.9500" in g.reasons[0]
+
+
+def test_a_small_record_request_widens_its_excesses_by_the_spread_of_its_rates():
+    """A true retrain classifies a person's few records about as well as unseen data: all 5 right is its likeliest
+    outcome (0.94⁵ ≈ 0.73), which the limits set on 100-record requests rejected. Below the calibration size the
+    excess widens by √(100 / n), the binomial spread; at or above it the calibrated limit stands."""
+    ref = REFERENCE | {"forget_acc": {"mean": 0.94, "std": 0.03}, "mia": {"mean": 0.30, "std": 0.05}}
+    assert not check_gates(report(forget_acc=1.0, mia=0.5, forget_records=100), ref, GATES).passed
+    assert not check_gates(report(forget_acc=1.0, mia=0.5), ref, GATES).passed  # a class request: never widened
+    small = check_gates(report(forget_acc=1.0, mia=0.5, forget_records=4), ref, GATES)
+    assert small.passed, small.reasons
+    assert small.checks["forget_acc"]["limit"] == pytest.approx(0.94 + 0.05 * 5)  # √(100 / 4) = 5
+    assert "the excess × 5.00 for 4 records" in small.checks["mia"]["detail"]
+    assert check_gates(report(forget_acc=1.0, forget_records=1000), ref, GATES).checks["forget_acc"]["limit"] == \
+        pytest.approx(0.99)  # never narrower than calibrated
+
+
+def test_the_record_lira_limit_widens_with_the_auc_null_spread():
+    """The record LiRA AUC compares D_f's n records with M unseen examples: a Mann–Whitney statistic whose null
+    spread is √((n + M + 1) / (12 n M)); with 5 records it is 0.13 (a retrain's AUC spread 0.50 ± 0.13 measured),
+    with 100 0.03, where the excess was calibrated."""
+    result = {"lira_auc": 0.70, "lira_min_out_per_record": 3, "lira_unseen": 360}
+    assert not check_gates(report(), REFERENCE, GATES, result | {"lira_records": 100}).passed
+    few = check_gates(report(), REFERENCE, GATES, result | {"lira_records": 5})
+    assert few.passed and few.checks["lira_auc"]["limit"] == pytest.approx(
+        0.5 + 0.06 * record_widening(5, 100, 360))
+    assert record_widening(5, 100, 360) == pytest.approx(
+        math.sqrt((5 + 361) / (5 * 360)) / math.sqrt((100 + 361) / (100 * 360)))
+    assert record_widening(100, 100, 360) == record_widening(400, 100) == 1.0
 
 
 def test_every_failure_is_reported():
