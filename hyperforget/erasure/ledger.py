@@ -249,7 +249,7 @@ class Ledger:
         if row is None or g is None:
             if required:
                 raise ConfigError(f"no deletion request {request_id!r} in the ledger {self.url}; "
-                                  "check the id (Ledger.list() shows the known requests)")
+                                  "check the id (`hyperforget request list` shows the known requests)")
             return None
         ts = conn.execute(sa.select(transitions).where(transitions.c.request_id == request_id)
                           .order_by(transitions.c.id)).all()

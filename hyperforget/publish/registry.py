@@ -218,7 +218,7 @@ def _alias_version(c: Any, name: str, alias: str) -> str | None:
 def promote(name: str, version: str | int, client: Any) -> Any:
     """Point `champion` at `version` if its gates passed, else raise GateFailed and leave it where it is."""
     c = client
-    mv = c.get_model_version(name, str(version))
+    mv = get_version(name, version, c)
     failures = promotion_blockers(mv)
     if failures:
         current = _alias_version(c, name, CHAMPION)
@@ -227,6 +227,13 @@ def promote(name: str, version: str | int, client: Any) -> Any:
                          f"{stays}. Promote a version whose gates passed (see alias @{CANDIDATE}).")
     _retry(lambda: c.set_registered_model_alias(name, CHAMPION, mv.version))
     return mv
+
+
+def get_version(name: str, version: str | int, client: Any) -> Any:
+    """The ModelVersion `name` `version`, as `resolve` finds it: ConfigError naming the fix when it is not there."""
+    if not str(version).isdigit():
+        raise ConfigError(f"version {version!r} of {name} is not a version number (1, 2, …)")
+    return resolve(f"{name}/{version}", client)
 
 
 def resolve(ref: str, client: Any) -> Any:

@@ -143,7 +143,7 @@ def export_and_upload(name: str, version: str | int, params: Params, art: Artifa
     the version (`sha256.onnx`, `s3.onnx_uri`) and only then mark it complete (which moves `candidate`).
     Idempotent: a retry redoes what an outage interrupted. GateFailed for a version that failed its gates."""
     c = tracking.client(params, art)
-    mv = c.get_model_version(name, str(version))
+    mv = registry.get_version(name, version, c)
     failures = registry.gate_failures(mv)
     if failures:
         raise GateFailed(f"refusing to export {name} version {version}: it failed its gates ({'; '.join(failures)})")

@@ -190,6 +190,19 @@ def test_resolve_names_what_is_wrong(client):
         registry.resolve("missing@champion", client)
 
 
+def test_promote_and_export_of_a_version_the_registry_lacks_say_so_in_one_line(client, art):
+    """As `hyperforget promote NAME 99` or `export` give it: a ConfigError naming what is missing (the CLI prints it
+    without a traceback), not MLflow's exception."""
+    _, reg = publish_request(art)
+    for call in (publish.promote, publish.export_and_upload):
+        with pytest.raises(ConfigError, match=rf"{NAME}/99 is not in the registry .*check the name, version"):
+            call(NAME, "99", PARAMS, art)
+        with pytest.raises(ConfigError, match=r"'x' of .* is not a version number"):
+            call(NAME, "x", PARAMS, art)
+    with pytest.raises(ConfigError, match="nope/1 is not in the registry"):
+        publish.promote("nope", reg["version"], PARAMS, art)
+
+
 def test_stage_run_logs_flattened_metrics_and_nests(client, art):
     with runs.start_stage_run(PARAMS, art, "request") as parent, \
             runs.start_stage_run(PARAMS, art, "unlearn", parent=parent) as child:
