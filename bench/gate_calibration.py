@@ -321,8 +321,8 @@ def statistics(r: dict) -> dict[str, float]:
     v, s, rep = r["verification"], r["summary"], r["report"]
     ref = v.get("reference") or {}
     calibrated = r.get("record_calibration_records", GatesConfig().record_calibration_records)
-    widen = record_widening(rep.get("forget_records") or 0, calibrated)
-    lira_widen = record_widening(v.get("lira_records") or 0, calibrated, v.get("lira_unseen"))
+    widen = record_widening(rep.get("forget_records"), calibrated)
+    lira_widen = record_widening(v.get("lira_records"), calibrated, v.get("lira_unseen"))
     out = {"lira_auc": 0.5 + (v["lira_auc"] - 0.5) / lira_widen,
            "forget_excess": (rep["forget_acc"] - s["forget_acc"]["mean"]) / widen,
            "mia_excess": (rep["mia"] - s["mia"]["mean"]) / widen,
