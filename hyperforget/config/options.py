@@ -141,6 +141,10 @@ class DiHyFoOptions(MethodOptions):
     match_scale: bool = Field(False, description="before the head refit, divide each generated hidden layer so its "
                               "mean activation L1 on the retained data equals θ0's (unlearn/scale.py): the generated "
                               "layers of LeNet-5 come out up to 2.2× θ0's scale, which makes the answer relearn fast")
+    erase_set: float = Field(0.0, ge=0, le=1, description="for a class set, after the scale match: the strength of "
+                             "the linear eraser of 'which forgotten class' folded into the last generated hidden "
+                             "layer, fitted on D_f (unlearn/erase.py); 1 = LEACE's full erasure, 0 = off. A single "
+                             "class is never touched")
     tune_steps: int = Field(0, ge=0, le=100_000, description="right after sampling, Adam steps of cross-entropy on "
                             "the retained data that train every generated layer at once (unlearn/tune.py): the "
                             "retained accuracy a sample lost against the zoo's endpoints; 0 = off")

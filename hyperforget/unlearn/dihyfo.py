@@ -14,7 +14,8 @@ forget-class val accuracy ≤ `gates.max_forget_acc` and retained val accuracy �
 retained val accuracy wins (ties: lower retained val loss); if none passes, the same ranking applies to
 all and `info.passed` is False. Repairs follow, so the answer looks like a retrain's, not only scores like
 one: optionally a short fine-tune of the generated layers on the retained data (`unlearn/tune.py`), then the
-generated hidden layers brought back to θ0's activation scale (`unlearn/scale.py`),
+generated hidden layers brought back to θ0's activation scale (`unlearn/scale.py`), for a class set the
+features' separation of its classes erased (`unlearn/erase.py`),
 each forgotten class gets a retrain-shaped head row (`unlearn/rows.py`), then its level is matched to the zoo's
 retrains (`unlearn/level.py`; by the bias, or partly by the row's scale: `level_row_share`). `wall_time_s` =
 prompt + sampling + scoring + repairs, the unlearning cost; loading the hypernetwork, the zoo's loss index and
@@ -48,6 +49,7 @@ from hyperforget.hypernet.prompts import prompt_ladder, request_prompts
 from hyperforget.models.features import load_features
 from hyperforget.models.metrics import class_metrics
 from hyperforget.models.nets import ModelSpec, flatten, generated_part, load_flat
+from hyperforget.unlearn.erase import erase_set
 from hyperforget.unlearn.level import match_level, zoo_levels
 from hyperforget.unlearn.method import Timer, UnlearnInputs, UnlearnResult
 from hyperforget.unlearn.rows import FRESH_SEED_OFFSET, refit_rows
@@ -162,7 +164,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         cand = {k: v[1:] for k, v in cand.items()}
         best, passed = select(cand, reference, inputs.gates)
         model = load_flat(spec.build(), part.assemble(theta0, candidates[best])).eval()
-    with Timer() as t_repair:  # the repairs are part of the answer's cost: scale, retrain-shaped rows, their level
+    with Timer() as t_repair:  # the repairs count in the answer's cost: scale, set erasure, retrain-shaped rows, level
         x_retain = inputs.x_retain if feats is None else feats.train[inputs.split.retain_idx]
         tuned = tune_generated(model, x_retain, inputs.y_retain, opts.tune_steps, opts.tune_lr, opts.refit_batch_size,
                                inputs.seed, cut=generate)
@@ -170,6 +172,8 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
         if opts.match_scale:
             sub = torch.randperm(len(x_retain), generator=torch.Generator().manual_seed(inputs.seed))[:SCALE_SAMPLE]
             scaled = match_scale(model, inputs.original, x_retain[sub], cut=generate)
+        x_forget = inputs.x_forget if feats is None else feats.train[inputs.split.forget_idx]
+        erased = erase_set(model, x_forget, inputs.y_forget, classes, opts.erase_set, cut=generate)
         rows = refit_rows(model, lambda: spec.build(seed=inputs.seed + FRESH_SEED_OFFSET), x_retain, inputs.y_retain,
                           classes, opts.refit_steps, opts.refit_lr, opts.refit_batch_size, inputs.seed, opts.refit_head,
                           cut=generate)
@@ -184,7 +188,7 @@ def run(inputs: UnlearnInputs, opts: DiHyFoOptions) -> UnlearnResult:
             "candidates": {k: v.tolist() for k, v in cand.items()} | {
                 "passed": passed.tolist(), "prompt": prompt_of.repeat_interleave(len(scales)).tolist(),
                 "scale": scales.repeat(n_samples).tolist()},
-            "tune": tuned, "scale": scaled, "rows": rows, "level": level, "repair_s": t_repair.seconds,
+            "tune": tuned, "scale": scaled, "erase": erased, "rows": rows, "level": level, "repair_s": t_repair.seconds,
             "prompt_s": t_prompt.seconds, "sample_s": t_sample.seconds, "score_s": t_score.seconds,
             "load_s": load.seconds + load_features_t.seconds, "sample_steps": steps, "generate": generate,
             "source": opts.source} | ({"zoo_rows": looked_up.tolist()} if hypernet is None else {

@@ -121,6 +121,26 @@ def test_a_held_out_set_is_answered_with_one_batched_sampler_call(tiny, monkeypa
     assert (targets[:, held].diff(dim=0) >= 0).all() and (targets[:, kept].diff(dim=0) <= 0).all()
 
 
+def test_set_erasure_reshapes_a_sets_answer_and_leaves_a_single_class_answer_bit_identical(
+        tiny, original_mlp, digits_spec, digits, split_class3):
+    """`erase_set` folds the eraser into the last generated hidden layer (the MLP's fc1) of a set's answer, inside
+    the timed repairs; a single class has nothing to erase, so its answer is exactly the one without it."""
+    art, _, _ = tiny
+    held = list(ZooConfig().held_out(10)[1])
+    split = forget_split(digits, ForgetConfig(classes=held))
+    plain, erased = (run_method("dihyfo1", inputs_for(art, original_mlp, digits_spec, digits, split),
+                                {"k": 4, "erase_set": s}) for s in (0.0, 1.0))
+    assert plain.info["erase"] == {"applied": False}
+    assert erased.info["erase"]["applied"] and erased.info["erase"]["layer"] == "fc1"
+    assert erased.info["erase"]["directions"] == len(held) - 1
+    assert not torch.equal(erased.model.fc1.weight, plain.model.fc1.weight)
+    assert erased.info["chosen"] == plain.info["chosen"]  # the same sample: the erasure is a repair after it
+    one = [run_method("dihyfo1", inputs_for(art, original_mlp, digits_spec, digits, split_class3),
+                      {"k": 4, "erase_set": s}) for s in (0.0, 1.0)]
+    assert one[1].info["erase"] == {"applied": False}
+    assert torch.equal(flatten(one[0].model), flatten(one[1].model))
+
+
 def test_retrieval_answers_with_the_zoo_rows_nearest_its_prompts_and_never_loads_a_hypernetwork(
         tiny, monkeypatch, original_mlp, digits_spec, digits, split_class3):
     """`retrieval` is DiHyFo-1 with the sampler replaced by a lookup: with the repairs off its answer is exactly one
