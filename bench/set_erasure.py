@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def main() -> None:
     done = []
     if args.resume and out.is_file():
         old = read_json(out)
-        if old.get("rows") == rows:
-            done = [s for s, c in zip(old["sets"], sets, strict=False) if sorted(s["classes"]) == sorted(c)]
+        for s, classes in zip(old["sets"] if old.get("rows") == rows else [], sets, strict=False):
+            if sorted(s["classes"]) != sorted(classes):
+                break  # the leading sets only: the rest run again
+            done.append(s)
     started = time.perf_counter()
     for classes in sets[len(done):]:
         t0 = time.perf_counter()
@@ -88,7 +91,7 @@ def main() -> None:
             res = run_method(name, run.inputs, run.params.method_options(name))
             run.add(name, res.model, res.wall_time_s)
         done.append({"classes": run.classes, "power": run.power, "rows": run.rows})
-        result = jsonable({"command": "python bench/" + Path(__file__).name + " " + " ".join(os.sys.argv[1:]),
+        result = jsonable({"command": "python bench/" + Path(__file__).name + " " + " ".join(sys.argv[1:]),
                            "params": args.params, "work": str(art.root), "which": args.sets, "rows": rows,
                            "machine": machine() | {"torch_threads": args.threads}, "sets": done,
                            "summary": summarise_sets(done), "seconds": time.perf_counter() - started})
