@@ -78,7 +78,7 @@ from hyperforget.pipeline.compare import machine  # noqa: E402
 from hyperforget.unlearn import run_method  # noqa: E402
 from hyperforget.unlearn.method import UnlearnInputs  # noqa: E402
 from hyperforget.verify import pool as pool_mod  # noqa: E402
-from hyperforget.verify.gates import check_gates, record_widening  # noqa: E402
+from hyperforget.verify.gates import check_gates, record_power, record_widening  # noqa: E402
 from hyperforget.verify.verdict import reference_metrics, shadows_and_held_out, verify  # noqa: E402
 
 CLASS_K = (3, 4, 6, 8)  # per-class retrains a class request reads (K − 1 shadows + 1 held-out)
@@ -150,6 +150,15 @@ def failed(r: dict, gates: GatesConfig) -> list[str]:
     """The product's verdict on a stored judgement: the names of the checks it fails (power check aside)."""
     verdict = check_gates(r["report"], r["summary"], gates, r["verification"], require_verification=True)
     return sorted(name for name, c in verdict.checks.items() if not c["passed"])
+
+
+def powered(theta0: dict, gates: GatesConfig) -> bool:
+    """Would θ0's stored judgement give the test power in the product (`answer.test_power`) under `gates`?"""
+    if theta0["kind"] != "record":
+        return bool(failed(theta0, gates))
+    verdict = check_gates(theta0["report"], theta0["summary"], gates, theta0["verification"],
+                          require_verification=True)
+    return record_power(verdict.checks, theta0["verification"])["has_power"]
 
 
 def halves(answers: int) -> list[str]:
@@ -432,15 +441,14 @@ def group(rows: list[dict], kind: str, size: int, model: str, half: str | None =
             and (half is None or r["half"] == half)]
 
 
-def released(rows: list[dict], kind: str, size: int, model: str, gates: GatesConfig | None,
+def released(rows: list[dict], kind: str, size: int, model: str, gates: GatesConfig,
              half: str | None = None) -> dict[str, Any]:
-    """What the product would release of `model`'s answers: it passes every check and θ0, judged by the same
-    test against the same reference, fails one (`answer.test_power`, the `power` check)."""
-    theta0 = {(r["request"], r["answer"]): (r["failed"] if gates is None else failed(r, gates))
-              for r in group(rows, kind, size, "theta0", half)}
+    """What the product would release of `model`'s answers: it passes every check and the test has power, as
+    `answer.test_power` decides it (θ0, judged by the same test against the same reference, fails a check; on a
+    record request, surely fails the record LiRA check: `gates.record_power`)."""
+    theta0 = {(r["request"], r["answer"]): powered(r, gates) for r in group(rows, kind, size, "theta0", half)}
     mine = group(rows, kind, size, model, half)
-    out = sum(1 for r in mine if not (r["failed"] if gates is None else failed(r, gates))
-              and theta0[(r["request"], r["answer"])])
+    out = sum(1 for r in mine if not failed(r, gates) and theta0[(r["request"], r["answer"])])
     return {"n": len(mine), "released": out, "rate": out / len(mine) if mine else float("nan")}
 
 
@@ -462,8 +470,10 @@ def analyse(rows: list[dict], params: Params, models: dict[str, list[str]], toda
             d["test"] = {m: rates(group(rows, kind, size, m, "test"), gates) for m in names}
             d["calibration"] = {m: rates(group(rows, kind, size, m, "calibration"), gates) for m in names}
             out["derived"][kind][size] = d
+            theta0 = group(rows, kind, size, "theta0")
             out["released"][kind][size] = {
-                "today": {m: released(rows, kind, size, m, None) for m in weak},
+                "powered": {"n": len(theta0), "powered": sum(powered(r, now) for r in theta0)},
+                "today": {m: released(rows, kind, size, m, now) for m in weak},
                 "derived_test": {m: released(rows, kind, size, m, gates, "test") for m in weak}}
         out["per_gate"][kind] = per_gate_power(out["derived"][kind], names)
     chosen = {kind: choose(out["derived"][kind], names, today[kind]) for kind, names in models.items()}
@@ -522,8 +532,8 @@ def per_gate_power(derived: dict[int, dict], names: list[str]) -> dict[str, dict
 
 
 COLUMNS = ("kind", "request", "answer", "half", "size", "model", "forget_acc", "test_retained_acc", "mia",
-           "ref_forget_acc", "ref_test_retained_acc", "ref_mia", "lira_auc", "lira_held_out_auc", "probe_forget_acc",
-           "ref_probe_forget_acc", "probe_forget_logit", "ref_probe_forget_logit", "relearn_steps",
+           "ref_forget_acc", "ref_test_retained_acc", "ref_mia", "lira_auc", "lira_auc_low", "lira_held_out_auc",
+           "probe_forget_acc", "ref_probe_forget_acc", "probe_forget_logit", "ref_probe_forget_logit", "relearn_steps",
            "ref_relearn_steps_mean", "ref_relearn_steps_std", "failed")
 
 
@@ -539,7 +549,8 @@ def flat(rows: list[dict]) -> dict[str, Any]:
         ms = v.get("relearn_m") or []
         out.append([r["kind"], r["request"], r["answer"], r["half"], r["size"], r["model"],
                     *(f(rep[k]) for k in REPORT_KEYS), *(f(s[k]["mean"]) for k in REPORT_KEYS),
-                    f(v["lira_auc"]), f(v.get("lira_held_out_auc")), f(v.get("probe_forget_acc")),
+                    f(v["lira_auc"]), f(v.get("lira_auc_low")), f(v.get("lira_held_out_auc")),
+                    f(v.get("probe_forget_acc")),
                     f((ref.get("probe_forget_acc") or {}).get("mean")),
                     f(v.get("probe_forget_logit")), f((ref.get("probe_forget_logit") or {}).get("mean")),
                     [v.get(f"relearn_steps_m{m}") for m in ms],
@@ -586,9 +597,12 @@ def markdown(result: dict) -> str:
         weak, methods = [m for m in names if m != "retrain"], names[2:]
         head, rule = rates_header(weak, methods)
         lines += [f"\n### {kind} requests: today's gates\n",
-                  f"| {size} | FRR (retrains) | " + head.format(prefix=""), "|---:|---:|" + rule]
+                  f"| {size} | test has power (`answer.test_power`) | FRR (retrains) | " + head.format(prefix=""),
+                  "|---:|---:|---:|" + rule]
         for s, per in a["current"][kind].items():
-            lines.append(f"| {s} | " + rates_cells(per, a["released"][kind][s]["today"], weak, methods, names))
+            p = a["released"][kind][s]["powered"]
+            lines.append(f"| {s} | {p['powered']}/{p['n']} | "
+                         + rates_cells(per, a["released"][kind][s]["today"], weak, methods, names))
         cols = [("LiRA AUC", "lira_auc", ".2f"), ("probe acc", "probe_forget_acc", ".2f"),
                 ("probe gap", "probe_gap", ".2f"),
                 ("probe log-odds", "probe_forget_logit", ".2f"), ("log-odds gap", "probe_logit_gap", ".2f"),
@@ -647,7 +661,8 @@ def measure(args: argparse.Namespace, params: Params, art: Artifacts, models: di
     answers = max(2, -(-args.requests // classes))
     answers += answers % 2  # a calibration half and a test half of equal size
     pool = pool_mod.load_current(art, params)
-    common = {"gates": params.gates.model_dump(), "verification": params.evaluation.verification.model_dump()}
+    common = {"gates": params.gates.model_dump(), "verification": params.evaluation.verification.model_dump(),
+              "measures": answer.MEASURES}
     keys = {kind: {**common, "models": names, "options": {m: params.method_options(m).model_dump() for m in names[2:]}}
             for kind, names in models.items()}
     prefix = {"class": "class-", "record": "shadows-"}  # the pool files each kind reads

@@ -13,7 +13,6 @@ finds the version its first attempt created and completes it instead of adding a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,7 @@ from hyperforget.base.io import (
     save_tensors,
     sha256_bytes,
     sha256_file,
+    sha256_json,
     tensor_bytes,
     tensor_metadata,
     write_json,
@@ -50,7 +50,7 @@ from hyperforget.publish.onnx import prewarm as prewarm_export
 from hyperforget.unlearn import run_method
 from hyperforget.unlearn.method import UnlearnInputs
 from hyperforget.verify import pool as pool_mod
-from hyperforget.verify.gates import GateResult, check_gates
+from hyperforget.verify.gates import GateResult, check_gates, record_power
 from hyperforget.verify.lira import true_class_logit
 from hyperforget.verify.verdict import shadows_and_held_out, verify
 from hyperforget.zoo.shards import INDEX
@@ -107,9 +107,8 @@ def reference_models(params: Params, art: Artifacts, ctx: RequestContext) -> tup
     forget = params.forget.model_dump()
     if params.forget.samples is not None:
         forget["samples"] = records.file_digest(params.forget.samples)
-    key = hashlib.sha256(json.dumps([sha256_file(art.dataset), sha256_file(art.model), forget,
-                                     opts.model_dump(), evaluation, params.seed],
-                                    sort_keys=True).encode()).hexdigest()
+    key = sha256_json([sha256_file(art.dataset), sha256_file(art.model), forget, opts.model_dump(), evaluation,
+                       params.seed], sort_keys=True)
     cache, weights = art.reference(params.forget.slug()), art.reference_models(params.forget.slug())
     if cache.exists() and weights.exists() and read_json(cache).get("key") == key:
         models = _load_models(weights, key)  # checksum-verified first: a damaged file says how to fix it
@@ -199,8 +198,8 @@ def pool_class_reference(params: Params, art: Artifacts, ctx: RequestContext, po
     D_f and the evaluator's settings; the pool stage measures every class (`warm_pool_references`), so a request
     only reads it."""
     c = params.forget.classes[0]
-    key = sha256_bytes(json.dumps([pool.sha256, pool.class_file(c), sha256_bytes(ctx.split.forget_idx.numpy()
-                                   .tobytes()), ctx.evaluator.mia_splits, ctx.evaluator.seed]).encode())
+    key = sha256_json([pool.sha256, pool.class_file(c), sha256_bytes(ctx.split.forget_idx.numpy().tobytes()),
+                       ctx.evaluator.mia_splits, ctx.evaluator.seed])
     path = art.pool_reference(params.forget.slug())
     if path.exists():
         cached = read_json(path)
@@ -275,19 +274,26 @@ def _models_digest(models: list[nn.Module]) -> str:
     return sha256_bytes(tensor_bytes(pool_mod.pack(models)))
 
 
+MEASURES = 2
+"""The version of what `verify` returns for θ0 that the power check reads; raised when it gains a key the checks
+read (2: the record LiRA AUC's lower bound, `lira_auc_low`), so a cached θ0 verification without it is measured
+again instead of read as "no power"."""
+
+
 def reference_verification(params: Params, art: Artifacts, ctx: RequestContext, ref: Reference) -> dict:
     """θ0's verification against the request's reference (what `test_power` gates), whose "reference" entry holds
     the reference models' probe and relearn numbers (`verdict.reference_metrics`) that every answer is verified
     against: functions of the reference models, θ0, the request's split and the verification options alone, so
     measured once per request and read by every method answering it (a relearn per reference model is most of a
     verification's cost). Kept as JSON beside the request (`Artifacts.verification_reference`), keyed by a digest
-    of all of those: another pool, θ0 or option measures again."""
+    of all of those and of `MEASURES` (what `verify` measures): another pool, θ0, option or measure measures again."""
     cfg = params.evaluation.verification
     held = [ref.held_out] if ref.held_out is not None else []
-    key = sha256_bytes(json.dumps([
-        _models_digest([*ref.shadows, *held]), None if ref.seen is None else sha256_bytes(ref.seen.numpy().tobytes()),
-        _models_digest([ctx.original]), sha256_bytes(ctx.split.forget_idx.numpy().tobytes()),
-        list(ctx.split.classes or []), cfg.model_dump(mode="json")], sort_keys=True).encode())
+    key = sha256_json([
+        MEASURES, _models_digest([*ref.shadows, *held]),
+        None if ref.seen is None else sha256_bytes(ref.seen.numpy().tobytes()), _models_digest([ctx.original]),
+        sha256_bytes(ctx.split.forget_idx.numpy().tobytes()), list(ctx.split.classes or []),
+        cfg.model_dump(mode="json")], sort_keys=True)
     path = art.verification_reference(params.forget.slug())
     if path.exists():
         cached = read_json(path)
@@ -307,9 +313,8 @@ def test_power(params: Params, ctx: RequestContext, ref: Reference, checked: dic
     report = ref.original_report if ref.original_report is not None else ctx.report(ctx.original)
     verdict = check_gates(report, ref.summary, params.gates, checked)
     failed = sorted(name for name, c in verdict.checks.items() if not c["passed"])
-    if ref.seen is not None:  # records: the output gates fail true retrains about as often as θ0 (bench/
-        # gate_calibration.py), so only the membership test can give a verdict power
-        return {"original_fails": failed, "has_power": "lira_auc" in failed,
+    if ref.seen is not None:  # records: only a membership test that θ0 surely fails (`gates.record_power`)
+        return {"original_fails": failed, **record_power(verdict.checks, checked),
                 "original_lira_auc": checked.get("lira_auc"), "counted": ["lira_auc"]}
     return {"original_fails": failed, "has_power": bool(failed), "original_lira_auc": checked.get("lira_auc")}
 

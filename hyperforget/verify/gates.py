@@ -170,6 +170,22 @@ def _relearn_high(m: int, value: float, mean: float, std: float, budget: float, 
     return _check(f"relearn steps (m={m})", value, "≤", limit, rule)
 
 
+def record_power(checks: dict[str, dict], verification: dict[str, Any]) -> dict[str, Any]:
+    """Has a record request's test power? Only if θ0 fails its record LiRA check (`checks`: θ0's, under the
+    request's limits) *surely*: the lower 95% bound of θ0's AUC (`lira_auc_low` of `verification`, θ0's
+    `verify` result: `lira.auc_lower_bound`) above the check's limit too. The output gates do not count: they
+    fail true retrains about as often as θ0 (bench/gate_calibration.py). Why the bound: θ0's AUC is one noisy
+    draw; where θ0 remembers no more than a retrain (MNIST), it lands above the limit as often as a retrain's
+    does, and a pass judged by that test would be released as if it had power."""
+    lira = checks.get("lira_auc") or {}
+    low = _value(verification, "lira_auc_low")
+    has = not lira.get("passed", True) and not math.isnan(low) and low > lira["limit"]
+    why = (f"θ0's record LiRA AUC ≥ {low:.3f} (lower 95% bound) > limit {lira['limit']:.3f}" if has else
+           f"θ0's record LiRA AUC {_value(verification, 'lira_auc'):.3f} (lower 95% bound {low:.3f}) is not surely "
+           f"above the limit {lira.get('limit', float('nan')):.3f}: the test cannot tell θ0 from a retrain")
+    return {"has_power": has, "original_lira_auc_low": None if math.isnan(low) else low, "why": why}
+
+
 def power_check(power: dict[str, Any], exact: bool) -> dict[str, Any]:
     """The `power` check: a test that θ0 passes on this request cannot tell an answer from θ0, so its pass
     certifies nothing (papers.md §5; expected for record requests on MNIST, where θ0 barely remembers single
@@ -181,9 +197,10 @@ def power_check(power: dict[str, Any], exact: bool) -> dict[str, Any]:
         return {"value": float(len(fails)), "op": "", "limit": 0.0, "passed": True,
                 "detail": f"exact method: certified by construction, not by the test (θ0 fails: {shown})"}
     ok = bool(power.get("has_power"))
-    detail = (f"θ0 fails this test on the request ({shown}): the verdict has power" if ok else
-              "no power: θ0 passes every gate on this request too, so a pass would certify nothing; answer it "
-              "exactly (method retrain)")
+    why = power.get("why") or ("θ0 fails this test on the request" if ok else "θ0 passes every gate on this "
+                                                                             "request too")
+    detail = (f"{why} ({shown}): the verdict has power" if ok else
+              f"no power: {why}, so a pass would certify nothing; answer it exactly (method retrain)")
     return {"value": float(len(fails)), "op": "≥", "limit": 1.0, "passed": ok, "detail": detail}
 
 

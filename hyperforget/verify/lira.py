@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from scipy.special import ndtr
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -45,6 +46,24 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     """P(score of a positive > score of a negative), ties counting ½ (ROC AUC)."""
     labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
     return float(roc_auc_score(labels, np.r_[positive, negative]))
+
+
+def auc_lower_bound(positive: np.ndarray, negative: np.ndarray, z: float = 1.645) -> float:
+    """One-sided lower confidence bound (95% at z = 1.645) of `auc(positive, negative)`, from DeLong's variance of
+    the Mann–Whitney statistic (DeLong et al. 1988): each positive's share of negatives below it and each
+    negative's share of positives above it (ties ½), var = var_pos / n + var_neg / m. NaN with fewer than 2 of
+    either side (no variance to estimate). Why: a record request's power check asks whether θ0 *surely* fails
+    the record LiRA test, not whether its one noisy AUC landed above the limit (a retrain's does, by chance, as
+    often as the false-rejection rate)."""
+    pos, neg = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
+    n, m = len(pos), len(neg)
+    if n < 2 or m < 2:
+        return float("nan")
+    ranks = rankdata(np.r_[pos, neg])
+    below = (ranks[:n] - rankdata(pos)) / m  # per positive: share of negatives under it
+    above = 1 - (ranks[n:] - rankdata(neg)) / n  # per negative: share of positives over it
+    se = math.sqrt(below.var(ddof=1) / n + above.var(ddof=1) / m)
+    return float(below.mean() - z * se)
 
 
 def tpr_at_fpr(positive: np.ndarray, negative: np.ndarray, fpr: float = 0.01) -> float:
@@ -117,7 +136,8 @@ def record_audit(phis: np.ndarray, unseen_phis: np.ndarray, seen: np.ndarray, ta
     example, 0.5 when D_f is treated like unseen data. Why not Φ(z) alone as for classes: the shadows train on
     half the data, so any full-data model (a true retrain included) is more confident on unseen examples than
     they are and would score above 0.5; comparing with its own unseen examples cancels that offset. The
-    held-out check does the same for each record's last out shadow, scored against the rest."""
+    held-out check does the same for each record's last out shadow, scored against the rest. `auc_low` is the
+    gated AUC's lower 95% bound (`auc_lower_bound`), which the power check reads."""
     out = ~np.asarray(seen, dtype=bool)
     s_target = out_z_scores(target_phis, phis, out, min_var)
     u_target = z_scores(target_unseen_phis, unseen_phis, min_var)
@@ -128,7 +148,8 @@ def record_audit(phis: np.ndarray, unseen_phis: np.ndarray, seen: np.ndarray, ta
     s_held = out_z_scores(phis[held, cols], phis, rest, min_var)
     h = out.shape[0] - 1  # the unseen side of the held-out check: the last shadow against the others
     u_held = z_scores(unseen_phis[h], unseen_phis[:h], min_var)
-    return {"auc": auc(s_target, u_target), "auc_vs_held_out": auc(s_target, s_held),
+    return {"auc": auc(s_target, u_target), "auc_low": auc_lower_bound(s_target, u_target),
+            "auc_vs_held_out": auc(s_target, s_held),
             "tpr_at_1fpr": tpr_at_fpr(s_target, u_target, 0.01), "held_out_auc": auc(s_held, u_held),
             "population_auc": population_auc(s_target), "n_shadows": len(phis),
             "min_out_per_record": int(out.sum(0).min()), "records": len(s_target), "unseen": len(u_target)}

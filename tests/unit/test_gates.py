@@ -5,7 +5,7 @@ import math
 import pytest
 
 from hyperforget.config.params import GatesConfig
-from hyperforget.verify.gates import GateResult, check_gates, record_widening
+from hyperforget.verify.gates import GateResult, check_gates, record_power, record_widening
 
 GATES = GatesConfig(max_forget_acc=0.05, max_retain_drop=0.05, max_mia=0.5)
 REFERENCE = {"test_retained_acc": {"mean": 0.95, "std": 0.01}, "forget_acc": {"mean": 0.0, "std": 0.0},
@@ -79,6 +79,21 @@ def test_the_record_lira_limit_widens_with_the_auc_null_spread():
     assert record_widening(5, 100, 360) == pytest.approx(
         math.sqrt((5 + 361) / (5 * 360)) / math.sqrt((100 + 361) / (100 * 360)))
     assert record_widening(100, 100, 360) == record_widening(400, 100) == 1.0
+
+
+def test_a_record_request_has_power_only_if_theta0_surely_fails_its_lira_check():
+    """θ0's record LiRA AUC is one noisy draw: above the limit by chance as often as a retrain's. Power needs the
+    AUC's lower 95% bound above the limit as well; otherwise the verdict says why it has none."""
+    theta0 = {"lira_auc": 0.70, "lira_min_out_per_record": 3, "lira_unseen": 360, "lira_records": 100}
+    checks = check_gates(report(), REFERENCE, GATES, theta0 | {"lira_auc_low": 0.60}).checks
+    assert not checks["lira_auc"]["passed"]  # 0.70 > 0.56, and surely: 0.60 > 0.56
+    assert record_power(checks, theta0 | {"lira_auc_low": 0.60}) | {"why": ""} == {
+        "has_power": True, "original_lira_auc_low": 0.60, "why": ""}
+    chance = record_power(checks, theta0 | {"lira_auc_low": 0.52})  # failed, but within its noise
+    assert not chance["has_power"] and "not surely above the limit 0.560" in chance["why"]
+    assert not record_power(checks, theta0)["has_power"]  # no bound measured: no power claimed
+    passed = check_gates(report(), REFERENCE, GATES, theta0 | {"lira_auc": 0.5, "lira_auc_low": 0.45}).checks
+    assert not record_power(passed, theta0 | {"lira_auc": 0.5, "lira_auc_low": 0.45})["has_power"]
 
 
 def test_every_failure_is_reported():
