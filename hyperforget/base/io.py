@@ -33,6 +33,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_json(value: Any, **dumps: Any) -> str:
+    """sha256 of `json.dumps(value, **dumps)`: a digest of settings, ids or keys. The `dumps` options are part of
+    the bytes hashed, so a stored digest (a ledger's ids, a cache key) is reproduced only with the same ones."""
+    return sha256_bytes(json.dumps(value, **dumps).encode())
+
+
 _SETTLED_NS = 2_000_000_000  # a file unchanged this long has a timestamp no later write can repeat
 _DIGESTS: dict[tuple, str] = {}
 

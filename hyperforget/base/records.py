@@ -22,7 +22,6 @@ Everything here is plain parsing and hashing; which dataset the ids are checked 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hyperforget.base.errors import DataError
-from hyperforget.base.io import write_text
+from hyperforget.base.io import sha256_json, write_text
 
 HASH_PREFIX = "sha256:"
 RECORD_HASH = ("sha256 over the record's prepared input x_train[i] as float32 little-endian bytes in C order, "
@@ -57,7 +56,7 @@ class RecordIds:
 
 def ids_sha256(indices: list[int] | tuple[int, ...]) -> str:
     """sha256 of the sorted unique indices as a compact JSON list (the ledger's `ids_sha256` of a request)."""
-    return hashlib.sha256(json.dumps(sorted(set(indices)), separators=(",", ":")).encode()).hexdigest()
+    return sha256_json(sorted(set(indices)), separators=(",", ":"))
 
 
 def parse_ids(text: str, source: str = "record ids") -> RecordIds:
@@ -114,8 +113,7 @@ def digest(ids: RecordIds) -> str:
     request is stored in), else the sha256 of the canonical JSON of both lists."""
     if not ids.hashes:
         return ids_sha256(ids.indices)
-    blob = json.dumps({"indices": list(ids.indices), "sha256": list(ids.hashes)}, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_json({"indices": list(ids.indices), "sha256": list(ids.hashes)}, separators=(",", ":"))
 
 
 def file_digest(path: str | Path) -> str:

@@ -12,8 +12,6 @@ gc would remove what other projects keep there. Every remote is taken to be this
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -28,7 +26,7 @@ import yaml
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, IntegrityError, StorageError
-from hyperforget.base.io import sha256_file, write_bytes
+from hyperforget.base.io import sha256_file, sha256_json, write_bytes
 from hyperforget.config.params import DataConfig
 from hyperforget.data import datasets
 from hyperforget.data.readers import CIFAR_RECORD, DIGITS_FILES, MNIST_FILES, load_raw, read_idx
@@ -63,7 +61,7 @@ def raw_parts(name: str, folder: Path) -> list[tuple[Path, ...]]:
 def raw_version(folder: Path) -> dict:
     """{files: {relative path: sha256}, sha256: of that mapping as canonical JSON}: the raw data's version."""
     files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    return {"files": files, "sha256": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()}
+    return {"files": files, "sha256": sha256_json(files, sort_keys=True)}
 
 
 def train_rows(cfg: DataConfig, data: datasets.Dataset) -> np.ndarray:

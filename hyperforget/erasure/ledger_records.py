@@ -12,7 +12,6 @@ record set without keeping a second list of who asked to be forgotten.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import re
@@ -23,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hyperforget.base.errors import ConfigError
+from hyperforget.base.io import sha256_json
 from hyperforget.erasure import chain as chain_mod
 from hyperforget.erasure import ledger_store as store
 from hyperforget.erasure.chain import Genesis
@@ -70,7 +70,7 @@ class Transition:
 
 def scope_sha256(ids: list[int]) -> str:
     """sha256 of the sorted, de-duplicated ids as a canonical JSON list: it names the set, not its order."""
-    return hashlib.sha256(json.dumps(sorted(set(ids)), separators=(",", ":")).encode()).hexdigest()
+    return sha256_json(sorted(set(ids)), separators=(",", ":"))
 
 
 @dataclass(frozen=True)

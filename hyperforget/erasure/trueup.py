@@ -24,15 +24,12 @@ without a request) and, on each request it newly covers, a `trued_up` note namin
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import torch
 
 from hyperforget.base import records
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import DataError
-from hyperforget.base.io import read_json, sha256_file, write_json
+from hyperforget.base.io import read_json, sha256_file, sha256_json, write_json
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import ForgetSplit, load_dataset
 from hyperforget.erasure import data_erasure, project_ledger
@@ -96,7 +93,7 @@ def trueup(params: Params, art: Artifacts, force: bool = False, promote: bool = 
         classes = sorted({c for r in closed if r.classes for c in r.classes})
         split = ForgetSplit(torch.tensor(forget, dtype=torch.long), keep.nonzero().squeeze(1),
                             tuple(classes) if classes else None)
-        key = hashlib.sha256(json.dumps([dataset, records.ids_sha256(forget)]).encode()).hexdigest()
+        key = sha256_json([dataset, records.ids_sha256(forget)])
         out = art.trueup / key[:16]
         result = _retrain(params, art, out, key, original, spec, data, split)
         gate = judge(result, params, bool(classes))

@@ -260,6 +260,13 @@ def generated_layers(model: nn.Module, part: str) -> tuple[str, ...]:
     return (*model.block, model.head) if part == "block_head" else (model.head,)
 
 
+def generated_hidden_stages(model: nn.Module, part: str) -> list[tuple[str, Callable]]:
+    """`model`'s stages (`Classifier.stages`) that `part` generates, in order, the head excluded: the layers a
+    repair after sampling may edit (`unlearn.scale`, `unlearn.erase`) before the head is refit on them."""
+    names = set(generated_layers(model, part))
+    return [s for s in model.stages() if s[0] in names][:-1]
+
+
 @dataclass(frozen=True)
 class Part:
     """The layers a hypernetwork generates as a slice of the flat weight vector: `layout` is their sub-layout

@@ -17,7 +17,6 @@ there, verified against the same `sha256.onnx` tag.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ import torch
 
 from hyperforget.base.artifacts import Artifacts
 from hyperforget.base.errors import ConfigError, DataError, GateFailed, IntegrityError
-from hyperforget.base.io import atomic_path, sha256_bytes, sha256_file, sidecar
+from hyperforget.base.io import atomic_path, sha256_file, sha256_json, sidecar
 from hyperforget.config.options import EXACT_METHODS
 from hyperforget.config.params import Params
 from hyperforget.data.datasets import load_dataset
@@ -69,7 +68,7 @@ def register(request_result: dict, gate_result: GateResult | dict, params: Param
                              "folder; give concurrent requests their own run names (the unlearn flow does)")
     method = request_result["method"]
     name = name or registry.model_name(params)
-    verdict = sha256_bytes(json.dumps(g.to_dict(), sort_keys=True).encode())[:16]
+    verdict = sha256_json(g.to_dict(), sort_keys=True)[:16]
     asked, key = key, f"{key}:{weights_sha}:{verdict}" if key is not None else uuid4().hex
     c = tracking.client(params, art)
     existing = registry.find_version(name, key, c)

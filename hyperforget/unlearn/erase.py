@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hyperforget.models.nets import generated_layers
+from hyperforget.models.nets import generated_hidden_stages
 
 _RANK_TOL = 1e-6  # eigenvalues (relative to the largest) below this are dead units: no direction to whiten
 
@@ -56,8 +56,7 @@ def erase_set(model: nn.Module, x_forget: torch.Tensor, y_forget: torch.Tensor, 
     `x_forget` is D_f as the generated layers take it (images with the cut "all", else the frozen part's
     features). A single class, a strength of 0 or a model whose last generated hidden layer is not a Linear with a
     bias is left as is."""
-    names = set(generated_layers(model, cut))
-    stages = [s for s in model.stages() if s[0] in names][:-1]  # the hidden generated layers, head excluded
+    stages = generated_hidden_stages(model, cut)
     layer = getattr(model, stages[-1][0]) if stages else None
     if strength == 0 or len(set(classes)) < 2 or not isinstance(layer, nn.Linear) or layer.bias is None:
         return {"applied": False}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hyperforget.models.nets import generated_layers
+from hyperforget.models.nets import generated_hidden_stages
 
 SAMPLE = 4096  # retained rows the scale is measured on: the mean L1 of a layer's output settles well before
 
@@ -39,9 +39,7 @@ def match_scale(model: nn.Module, reference: nn.Module, x: torch.Tensor, cut: st
     reference output is all zero are left as they are."""
     model.eval()
     reference.eval()
-    names = set(generated_layers(model, cut))
-    stages = [s for s in model.stages() if s[0] in names][:-1]  # the head is refit afterwards, never rescaled
-    ref_stages = [s for s in reference.stages() if s[0] in names][:-1]
+    stages, ref_stages = generated_hidden_stages(model, cut), generated_hidden_stages(reference, cut)
     h, h_ref, divided = x, x, {}
     for (name, fn), (_, ref_fn) in zip(stages, ref_stages, strict=True):
         layer, h_ref = getattr(model, name), ref_fn(h_ref)
