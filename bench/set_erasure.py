@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--source", default=None)
     ap.add_argument("--work", default=None, help="project folder (default: work/<experiment>)")
     ap.add_argument("--sets", choices=["tuning", "heldout"], default="tuning")
-    ap.add_argument("--count", type=int, default=8, help="how many sets (the first N of the list)")
+    ap.add_argument("--count", type=int, default=8, help="how many sets (the first N of the list; 0: build only)")
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--variants", nargs="*", default=["dihyfo1"], help="DiHyFo variants, each at every strength")
     ap.add_argument("--methods", nargs="*", default=[], help="registry methods judged beside (e.g. eu_k)")
@@ -101,6 +101,8 @@ def main() -> None:
         print(f"{run.classes}: " + ", ".join(
             f"{n} {'pass' if run.rows[n]['passed'] else 'FAIL ' + '/'.join(run.rows[n]['failed'])}" for n in rows)
             + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if not done:  # --count 0: what was asked is built (θ0, the zoo, the hypernetworks), nothing judged
+        return
     summary = summarise_sets(done)
     print(f"\n{len(done)} {args.sets} sets, {params.data.name} {params.model.arch}\n")
     print("| row | sets passing | mean Δ retrain (retained test acc) | forget acc | median time s | "
