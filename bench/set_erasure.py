@@ -12,7 +12,8 @@ probe and relearning, against the set's own `evaluation.retrain_seeds` retrains,
 true retrain with a seed of its own is judged beside (the control that must pass). The project folder (`--work`)
 is built or reused as `bench/heldout_sets.py` builds it (θ0, the zoo, the hypernetworks). JSON: every set, row and
 check, and the summary per row (`studies.heldout.summarise_sets`), rewritten after every set (`--resume` keeps the
-sets an interrupted run of the same rows wrote).
+sets an interrupted run of the same rows wrote; the resume file is named by the rows, so runs of other rows on the
+same project, even at once, keep their own).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from _common import CONFIGS, work_folder
 from dihyfo_mnist import setup
 from heldout_sets import build, failed_checks, fmt
 
-from hyperforget.base.io import jsonable, read_json, write_json
+from hyperforget.base.io import jsonable, read_json, sha256_json, write_json
 from hyperforget.hypernet.honesty import zoo_spacing
 from hyperforget.pipeline.compare import machine
 from hyperforget.studies.heldout import SetRun, run_dihyfo, summarise_sets
@@ -71,7 +72,7 @@ def main() -> None:
     sets = (params.zoo.tuning_sets(zoo.num_classes, args.count, params.seed) if args.sets == "tuning"
             else params.zoo.held_out(zoo.num_classes)[:args.count])
     rows = [row_name(v, s) for v in args.variants for s in args.strengths] + list(args.methods) + ["retrain"]
-    out = art.compare / f"set-erasure-{args.sets}.json"
+    out = art.compare / f"set-erasure-{args.sets}-{sha256_json(rows)[:12]}.json"  # per row list: runs at once don't mix
     done = []
     if args.resume and out.is_file():
         old = read_json(out)
