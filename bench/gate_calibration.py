@@ -146,19 +146,22 @@ def row(kind: str, request: str, i: int, half: str, size: int, model: str, repor
     return out
 
 
+def checks(r: dict, gates: GatesConfig) -> dict[str, dict]:
+    """The product's checks of a stored judgement under `gates` (`check_gates`, verification required)."""
+    return check_gates(r["report"], r["summary"], gates, r["verification"], require_verification=True).checks
+
+
 def failed(r: dict, gates: GatesConfig) -> list[str]:
     """The product's verdict on a stored judgement: the names of the checks it fails (power check aside)."""
-    verdict = check_gates(r["report"], r["summary"], gates, r["verification"], require_verification=True)
-    return sorted(name for name, c in verdict.checks.items() if not c["passed"])
+    return sorted(name for name, c in checks(r, gates).items() if not c["passed"])
 
 
 def powered(theta0: dict, gates: GatesConfig) -> bool:
     """Would θ0's stored judgement give the test power in the product (`answer.test_power`) under `gates`?"""
+    mine = checks(theta0, gates)
     if theta0["kind"] != "record":
-        return bool(failed(theta0, gates))
-    verdict = check_gates(theta0["report"], theta0["summary"], gates, theta0["verification"],
-                          require_verification=True)
-    return record_power(verdict.checks, theta0["verification"])["has_power"]
+        return any(not c["passed"] for c in mine.values())
+    return record_power(mine, theta0["verification"])["has_power"]
 
 
 def halves(answers: int) -> list[str]:
@@ -397,8 +400,8 @@ def derive(rows: list[dict], now: GatesConfig) -> dict[str, Any]:
             values.setdefault(k, []).append(float(x))
     relearn = [k for k in values if k.startswith("relearn_ratio_")]
     varies = [k for k, x in values.items() if np.ptp(x) > 1e-12]  # a constant (0: forget acc on a class) is no risk
-    checks = sum(2 if k == "lira_auc" or k in relearn else 1 for k in varies)  # two-sided: LiRA, relearn
-    a = ALPHA / max(checks, 1)
+    tests = sum(2 if k == "lira_auc" or k in relearn else 1 for k in varies)  # two-sided: LiRA, relearn
+    a = ALPHA / max(tests, 1)
     b = {"lira_high": bound(values["lira_auc"], True, a, "lira_auc"),
          "lira_low": bound(values["lira_auc"], False, a, "lira_auc"),
          **{k: bound(values[k], True, a) for k in ("forget_excess", "mia_excess", "retain_drop")}}

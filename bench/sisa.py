@@ -69,8 +69,11 @@ def retrain_seconds(inputs, params, records: torch.Tensor) -> dict[str, float]:
     return {"seconds": time.perf_counter() - t0, "test_acc": accuracy(predict(model, data.x_test), data.y_test)}
 
 
-def layout_run(inputs, params, layout: sisa.Layout, sizes: list[int], draws: int, cls: int,
-               retrains: dict[int, dict], seed: int) -> dict[str, Any]:
+def layout_run(inputs, params, layout: sisa.Layout, args: argparse.Namespace, retrains: dict[int, dict]
+               ) -> dict[str, Any]:
+    """Build `layout`, then answer `args.draws` draws of each record size in `args.records` and class `args.cls`,
+    each against the freshly built state; the single model's retrains (one per size) land in `retrains`."""
+    sizes, seed = args.records, params.seed
     data = inputs.data
     x, y = data.x_train, data.y_train
     t0 = time.perf_counter()
@@ -86,8 +89,8 @@ def layout_run(inputs, params, layout: sisa.Layout, sizes: list[int], draws: int
     print(f"SISA {layout.shards}×{layout.slices}: built in {build_s:.1f} s, test acc {out['test_acc']:.4f} "
           f"(constituents {out['constituent_test_acc']:.4f})", flush=True)
     requests = [(f"{n} record{'s' if n > 1 else ''}", n, d, draw(len(y), n, 1000 * seed + 10 * n + d))
-                for n in sizes for d in range(draws)]
-    requests.append((f"class {cls}", None, 0, (y == cls).nonzero().squeeze(1)))
+                for n in sizes for d in range(args.draws)]
+    requests.append((f"class {args.cls}", None, 0, (y == args.cls).nonzero().squeeze(1)))
     for label, n, d, records in requests:
         if n is not None and d == 0 and n not in retrains:
             retrains[n] = retrain_seconds(inputs, params, records)
@@ -153,8 +156,8 @@ def main() -> None:
     params, inputs = setup(args)
     data = inputs.data
     retrains: dict[int, dict] = {}
-    layouts = [layout_run(inputs, params, sisa.Layout(s, args.slices, params.seed), args.records, args.draws,
-                          args.cls, retrains, params.seed) for s in args.shards]
+    layouts = [layout_run(inputs, params, sisa.Layout(s, args.slices, params.seed), args, retrains)
+               for s in args.shards]
     payload = {
         "command": " ".join(sys.argv), "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "dataset": params.data.name, "arch": params.model.arch, "n_train": len(data.y_train),

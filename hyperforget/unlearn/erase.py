@@ -21,6 +21,7 @@ into the layer's weight and bias, so the model keeps its architecture. At most k
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,9 +31,17 @@ from hyperforget.models.nets import generated_hidden_stages
 _RANK_TOL = 1e-6  # eigenvalues (relative to the largest) below this are dead units: no direction to whiten
 
 
-def leace(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The LEACE eraser of the concept `labels` (class ids) from `z` [n, d], as (M [d, d], μ [d]) with
-    eraser(z) = z − (z − μ) Mᵀ. float64 throughout: the whitening inverts small eigenvalues."""
+class Eraser(NamedTuple):
+    """eraser(z) = z − (z − μ) Mᵀ, with `rank` the number of directions M touches."""
+
+    matrix: torch.Tensor  # M [d, d]
+    mean: torch.Tensor  # μ [d]
+    rank: int
+
+
+def leace(z: torch.Tensor, labels: torch.Tensor) -> Eraser:
+    """The LEACE eraser of the concept `labels` (class ids) from `z` [n, d]. float64 throughout: the whitening
+    inverts small eigenvalues."""
     z = z.double()
     mu = z.mean(0)
     zc = z - mu
@@ -46,7 +55,7 @@ def leace(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     w_pinv = vecs[:, live] @ torch.diag(root[live]) @ vecs[:, live].T
     u, sing, _ = torch.linalg.svd(w @ cross, full_matrices=False)
     basis = u[:, sing > _RANK_TOL * sing.max().clamp_min(1e-300)]
-    return w_pinv @ basis @ basis.T @ w, mu
+    return Eraser(w_pinv @ basis @ basis.T @ w, mu, basis.shape[1])
 
 
 @torch.no_grad()
@@ -69,10 +78,10 @@ def erase_set(model: nn.Module, x_forget: torch.Tensor, y_forget: torch.Tensor, 
             h = fn(h)
     finally:
         hook.remove()
-    m, mu = leace(seen[0], y_forget)
+    m, mu, rank = leace(seen[0], y_forget)
     step = strength * m  # z ↦ z − step (z − μ) = (I − step) z + step μ
     keep = torch.eye(len(m), dtype=m.dtype) - step
     layer.weight.copy_((keep @ layer.weight.double()).to(layer.weight.dtype))
     layer.bias.copy_((keep @ layer.bias.double() + step @ mu).to(layer.bias.dtype))
     return {"applied": True, "layer": stages[-1][0], "strength": strength,
-            "directions": int(torch.linalg.matrix_rank(m).item()), "rows": len(x_forget)}
+            "directions": rank, "rows": len(x_forget)}
