@@ -3,13 +3,18 @@
 
     python bench/set_erasure.py [--params configs/heldout-mnist-t10k-lenet.yaml] [--work DIR]
                                 [--sets tuning|heldout] [--count N] [--strengths 0 0.5 1]
-                                [--variants dihyfo1] [--methods eu_k] [--json FILE] [--resume]
+                                [--variants dihyfo1] [--methods eu_k] [--baselines] [--no-retrain]
+                                [--json FILE] [--resume]
 
 `--sets tuning` takes the experiment's tuning sets (`zoo.tuning_sets`: neither in the zoo nor held out), where the
 strength may be chosen; `--sets heldout` its held-out sets (`zoo.held_out`), which judge the choice. Each set is
 judged as the held-out study judges it (`studies.heldout.SetRun`: the output gates and the verification, LiRA,
 probe and relearning, against the set's own `evaluation.retrain_seeds` retrains, with the test's power), and a
-true retrain with a seed of its own is judged beside (the control that must pass). The project folder (`--work`)
+true retrain with a seed of its own is judged beside (the control that must pass; `--no-retrain` leaves it out
+where an earlier run on the same references has it). `--baselines` adds the bare zoo lookups of
+`studies.heldout.run_baselines` (retrieval, retrieval@K, retrieval + noise, and retrieval + k steps of the set's
+ascent given the last DiHyFo row's time), with the first variant's prompts; the registry's `retrieval` (the nearest
+rows with DiHyFo-1's repairs) is then the row `retrieval+repairs`. The project folder (`--work`)
 is built or reused as `bench/heldout_sets.py` builds it (θ0, the zoo, the hypernetworks). JSON: every set, row and
 check, and the summary per row (`studies.heldout.summarise_sets`), rewritten after every set (`--resume` keeps the
 sets an interrupted run of the same rows wrote; the resume file is named by the rows, so runs of other rows on the
@@ -33,8 +38,15 @@ from heldout_sets import build, failed_checks, fmt
 from hyperforget.base.io import jsonable, read_json, sha256_json, write_json
 from hyperforget.hypernet.honesty import zoo_spacing
 from hyperforget.pipeline.compare import machine
-from hyperforget.studies.heldout import SetRun, run_dihyfo, summarise_sets
-from hyperforget.unlearn import run_method
+from hyperforget.studies.heldout import (
+    BASELINES,
+    SetRun,
+    method_row,
+    run_baselines,
+    run_dihyfo,
+    run_registered,
+    summarise_sets,
+)
 from hyperforget.zoo.shards import load_zoo
 
 
@@ -58,12 +70,16 @@ def main() -> None:
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--variants", nargs="*", default=["dihyfo1"], help="DiHyFo variants, each at every strength")
     ap.add_argument("--methods", nargs="*", default=[], help="registry methods judged beside (e.g. eu_k)")
+    ap.add_argument("--baselines", action="store_true", help="the bare zoo lookups, retrieval+steps at DiHyFo's time")
+    ap.add_argument("--no-retrain", action="store_true", help="leave out the true retrain of each set's own seed")
     ap.add_argument("--set", action="append", default=[], help="param override KEY=VALUE")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="zoo units built at once")
     ap.add_argument("--json", default=None, help="also write the result here")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
+    if args.baselines and not (args.variants and args.strengths):
+        ap.error("--baselines times retrieval + k steps by a DiHyFo row: give --variants and --strengths")
     args.work = args.work or str(work_folder(Path(args.params).stem))
     params, art = setup(args)
     build(params, art, args.variants, args.workers)
@@ -71,7 +87,9 @@ def main() -> None:
     spacing = zoo_spacing(zoo.weights)
     sets = (params.zoo.tuning_sets(zoo.num_classes, args.count, params.seed) if args.sets == "tuning"
             else params.zoo.held_out(zoo.num_classes)[:args.count])
-    rows = [row_name(v, s) for v in args.variants for s in args.strengths] + list(args.methods) + ["retrain"]
+    dihyfo_rows = [row_name(v, s) for v in args.variants for s in args.strengths]
+    rows = (dihyfo_rows + (list(BASELINES) if args.baselines else []) + [method_row(m) for m in args.methods]
+            + ([] if args.no_retrain else ["retrain"]))
     out = art.compare / f"set-erasure-{args.sets}-{sha256_json(rows)[:12]}.json"  # per row list: runs at once don't mix
     done = []
     if args.resume and out.is_file():
@@ -83,14 +101,15 @@ def main() -> None:
     started = time.perf_counter()
     for classes in sets[len(done):]:
         t0 = time.perf_counter()
-        run = SetRun(params, art, classes)
+        run = SetRun(params, art, classes, time_retrain=not args.no_retrain)
         for variant in args.variants:
             for strength in args.strengths:
                 with_strength(run, variant, strength)
                 run_dihyfo(run, variant, None, zoo, spacing, name=row_name(variant, strength))
+        if args.baselines:  # the prompts of the first variant, retrieval+steps given the last DiHyFo row's time
+            run_baselines(run, zoo, spacing, args.variants[0], run.rows[dihyfo_rows[-1]]["time_s"], params.seed)
         for name in args.methods:
-            res = run_method(name, run.inputs, run.params.method_options(name))
-            run.add(name, res.model, res.wall_time_s)
+            run_registered(run, name)
         done.append({"classes": run.classes, "power": run.power, "rows": run.rows})
         result = jsonable({"command": "python bench/" + Path(__file__).name + " " + " ".join(sys.argv[1:]),
                            "params": args.params, "work": str(art.root), "which": args.sets, "rows": rows,

@@ -200,6 +200,18 @@ def method_row(name: str) -> str:
     return f"{name}+repairs" if name in BASELINES else name
 
 
+def run_registered(run: SetRun, name: str) -> None:
+    """The registry's method `name` with the set's options, judged as row `method_row(name)`; NaN weights are a
+    failed answer with no metrics (the product refuses them), not the end of the study."""
+    row = method_row(name)
+    try:
+        res = run_method(name, run.inputs, run.params.method_options(name))
+    except Diverged as e:
+        run.rows[row] = {"passed": False, "failed": ["diverged"], "error": str(e), "time_s": None}
+        return
+    run.add(row, res.model, res.wall_time_s)
+
+
 def evaluate_set(params: Params, art: Artifacts, classes: Sequence[int], zoo: ZooTensors, spacing: float,
                  variants: Sequence[str], methods: Sequence[str], sample_steps: int | None, seed: int = 0,
                  time_retrain: bool = True) -> dict[str, Any]:
@@ -210,13 +222,7 @@ def evaluate_set(params: Params, art: Artifacts, classes: Sequence[int], zoo: Zo
     budget = run.rows[variants[0]]["time_s"] if variants else 0.1
     run_baselines(run, zoo, spacing, variants[0] if variants else "dihyfo2", budget, seed)
     for name in methods:
-        row = method_row(name)
-        try:
-            res = run_method(name, run.inputs, run.params.method_options(name))
-        except Diverged as e:  # NaN weights: a failed answer with no metrics, as the product refuses it
-            run.rows[row] = {"passed": False, "failed": ["diverged"], "error": str(e), "time_s": None}
-            continue
-        run.add(row, res.model, res.wall_time_s)
+        run_registered(run, name)
     return {"classes": run.classes, "rows": run.rows}
 
 
