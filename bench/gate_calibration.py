@@ -158,10 +158,9 @@ def failed(r: dict, gates: GatesConfig) -> list[str]:
 
 def powered(theta0: dict, gates: GatesConfig) -> bool:
     """Would θ0's stored judgement give the test power in the product (`answer.test_power`) under `gates`?"""
-    mine = checks(theta0, gates)
     if theta0["kind"] != "record":
-        return any(not c["passed"] for c in mine.values())
-    return record_power(mine, theta0["verification"])["has_power"]
+        return bool(failed(theta0, gates))
+    return record_power(checks(theta0, gates), theta0["verification"])["has_power"]
 
 
 def halves(answers: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -65,6 +67,17 @@ def test_per_layer_normalisation_round_trips_and_standardises():
     assert abs(first.mean().item()) < 1e-4 and abs(first.std(correction=0).item() - 1) < 1e-3
     restored = Tokenizer(zoo.layout, 64).load_normaliser(tok.normaliser_tensors())
     assert torch.equal(restored.normalise(zoo.weights), z)
+
+
+def test_the_normaliser_fitted_a_few_rows_at_a_time_is_each_layers_mean_and_std():
+    zoo = synthetic_zoo()
+    chunked = Tokenizer(zoo.layout, 64).fit_normaliser(zoo.weights, rows=3)
+    start = 0
+    for i, (_, shape) in enumerate(zoo.layout):
+        part = zoo.weights[:, start : start + math.prod(shape)].double()
+        assert chunked.mean[i].item() == pytest.approx(part.mean().item(), rel=1e-6, abs=1e-9)
+        assert chunked.std[i].item() == pytest.approx(part.std(correction=0).item(), rel=1e-6)
+        start += math.prod(shape)
 
 
 def test_hidden_permutation_keeps_the_mlp_function():
