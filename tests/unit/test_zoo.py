@@ -3,6 +3,7 @@ aligned retrains."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperforget.base.errors import ConfigError, IntegrityError
-from hyperforget.base.io import read_json, write_json
+from hyperforget.base.errors import ConfigError, DataError, IntegrityError
+from hyperforget.base.io import load_tensors, read_json, write_json
 from hyperforget.config.params import Params, TrainConfig, ZooConfig
 from hyperforget.models.nets import build_model, flatten, generated_part, load_flat, param_layout, unflatten
 from hyperforget.models.train import train_many
@@ -19,7 +20,7 @@ from hyperforget.zoo import build as zoo_build
 from hyperforget.zoo import levels, shards
 from hyperforget.zoo.build import build_unit, build_zoo, plan_zoo
 from hyperforget.zoo.requests import zoo_requests
-from hyperforget.zoo.shards import finish_zoo, load_zoo
+from hyperforget.zoo.shards import all_finite, finish_zoo, load_zoo
 from hyperforget.zoo.trajectories import align_hidden
 
 TINY = ZooConfig(pairs=[], holdout_sets=0, trajectories=2, steps=4, save_every=2, retrain_seeds=1, shard_rows=3)
@@ -129,6 +130,32 @@ def test_index_rows_point_at_their_weights(tiny_zoo, original_mlp, digits_spec, 
         assert zoo.forget_mask[i].nonzero().flatten().tolist() == rows[i]["request"]
     shards = read_json(out / "index.json")["shards"]
     assert {r["shard_sha256"] for r in rows} == {s["sha256"] for s in shards}
+
+
+def test_the_loaded_zoo_is_its_shards_in_index_order_and_an_index_that_miscounts_them_is_refused(tiny_zoo,
+                                                                                                   tmp_path):
+    full, _ = tiny_zoo
+    zoo, _ = load_zoo(full)
+    shards_in_order = [load_tensors(full / s["file"])["weights"] for s in read_json(full / "index.json")["shards"]]
+    assert len(shards_in_order) > 1 and torch.equal(zoo.weights, torch.cat(shards_in_order))
+    shutil.copytree(full, tmp_path, dirs_exist_ok=True)
+    index = read_json(tmp_path / "index.json")
+    for rows in (index["rows"][:-1], index["rows"] + index["rows"][-1:]):
+        write_json(tmp_path / "index.json", {**index, "rows": rows})
+        with pytest.raises(IntegrityError, match=rf"lists {len(rows)} rows but the shards hold {zoo.num_rows}"):
+            load_zoo(tmp_path)
+
+
+def test_a_zoo_holding_nan_or_inf_anywhere_is_refused(tiny_zoo):
+    zoo, _ = load_zoo(tiny_zoo[0])
+    assert all_finite(zoo.weights, chunk=7)
+    for where in ((0, 0), (-1, -1), (3, 5)):  # the first value, the last (a partial chunk of 7), one inside
+        for bad in (float("nan"), float("inf")):
+            weights = zoo.weights.clone()
+            weights[where] = bad
+            assert not all_finite(weights, chunk=7)
+            with pytest.raises(DataError, match="zoo weights contains NaN or inf"):
+                dataclasses.replace(zoo, weights=weights)
 
 
 def test_aligned_retrains_keep_their_function(original_mlp, digits_spec, digits):
