@@ -64,20 +64,20 @@ class Tokenizer(nn.Module):
         """[..., T, chunk_size] → [..., P]; padding values are dropped."""
         return tokens.flatten(-2)[..., self.scatter]
 
-    def fit_normaliser(self, vecs: torch.Tensor, eps: float = 1e-8, rows: int = 1024) -> Tokenizer:
+    def fit_normaliser(self, vecs: torch.Tensor, eps: float = 1e-8, chunk: int = 1 << 22) -> Tokenizer:
         """Per-layer mean and std over a zoo [N, P], so every layer enters the diffusion at unit scale
         (G.pt scales parameters to a fixed std; per layer because biases and weights differ in scale).
 
-        Two passes in float64 over `rows` zoo rows at a time: a float64 copy of the whole zoo (and the
-        temporaries of its std) came to about 4× the zoo's own size, which on the 10k split's CNN with 141
-        class sets (25k rows of 59k values, 5.9 GB) ran a 24 GiB machine out of memory."""
+        Two passes in float64 over about `chunk` values of a layer at a time: a float64 copy of the whole zoo
+        (and the temporaries of its std) came to about 4× the zoo's own size, which on the 10k split's CNN with
+        141 class sets (25k rows of 59k values, 5.9 GB) ran a 24 GiB machine out of memory."""
         self._check(vecs)
         flat = vecs.reshape(-1, self.num_params)
-        chunks = range(0, flat.shape[0], rows)
         means, stds, start = [], [], 0
         for _, shape in self.layout:
             end = start + prod(shape)
-            count = flat.shape[0] * (end - start)
+            rows, count = max(1, chunk // (end - start)), flat.shape[0] * (end - start)
+            chunks = range(0, flat.shape[0], rows)
             mean = sum(flat[i : i + rows, start:end].double().sum() for i in chunks) / count
             var = sum((flat[i : i + rows, start:end].double() - mean).square().sum() for i in chunks) / count
             means.append(mean)
@@ -89,8 +89,10 @@ class Tokenizer(nn.Module):
         return self
 
     def normalise(self, vec: torch.Tensor) -> torch.Tensor:
+        """(vec − mean) / std per layer, dividing in place the difference it made: a whole zoo then costs one
+        copy, not two (the same values as the plain expression)."""
         self._check(vec, fitted=True)
-        return (vec - self.mean[self.param_layer]) / self.std[self.param_layer]
+        return (vec - self.mean[self.param_layer]).div_(self.std[self.param_layer])
 
     def denormalise(self, vec: torch.Tensor) -> torch.Tensor:
         self._check(vec, fitted=True)

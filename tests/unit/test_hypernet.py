@@ -62,6 +62,7 @@ def test_per_layer_normalisation_round_trips_and_standardises():
     zoo = synthetic_zoo()
     tok = Tokenizer(zoo.layout, 64).fit_normaliser(zoo.weights)
     z = tok.normalise(zoo.weights)
+    assert torch.equal(z, (zoo.weights - tok.mean[tok.param_layer]) / tok.std[tok.param_layer])
     assert torch.allclose(tok.denormalise(z), zoo.weights, atol=1e-5)
     first = z[:, : 10 * 64]  # fc1.weight
     assert abs(first.mean().item()) < 1e-4 and abs(first.std(correction=0).item() - 1) < 1e-3
@@ -71,7 +72,7 @@ def test_per_layer_normalisation_round_trips_and_standardises():
 
 def test_the_normaliser_fitted_a_few_rows_at_a_time_is_each_layers_mean_and_std():
     zoo = synthetic_zoo()
-    chunked = Tokenizer(zoo.layout, 64).fit_normaliser(zoo.weights, rows=3)
+    chunked = Tokenizer(zoo.layout, 64).fit_normaliser(zoo.weights, chunk=100)
     start = 0
     for i, (_, shape) in enumerate(zoo.layout):
         part = zoo.weights[:, start : start + math.prod(shape)].double()
