@@ -32,6 +32,8 @@ def merge(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     did not judge the same sets against the same references."""
     if not runs or len(runs) != len(names):
         raise DataError("give at least one run, and one name per run")
+    for run, name in zip(runs, names, strict=True):
+        _check_shape(run, name)
     first = runs[0]
     sets = [sorted(s["classes"]) for s in first["sets"]]
     for run, name in zip(runs[1:], names[1:], strict=True):
@@ -109,6 +111,16 @@ def markdown(merged: dict[str, Any]) -> str:
 def _agreement(matrix: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
     differ = [s["classes"] for s in matrix if len({bool(s["cells"][lab].get("passed")) for lab in labels}) > 1]
     return {"labels": labels, "same": len(matrix) - len(differ), "differ": differ}
+
+
+def _check_shape(run: Any, name: str) -> None:
+    """A set_erasure result: its row names, and per set the classes and a row each, the reference's included."""
+    ok = (isinstance(run, dict) and isinstance(run.get("rows"), list) and isinstance(run.get("sets"), list)
+          and all(isinstance(s, dict) and "classes" in s and isinstance(s.get("rows"), dict)
+                  and {"reference", *run["rows"]} <= s["rows"].keys() for s in run["sets"]))
+    if not ok:
+        raise DataError(f"{name} is not a held-out run with a reference per set (its rows, and per set the "
+                        "classes and every row): give the JSON that bench/set_erasure.py --json wrote")
 
 
 def _braces(classes: list[int]) -> str:

@@ -62,3 +62,12 @@ def test_runs_on_other_sets_or_against_other_references_are_refused_with_the_run
         merge([a, retrained], ["main", "again"])
     with pytest.raises(DataError, match="one name per run"):
         merge([a, b], ["main"])
+
+
+def test_a_file_that_is_no_held_out_run_is_refused_with_what_to_give():
+    a, _ = two_runs()
+    unfinished = run([{"salun": row(True, 0.0, 1.0)}, {"salun": row(True, 0.0, 1.0)}])
+    del unfinished["sets"][1]["rows"]["salun"]
+    for bad in ({"summary": {}}, [1, 2], unfinished):
+        with pytest.raises(DataError, match=r"bad\.json is not a held-out run .* bench/set_erasure\.py --json wrote"):
+            merge([a, bad], ["main", "bad.json"])
