@@ -12,11 +12,11 @@ seeds must give the same verdict; times compare only within a run (each run's ma
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from typing import Any
 
 from hyperforget.base.errors import DataError
+from hyperforget.studies.heldout import summarise_sets
 
 SHORT = {"forget_acc": "forget", "retained_test_acc": "retained", "mia": "MIA", "lira_auc": "LiRA↑",
          "lira_auc_low": "LiRA↓", "probe_forget_acc": "probe", "probe_forget_logit": "probe-conf",
@@ -65,16 +65,13 @@ def merge(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
 
 
 def summarise(matrix: list[dict[str, Any]], label: str) -> dict[str, Any]:
-    """One column over the sets: passes, mean Δ retrain, the worst set's Δ, median time, checks failed."""
+    """One column over the sets: the held-out study's summary of a row (`heldout.summarise_sets`: means, the
+    share passing, checks failed, median time), with the sets passed counted and the worst set's Δ retrain."""
     cells = [s["cells"][label] for s in matrix]
     scored = [(c["delta"], s["classes"]) for s, c in zip(matrix, cells, strict=True) if c.get("delta") is not None]
-    times = [c["time_s"] for c in cells if c.get("time_s") is not None]
     worst = min(scored, key=lambda t: t[0]) if scored else (None, None)
-    return {"sets": len(cells), "passed": sum(bool(c.get("passed")) for c in cells),
-            "delta": statistics.fmean(d for d, _ in scored) if scored else None,
-            "worst_delta": worst[0], "worst_set": worst[1],
-            "time_s": statistics.median(times) if times else None,
-            "failed_checks": dict(Counter(k for c in cells for k in c.get("failed") or []))}
+    return summarise_sets([{"rows": {label: c}} for c in cells])[label] | {
+        "passed": sum(bool(c.get("passed")) for c in cells), "worst_delta": worst[0], "worst_set": worst[1]}
 
 
 def cell(row: dict[str, Any]) -> str:
