@@ -20,13 +20,9 @@ import sys
 import yaml
 
 
-def produced(lock: dict) -> set[str]:
-    return {o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
-
-
 def shape(lock: dict) -> dict:
     """Per stage what no CPU changes: command, params, source deps with their md5, dep and out paths."""
-    made = produced(lock)
+    made = set(_hashes(lock))
 
     def is_made(path: str) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in made)
@@ -58,6 +54,7 @@ def main() -> int:
 
 
 def _hashes(lock: dict) -> dict[str, str | None]:
+    """What each stage produces, by path, with the md5 this lock recorded for it."""
     return {o["path"]: o.get("md5") for stage in lock["stages"].values() for o in stage.get("outs", [])}
 
 
